@@ -1,0 +1,63 @@
+"""Developer sessions. `nox` alone runs lint, typecheck and tests (what CI runs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+WEB = ROOT / "web"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def build_frontend(session: nox.Session) -> None:
+    """Build web/ into src/webterm/static/ with the lockfile's exact packages."""
+    if not (WEB / "package.json").exists():
+        return
+    if not shutil.which("npm"):
+        session.error("npm is needed to build the page (Node 20+): install nodejs and npm")
+    with session.chdir(WEB):
+        if not (WEB / "node_modules").exists() or os.environ.get("CI"):
+            session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        session.run("npm", "run", "build", external=True)
+
+
+def ensure_chromium(session: nox.Session) -> None:
+    """The browser tests drive Debian's Chromium (Playwright never downloads one)."""
+    if Path(CHROMIUM).exists():
+        return
+    if os.geteuid() != 0:
+        session.error(f"{CHROMIUM} is missing: run `sudo apt-get install chromium` first")
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, integration, Kubernetes stand-in, browser."""
+    build_frontend(session)
+    ensure_chromium(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]), env={"WEBTERM_CHROMIUM": CHROMIUM})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy", "--strict", "src/webterm")

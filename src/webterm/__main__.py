@@ -1,0 +1,3 @@
+from webterm.cli import main
+
+main()

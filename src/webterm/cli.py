@@ -1,0 +1,355 @@
+"""The ``webterm`` command: one subcommand per service, see ARCHITECTURE.md (CLI).
+
+Every flag also reads ``WEBTERM_<FLAG_IN_CAPS>`` (``--max-terminals`` ↔
+``WEBTERM_MAX_TERMINALS``). Each service runs in one trio nursery; SIGINT or SIGTERM
+cancels it and the service's own shielded cleanup closes connections and children."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from webterm import __version__
+from webterm.config import (
+    ConfigError,
+    ManagerConfig,
+    PtyConfig,
+    UpConfig,
+    WebserverConfig,
+    load_secret,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+ConfigT = TypeVar("ConfigT")
+
+ServeFn = Callable[..., Awaitable[None]]
+
+
+def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` whose environment variable is ``WEBTERM_<FLAG_IN_CAPS>``."""
+    long = next(d for d in decls if d.startswith("--"))
+    attrs.setdefault("envvar", "WEBTERM_" + long[2:].replace("-", "_").upper())
+    attrs.setdefault("show_default", True)
+    attrs.setdefault("show_envvar", True)
+    return click.option(*decls, **attrs)
+
+
+def _shell(value: str | None) -> tuple[str, ...] | None:
+    return tuple(shlex.split(value)) if value else None
+
+
+def _secret(secret_file: str | None) -> bytes:
+    try:
+        return load_secret(secret_file)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+secret_option = option(
+    "--secret-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the shared token-signing secret (else WEBTERM_SECRET).",
+)
+identity_option = option(
+    "--identity",
+    type=click.Choice(["tab", "browser", "ip"]),
+    default="tab",
+    help="What makes a client: each tab, each browser (cookie), or each remote address.",
+)
+
+
+async def run_until_signalled(serve: ServeFn, config: object) -> None:
+    """Run ``serve(config, task_status=...)`` until it returns or SIGINT/SIGTERM arrives;
+    a signal cancels it, and the service's cleanup runs under that cancellation."""
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def service() -> None:
+                await serve(config)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(service)
+            async for signum in signals:
+                logging.getLogger("webterm").info(
+                    "received %s, shutting down", signal.Signals(signum).name
+                )
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _run(serve: ServeFn, config: object) -> None:
+    try:
+        trio.run(run_until_signalled, serve, config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="webterm")
+@option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def main(log_level: str) -> None:
+    """webterm: a real Linux shell in the browser, one terminal per user.
+
+    \b
+    Commands:
+      up         everything on one machine (webserver + manager + local terminals)
+      webserver  the browser-facing service
+      manager    the terminal pool (local processes or a Kubernetes StatefulSet)
+      pty        one terminal server (what each terminal pod runs)
+      token      print a token that opens a terminal (operators, debugging)
+    """
+    _setup_logging(log_level)
+
+
+@main.command()
+@option("--host", default="127.0.0.1", help="Address the page is served on.")
+@option("--port", default=8080, type=int)
+@option("--spares", default=2, type=int, help="Terminals kept started and free.")
+@option("--max-terminals", default=20, type=int, help="Never more terminals than this.")
+@identity_option
+@option("--shell", default=None, help="Shell command for terminals (default: login shell).")
+@option(
+    "--idle-timeout",
+    default=600.0,
+    type=float,
+    help="Seconds without input before a terminal ends.",
+)
+def up(
+    host: str,
+    port: int,
+    spares: int,
+    max_terminals: int,
+    identity: str,
+    shell: str | None,
+    idle_timeout: float,
+) -> None:
+    """Run webterm on this machine: webserver + manager + terminal processes."""
+    from webterm.up import serve
+
+    config = UpConfig(
+        host=host,
+        port=port,
+        spares=spares,
+        max_terminals=max_terminals,
+        identity=identity,  # type: ignore[arg-type]
+        shell=_shell(shell),
+        idle_timeout=idle_timeout,
+    )
+    _run(serve, config)
+
+
+@main.command()
+@option("--manager-url", required=True, help="Base URL of the manager's HTTP API.")
+@option("--host", default="127.0.0.1")
+@option("--port", default=8080, type=int)
+@identity_option
+@option("--address-mode", default="proxy", type=click.Choice(["proxy", "nodeport"]))
+@option("--public-host", default=None, help="Host browsers dial in nodeport mode.")
+@option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="Address whose X-Forwarded-For is believed (repeatable; env: space-separated).",
+)
+@option(
+    "--allowed-origin", "allowed_origins", multiple=True, help="Extra WebSocket Origin allowed."
+)
+@secret_option
+def webserver(
+    manager_url: str,
+    host: str,
+    port: int,
+    identity: str,
+    address_mode: str,
+    public_host: str | None,
+    trusted_proxies: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    secret_file: str | None,
+) -> None:
+    """The browser-facing service: page, API, WebSocket proxy."""
+    from webterm.webserver.app import serve
+
+    config = WebserverConfig(
+        secret=_secret(secret_file),
+        manager_url=manager_url,
+        host=host,
+        port=port,
+        identity=identity,  # type: ignore[arg-type]
+        address_mode=address_mode,  # type: ignore[arg-type]
+        public_host=public_host,
+        trusted_proxies=trusted_proxies,
+        allowed_origins=allowed_origins,
+    )
+    _run(serve, config)
+
+
+@main.command()
+@option("--backend", default="local", type=click.Choice(["local", "kubernetes"]))
+@option("--namespace", default="webterm")
+@option("--statefulset", default="terminal")
+@option("--spares", default=2, type=int)
+@option("--max-terminals", default=20, type=int)
+@option("--host", default="127.0.0.1")
+@option("--port", default=8081, type=int)
+@option(
+    "--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster, else KUBECONFIG)."
+)
+@option("--context", default=None, help="Kubeconfig context.")
+@option(
+    "--ready-timeout",
+    default=120.0,
+    type=float,
+    help="Seconds a new terminal may take to become ready.",
+)
+@option("--address-mode", default="proxy", type=click.Choice(["proxy", "nodeport"]))
+@option("--public-host", default=None, help="Host browsers dial in nodeport mode.")
+@option(
+    "--stale-after",
+    default=300.0,
+    type=float,
+    help="Recycle an in-use terminal unconnected this long.",
+)
+@option("--token-ttl", default=60, type=int, help="Seconds a terminal token is valid.")
+@option("--shell", default=None, help="Shell command for local terminals.")
+@option("--idle-timeout", default=600.0, type=float, help="Idle timeout for local terminals.")
+@secret_option
+def manager(
+    backend: str,
+    namespace: str,
+    statefulset: str,
+    spares: int,
+    max_terminals: int,
+    host: str,
+    port: int,
+    kubeconfig: str | None,
+    context: str | None,
+    ready_timeout: float,
+    address_mode: str,
+    public_host: str | None,
+    stale_after: float,
+    token_ttl: int,
+    shell: str | None,
+    idle_timeout: float,
+    secret_file: str | None,
+) -> None:
+    """The terminal pool and its backend."""
+    from webterm.manager.app import serve
+
+    try:
+        config = ManagerConfig(
+            secret=_secret(secret_file),
+            backend=backend,  # type: ignore[arg-type]
+            namespace=namespace,
+            statefulset=statefulset,
+            spares=spares,
+            max_terminals=max_terminals,
+            host=host,
+            port=port,
+            kubeconfig=kubeconfig,
+            context=context,
+            ready_timeout=ready_timeout,
+            address_mode=address_mode,  # type: ignore[arg-type]
+            public_host=public_host,
+            stale_after=stale_after,
+            token_ttl=token_ttl,
+            shell=_shell(shell),
+            idle_timeout=idle_timeout,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _run(serve, config)
+
+
+@main.command()
+@option("--host", default="0.0.0.0")
+@option("--port", default=7681, type=int)
+@option("--name", default=None, help="Terminal name (default: the hostname, i.e. the pod name).")
+@option("--instance", default=None, help="Instance id (default: WEBTERM_INSTANCE, the pod UID).")
+@option("--shell", default=None, help="Shell command (default: login shell, else bash, else sh).")
+@option(
+    "--idle-timeout", default=600.0, type=float, help="Seconds without input before the shell ends."
+)
+@option("--idle-warning", default=60.0, type=float, help="Seconds of warnings before an idle end.")
+@option("--scrollback", default=256 * 1024, type=int, help="Bytes of output replayed on reattach.")
+@option("--manager-url", default=None, help="Manager to ask for a recycle when the shell ends.")
+@option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="Allowed WebSocket Origin (repeatable).",
+)
+@secret_option
+def pty(
+    host: str,
+    port: int,
+    name: str | None,
+    instance: str | None,
+    shell: str | None,
+    idle_timeout: float,
+    idle_warning: float,
+    scrollback: int,
+    manager_url: str | None,
+    allowed_origins: tuple[str, ...],
+    secret_file: str | None,
+) -> None:
+    """One terminal server: a shell on a pty, over a WebSocket."""
+    from webterm.pty.server import serve
+
+    config = PtyConfig(
+        secret=_secret(secret_file),
+        name=name or socket.gethostname(),
+        instance=instance if instance is not None else os.environ.get("WEBTERM_INSTANCE", ""),
+        host=host,
+        port=port,
+        shell=_shell(shell),
+        idle_timeout=idle_timeout,
+        idle_warning=idle_warning,
+        scrollback_bytes=scrollback,
+        manager_url=manager_url,
+        allowed_origins=allowed_origins,
+    )
+    _run(serve, config)
+
+
+@main.command()
+@option("--terminal", required=True, help="Terminal name (pod name).")
+@option("--instance", default="", help="Instance id the terminal was started with (pod UID).")
+@option("--client", default="operator", help="Client id the token is issued to.")
+@option("--ttl", default=60, type=int, help="Seconds until the token expires.")
+@secret_option
+def token(terminal: str, instance: str, client: str, ttl: int, secret_file: str | None) -> None:
+    """Print a token that opens TERMINAL (offer it as subprotocol webterm.token.<token>)."""
+    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, client_hash, sign_token
+
+    if not 0 < ttl <= MAX_TOKEN_TTL:
+        raise click.UsageError(f"--ttl must be between 1 and {MAX_TOKEN_TTL}")
+    secret = _secret(secret_file)
+    claims = TokenClaims(
+        terminal=terminal,
+        instance=instance,
+        client=client_hash(secret, client),
+        expires_at=int(time.time()) + ttl,
+    )
+    click.echo(sign_token(secret, claims))
+
+
+__all__ = ["main", "run_until_signalled"]

@@ -1,0 +1,119 @@
+"""Service settings as frozen dataclasses, built by ``webterm.cli`` from flags and
+``WEBTERM_*`` environment variables, and by tests directly.
+
+Every field has a default that is what ``webterm up`` wants on one machine, except
+``secret`` which each service must be given (see :func:`load_secret`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+IdentityMode = Literal["tab", "browser", "ip"]
+AddressMode = Literal["proxy", "nodeport"]
+BackendName = Literal["local", "kubernetes"]
+
+SECRET_ENV: Final = "WEBTERM_SECRET"
+MIN_SECRET_BYTES: Final = 16
+"""A shorter secret makes the HMACs guessable; refuse to start with one."""
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message says which and why."""
+
+
+def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
+    """The shared token-signing secret: ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
+    if secret_file is not None:
+        try:
+            raw = Path(secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {secret_file}: {exc.strerror}") from exc
+    else:
+        raw = os.environ.get(SECRET_ENV, "").strip().encode()
+    if not raw:
+        raise ConfigError(f"no shared secret: set {SECRET_ENV} or pass --secret-file")
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the shared secret must be at least {MIN_SECRET_BYTES} bytes")
+    return raw
+
+
+def generate_secret() -> bytes:
+    """A fresh random secret (for ``webterm up`` and tests)."""
+    return secrets.token_urlsafe(32).encode()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PtyConfig:
+    secret: bytes = field(repr=False)
+    name: str
+    instance: str = ""
+    host: str = "0.0.0.0"
+    port: int = 7681
+    shell: tuple[str, ...] | None = None  # None: the user's login shell, else bash, else sh
+    idle_timeout: float = 600.0  # seconds without user input before the shell is ended
+    idle_warning: float = 60.0  # seconds before the end during which `idle` warnings go out
+    scrollback_bytes: int = 256 * 1024  # replayed to a reattaching client
+    manager_url: str | None = None  # where to ask for a recycle after exit / idle timeout
+    allowed_origins: tuple[str, ...] = ()  # empty: no Origin check (behind the proxy)
+    home: str | None = None  # the shell's HOME; None: the server's own
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagerConfig:
+    secret: bytes = field(repr=False)
+    backend: BackendName = "local"
+    host: str = "127.0.0.1"
+    port: int = 8081
+    spares: int = 2
+    max_terminals: int = 20
+    token_ttl: int = 60  # seconds a terminal token stays valid for the first connect
+    stale_after: float = 300.0  # in-use with no connection this long: recycled
+    # local backend
+    terminal_host: str = "127.0.0.1"
+    shell: tuple[str, ...] | None = None
+    idle_timeout: float = 600.0
+    # kubernetes backend
+    namespace: str = "webterm"
+    statefulset: str = "terminal"
+    kubeconfig: str | None = None
+    context: str | None = None
+    ready_timeout: float = 120.0
+    delete_grace_period: int = 1
+    address_mode: AddressMode = "proxy"
+    public_host: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.spares < 0:
+            raise ConfigError("--spares must be >= 0")
+        if self.max_terminals < 1:
+            raise ConfigError("--max-terminals must be >= 1")
+        if self.spares > self.max_terminals:
+            raise ConfigError("--spares cannot exceed --max-terminals")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebserverConfig:
+    secret: bytes = field(repr=False)
+    manager_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    identity: IdentityMode = "tab"
+    address_mode: AddressMode = "proxy"
+    public_host: str | None = None
+    trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is believed only from these
+    allowed_origins: tuple[str, ...] = ()  # besides the page's own origin
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    spares: int = 2
+    max_terminals: int = 20
+    identity: IdentityMode = "tab"
+    shell: tuple[str, ...] | None = None
+    idle_timeout: float = 600.0

@@ -1,0 +1,579 @@
+"""``webterm pty``: one shell, served over a WebSocket (what each terminal pod runs).
+
+Theory of operation
+-------------------
+One :class:`Terminal` per process. The first authorised connection spawns the shell;
+the shell then outlives any connection until it exits, idles out, or the server is
+stopped. At most one connection is *attached*: a newer one takes over and the older
+is closed with 4409.
+
+Per attached connection two tasks run: the *input loop* (frames from the browser:
+binary → pty, text → control messages) and the *pump*, which pulls output from the
+terminal's :class:`~webterm.pty.session.OutputLog` at its own offset. One task reads
+the pty for the whole terminal and appends to the log, but only while the attached
+connection is less than :data:`READ_AHEAD` bytes behind, so a slow socket makes the
+shell block instead of our memory grow. A client that acknowledges rendered bytes
+(``ack``) additionally keeps the unacknowledged bytes in flight between
+:data:`ACK_LOW_WATER` and :data:`ACK_HIGH_WATER`: that is what keeps a browser
+responsive under ``yes``. A client that never acks is paced by TCP alone.
+
+HTTP: the listener peeks at each request head. ``GET /healthz`` is answered here;
+``/ws`` upgrades go to trio-websocket with the peeked bytes replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final
+
+import httpx
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
+
+from webterm.config import PtyConfig
+from webterm.protocol import (
+    MAX_FRAME_BYTES,
+    SUBPROTOCOL,
+    Ack,
+    CloseCode,
+    Error,
+    Exit,
+    Hello,
+    Idle,
+    MalformedMessage,
+    Ping,
+    Pong,
+    Resize,
+    TokenClaims,
+    TokenError,
+    decode_client_message,
+    encode_message,
+    sign_token,
+    token_from_subprotocols,
+    verify_token,
+)
+from webterm.pty.session import (
+    ExitStatus,
+    OutputLog,
+    Shell,
+    default_shell,
+    shell_environment,
+    spawn_shell,
+)
+
+log = logging.getLogger("webterm.pty")
+
+READ_AHEAD: Final = 256 * 1024
+"""Bytes the pty reader may run ahead of what the attached connection has sent.
+Enough to keep a fast socket busy; small enough that Ctrl-C is seen promptly."""
+
+FRAME_BYTES: Final = 256 * 1024
+"""Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
+
+ACK_HIGH_WATER: Final = 512 * 1024
+ACK_LOW_WATER: Final = 128 * 1024
+"""Unacknowledged bytes in flight: stop sending above high, resume below low. About a
+quarter second of xterm.js parsing on a slow phone; a fast client never reaches it."""
+
+HEAD_LIMIT: Final = 16 * 1024
+"""Largest HTTP request head we read (same order as h11's 16 KiB cap)."""
+
+HEAD_TIMEOUT: Final = 10.0
+"""Seconds a client has to send its request head (slowloris guard)."""
+
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds we wait for a peer's close handshake before dropping the TCP connection."""
+
+SHUTDOWN_GRACE: Final = 5.0
+"""Seconds a SIGTERM'd server spends closing sockets (1001) and hanging up the shell."""
+
+MANAGER_CALL_TIMEOUT: Final = 5.0
+"""Seconds a best-effort call to the manager may take; the session never waits on it."""
+
+DRAIN_TIMEOUT: Final = 1.0
+"""After the shell exits, seconds to keep reading output that its children still hold."""
+
+EXIT_REASON_IDLE: Final = "idle"
+EXIT_REASON_EXIT: Final = "exit"
+
+
+@dataclass(eq=False)
+class Attachment:
+    """One connection's view of the terminal."""
+
+    ws: WebSocketConnection
+    offset: int = 0  # next log offset to send
+    sent: int = 0  # bytes of output sent on this connection
+    acked: int = 0  # bytes the client says it rendered
+    acking: bool = False  # the client does ack-based flow control
+    paused: bool = False  # waiting for acks (hysteresis between the watermarks)
+    superseded: bool = False
+
+
+@dataclass(eq=False)
+class Terminal:
+    """The state of this terminal server; see the module docstring."""
+
+    config: PtyConfig
+    nursery: trio.Nursery
+    http: httpx.AsyncClient | None
+    log: OutputLog = field(init=False)
+    shell: Shell | None = None
+    exit_status: ExitStatus | None = None
+    exit_reason: str = EXIT_REASON_EXIT
+    attached: Attachment | None = None
+    last_input: float = 0.0
+    _changed: trio.Event = field(default_factory=trio.Event)
+    _spawning: bool = False
+
+    def __post_init__(self) -> None:
+        self.log = OutputLog(self.config.scrollback_bytes)
+
+    # --- change notification ------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake every task waiting for output, progress, acks, exit or attach changes."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- the shell ------------------------------------------------------------------------
+
+    async def _ensure_shell(self) -> bool:
+        """Spawn the shell on the first connection; True if it already existed."""
+        if self.shell is not None or self.exit_status is not None:
+            return True
+        if self._spawning:  # a concurrent first connection: wait for it
+            while self.shell is None and self.exit_status is None:
+                await self._changed.wait()
+            return True
+        self._spawning = True
+        try:
+            argv = self.config.shell or default_shell()
+            env = shell_environment(os.environ, home=self.config.home)
+            cwd = env.get("HOME")
+            if cwd is not None and not await trio.Path(cwd).is_dir():
+                cwd = None
+            self.shell = await spawn_shell(argv, env=env, cwd=cwd)
+        finally:
+            self._spawning = False
+            self._notify()
+        self.last_input = trio.current_time()
+        log.info("shell started pid=%d argv=%s", self.shell.pid, argv[0])
+        self.nursery.start_soon(self._supervise_shell, self.shell)
+        if self.config.idle_timeout > 0:
+            self.nursery.start_soon(self._idle_watch)
+        return False
+
+    async def _supervise_shell(self, shell: Shell) -> None:
+        """Read output until the shell exits, then report the exit everywhere."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_output, shell)
+            status = await shell.wait()
+            with trio.move_on_after(DRAIN_TIMEOUT):
+                shell.signal_session(1)  # SIGHUP: background jobs holding the pty
+                while not self._output_done:
+                    await self._changed.wait()
+            nursery.cancel_scope.cancel()
+        shell.close()
+        self.exit_status = status
+        log.info("shell exited status=%d reason=%s", status.status, self.exit_reason)
+        self._notify()
+        self._call_manager("recycle", {"reason": self.exit_reason})
+
+    _output_done: bool = False
+
+    async def _read_output(self, shell: Shell) -> None:
+        while True:
+            while (att := self.attached) is not None and self.log.end - att.offset >= READ_AHEAD:
+                await self._changed.wait()
+            data = await shell.read()
+            if not data:
+                break
+            self.log.append(data)
+            self._notify()
+        self._output_done = True
+        self._notify()
+
+    async def _idle_watch(self) -> None:
+        timeout, warning = (
+            self.config.idle_timeout,
+            min(self.config.idle_warning, self.config.idle_timeout),
+        )
+        while self.exit_status is None and self.shell is not None:
+            now = trio.current_time()
+            deadline = self.last_input + timeout
+            if now >= deadline:
+                log.info("idle timeout after %.0f s without input", timeout)
+                self.exit_reason = EXIT_REASON_IDLE
+                await self.shell.hangup()
+                return
+            if now < deadline - warning:
+                await trio.sleep_until(deadline - warning)
+                continue
+            att = self.attached
+            if att is not None:
+                seconds_left = math.ceil(deadline - now)
+                with trio.move_on_after(1):
+                    await _send(att.ws, encode_message(Idle(seconds_left=seconds_left)))
+            await trio.sleep_until(min(deadline, now + 1.0))
+
+    # --- connections ------------------------------------------------------------------------
+
+    async def serve_connection(self, ws: WebSocketConnection) -> None:
+        """Attach ``ws`` until either side goes away."""
+        reattached = await self._ensure_shell()
+        att = Attachment(ws, offset=self.log.replay_start())
+        old, self.attached = self.attached, att
+        if old is not None:
+            old.superseded = True
+            self.nursery.start_soon(_close, old.ws, CloseCode.SUPERSEDED)
+        self._notify()
+        self._call_manager("connection", {"connected": True})
+        try:
+            await _send(ws, encode_message(Hello(terminal=self.config.name, reattached=reattached)))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, att, nursery.cancel_scope)
+                await self._input_loop(att)
+                nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.attached is att:
+                self.attached = None
+                self._notify()
+                self._call_manager("connection", {"connected": False})
+
+    async def _pump(self, att: Attachment, done: trio.CancelScope) -> None:
+        """Send output from the log to ``att`` at the pace the client allows."""
+        ws = att.ws
+        try:
+            while not att.superseded:
+                changed = self._changed
+                in_flight = att.sent - att.acked
+                if att.paused and in_flight <= ACK_LOW_WATER:
+                    att.paused = False
+                elif att.acking and in_flight >= ACK_HIGH_WATER:
+                    att.paused = True
+                if not att.paused and att.offset < self.log.end:
+                    start, chunk = self.log.read(att.offset, FRAME_BYTES)
+                    att.offset = start + len(chunk)
+                    att.sent += len(chunk)
+                    self._notify()  # the reader may be waiting for room
+                    await ws.send_message(chunk)
+                    continue
+                if self.exit_status is not None and att.offset >= self.log.end:
+                    await ws.send_message(encode_message(Exit(status=self.exit_status.status)))
+                    await _close(ws, CloseCode.NORMAL)
+                    done.cancel()
+                    return
+                await changed.wait()
+        except ConnectionClosed:
+            done.cancel()
+
+    async def _input_loop(self, att: Attachment) -> None:
+        """Frames from the client until it goes away (returns on any close)."""
+        try:
+            while True:
+                message = await att.ws.get_message()
+                if isinstance(message, bytes):
+                    if self.shell is not None and self.exit_status is None:
+                        self.last_input = trio.current_time()
+                        await self.shell.write(message)
+                else:
+                    await self._control(att, message)
+        except ConnectionClosed:
+            return
+
+    async def _control(self, att: Attachment, text: str) -> None:
+        try:
+            control = decode_client_message(text)
+        except MalformedMessage as exc:
+            await att.ws.send_message(encode_message(Error(message=str(exc))))
+            return
+        if isinstance(control, Ack):
+            att.acking = True
+            att.acked = min(att.sent, att.acked + control.bytes)
+            self._notify()
+        elif isinstance(control, Resize):
+            size = control.clamped()
+            if self.shell is not None:
+                self.shell.resize(size.cols, size.rows)
+        elif isinstance(control, Ping):
+            await att.ws.send_message(encode_message(Pong()))
+
+    # --- the manager --------------------------------------------------------------------------
+
+    def _call_manager(self, action: str, body: dict[str, Any]) -> None:
+        """Best effort, in the background: tell the manager about exits and attaches."""
+        if self.http is None or not self.config.manager_url:
+            return
+        self.nursery.start_soon(self._post_manager, action, body)
+
+    async def _post_manager(self, action: str, body: dict[str, Any]) -> None:
+        assert self.http is not None
+        assert self.config.manager_url
+        token = sign_token(
+            self.config.secret,
+            TokenClaims(
+                terminal=self.config.name,
+                instance=self.config.instance,
+                client="",
+                expires_at=int(time.time()) + 60,
+                audience="manager",
+            ),
+        )
+        url = f"{self.config.manager_url.rstrip('/')}/v1/terminals/{self.config.name}/{action}"
+        attempts = 3 if action == "recycle" else 1
+        for attempt in range(attempts):
+            with trio.move_on_after(MANAGER_CALL_TIMEOUT):
+                try:
+                    response = await self.http.post(
+                        url, json=body, headers={"Authorization": f"Bearer {token}"}
+                    )
+                    if response.status_code < 500:
+                        if response.status_code >= 400:
+                            log.warning("manager refused %s: %d", action, response.status_code)
+                        return
+                except httpx.HTTPError as exc:
+                    log.warning("manager call %s failed: %s", action, exc)
+            await trio.sleep(0.5 * 2**attempt)
+
+    # --- shutdown -------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Close the attached socket with 1001 and hang up the shell."""
+        att = self.attached
+        if att is not None:
+            att.superseded = True
+            await _close(att.ws, CloseCode.GOING_AWAY)
+        if self.shell is not None and self.exit_status is None:
+            await self.shell.hangup()
+            self.shell.close()
+
+
+async def _send(ws: WebSocketConnection, message: str | bytes) -> None:
+    await ws.send_message(message)
+
+
+async def _close(ws: WebSocketConnection, code: int) -> None:
+    with trio.move_on_after(CLOSE_TIMEOUT):
+        await ws.aclose(code)
+    if ws.closed is None:  # the peer never answered: drop the TCP connection
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ws.aclose(code)
+
+
+# --- HTTP: peek, health, upgrade ------------------------------------------------------------------
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream that first yields ``prefix`` (bytes we already read), then ``stream``."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            if max_bytes is None:
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+    @classmethod
+    def parse(cls, head: bytes) -> RequestHead:
+        lines = head.split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise ValueError("not an HTTP/1.x request line")
+        headers = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise ValueError("malformed header line")
+            headers[name.strip().lower()] = value.strip()
+        return cls(parts[0], parts[1].split("?", 1)[0], headers)
+
+
+async def _read_head(stream: trio.abc.Stream) -> bytes:
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > HEAD_LIMIT:
+            raise ValueError("request head too large")
+        data = await stream.receive_some(4096)
+        if not data:
+            raise ValueError("connection closed before the request head ended")
+        buffer += data
+    return bytes(buffer)
+
+
+def _http_response(
+    status: int, reason: str, body: bytes, content_type: str = "text/plain"
+) -> bytes:
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+    ).encode() + body
+
+
+class TerminalServer:
+    """Routes raw TCP connections: health checks, WebSocket upgrades, 404 for the rest."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self.config = terminal.config
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """One TCP connection. Never raises: a broken peer must not stop the server."""
+        try:
+            await self._handle(stream)
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        try:
+            with trio.fail_after(HEAD_TIMEOUT):
+                head = await _read_head(stream)
+            request = RequestHead.parse(head.split(b"\r\n\r\n", 1)[0])
+        except (ValueError, trio.TooSlowError, trio.BrokenResourceError):
+            await _respond(stream, 400, "Bad Request", b"bad request\n")
+            return
+        upgrade = request.headers.get("upgrade", "").lower() == "websocket"
+        if request.path == "/healthz" and not upgrade:
+            await _respond(stream, 200, "OK", b"ok\n")
+        elif request.path == "/ws" and upgrade:
+            await self._websocket(_ReplayStream(stream, head))
+        else:
+            await _respond(stream, 404, "Not Found", b"not found\n")
+
+    async def _websocket(self, stream: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            request = await wrap_server_stream(
+                nursery, stream, max_message_size=MAX_FRAME_BYTES, receive_buffer_size=65536
+            )
+            refusal = self._refusal(request)
+            if refusal is not None:
+                status, text = refusal
+                log.info("refused connection from %s: %s", request.remote, text)
+                await request.reject(status, body=text.encode() + b"\n")
+                nursery.cancel_scope.cancel()
+                return
+            ws = await request.accept(subprotocol=SUBPROTOCOL)
+            try:
+                await self.terminal.serve_connection(ws)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _close(ws, CloseCode.NORMAL if ws.closed else CloseCode.GOING_AWAY)
+            nursery.cancel_scope.cancel()
+
+    def _refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
+        """``(status, reason)`` if this upgrade must be refused; tokens are never logged."""
+        if self.config.allowed_origins:
+            origin = next(
+                (v.decode("latin-1") for k, v in request.headers if k.lower() == b"origin"), None
+            )
+            if origin is not None and origin not in self.config.allowed_origins:
+                return 403, "origin not allowed"
+        token = token_from_subprotocols(request.proposed_subprotocols)
+        if token is None:
+            return 401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
+        try:
+            verify_token(
+                self.config.secret,
+                token,
+                terminal=self.config.name,
+                instance=self.config.instance,
+                now=time.time(),
+            )
+        except TokenError as exc:
+            return 403 if "another" in str(exc) else 401, str(exc)
+        return None
+
+
+async def _respond(stream: trio.abc.Stream, status: int, reason: str, body: bytes) -> None:
+    try:
+        await stream.send_all(_http_response(status, reason, body))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _service_nursery(
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A nursery shielded from outside cancellation by ``scope``: :func:`serve`
+    decides when it stops, after the orderly part of the shutdown has run."""
+    with scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
+
+
+async def serve(
+    config: PtyConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve one terminal until cancelled; then close sockets with 1001, hang up the
+    shell, and return. Reports the bound port through ``task_status``."""
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
+    sockname = listeners[0].socket.getsockname()
+    host, port = sockname[0], sockname[1]
+    service_scope = trio.CancelScope(shield=True)
+    async with httpx.AsyncClient(timeout=MANAGER_CALL_TIMEOUT) as http, trio.open_nursery() as root:
+        service: trio.Nursery = await root.start(_service_nursery, service_scope)
+        terminal = Terminal(config=config, nursery=service, http=http)
+        server = TerminalServer(terminal)
+        await service.start(
+            partial(trio.serve_listeners, server.handle, listeners, handler_nursery=service)
+        )
+        print(f"webterm-pty listening on {host}:{port}", flush=True)
+        sys.stdout.flush()
+        log.info("terminal %s listening on %s:%d", config.name, host, port)
+        task_status.started(port)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE):
+                await terminal.shutdown()
+            service_scope.cancel()

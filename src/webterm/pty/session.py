@@ -1,0 +1,303 @@
+"""One shell on one pseudoterminal: spawn, read, write, resize, scrollback, hang-up.
+
+Theory of operation
+-------------------
+:func:`spawn_shell` forks a shell onto the slave side of a fresh pty. The child is a
+session leader (``setsid``) with the pty as its controlling terminal (``TIOCSCTTY``),
+default signal dispositions and an empty signal mask — whatever the server inherited
+(``nohup``, ``&`` and supervisors leave SIGINT/SIGHUP ignored, and an ignored signal
+survives ``exec``) — and an environment scrubbed of the server's ``WEBTERM_*`` settings
+and secrets. The parent keeps only the master fd, non-blocking, and waits for the
+child through a pidfd, so no thread and no SIGCHLD handler is involved.
+
+Output is appended to an :class:`OutputLog`: a byte stream with absolute offsets, of
+which the last ``capacity`` bytes are kept. A connection does not receive pushed
+output; it *pulls* from its own offset. That one idea gives reattach (start from the
+oldest kept byte), takeover (the new connection starts where the log begins, the old
+one simply stops pulling), coalescing (a slow reader gets everything that piled up in
+one frame) and backpressure (the reader of the pty waits while the attached
+connection is more than a read-ahead behind, so the shell blocks in ``write``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import pwd
+import resource
+import shutil
+import signal
+import struct
+import termios
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+READ_BYTES: Final = 64 * 1024
+"""Largest single ``read`` of the pty master. Linux returns at most ~4 KiB per read
+from a pty, so this only matters for the coalescing loop below."""
+
+COALESCE_BYTES: Final = 256 * 1024
+"""After a wake-up, keep reading while data is immediately available, up to this
+much: one wake-up, one append, one frame, instead of sixty-four 4 KiB frames."""
+
+HANGUP_GRACE: Final = 2.0
+"""Seconds between SIGHUP to the shell's session and SIGKILL to whatever is left."""
+
+DEFAULT_COLS: Final = 80
+DEFAULT_ROWS: Final = 24
+
+SCRUBBED_ENV_PREFIXES: Final = ("WEBTERM_",)
+"""The server's own settings, the shared secret among them, never reach the shell."""
+
+SHELL_RLIMITS: Final[dict[int, tuple[int, int]]] = {
+    resource.RLIMIT_CORE: (0, 0),  # a crashing program must not fill the disk with cores
+}
+
+
+def default_shell() -> tuple[str, ...]:
+    """The user's login shell, else bash, else sh."""
+    with contextlib.suppress(KeyError):
+        login = pwd.getpwuid(os.getuid()).pw_shell
+        if login and os.access(login, os.X_OK) and not login.endswith(("nologin", "false")):
+            return (login,)
+    for candidate in ("/bin/bash", "/bin/sh"):
+        if os.access(candidate, os.X_OK):
+            return (candidate,)
+    found = shutil.which("sh")
+    if found is None:
+        raise FileNotFoundError("no shell found: pass --shell")
+    return (found,)
+
+
+def shell_environment(
+    base: Mapping[str, str], *, home: str | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The shell's environment: the server's, scrubbed, plus the terminal's own."""
+    env = {k: v for k, v in base.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+    env["TERM"] = "xterm-256color"
+    env["COLORTERM"] = "truecolor"
+    env.setdefault("LANG", "C.UTF-8")
+    if home is not None:
+        env["HOME"] = home
+    if extra:
+        env.update(extra)
+    return env
+
+
+def set_window_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the forked child
+    """Between fork and exec: make the pty our controlling terminal, reset signals."""
+    # subprocess has already dup2'ed the slave onto 0/1/2 and called setsid().
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    for sig in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for limit, value in SHELL_RLIMITS.items():
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(limit, value)
+
+
+class OutputLog:
+    """Everything the shell printed, as absolute byte offsets; the newest
+    ``capacity`` bytes are kept. Pure bookkeeping, no I/O."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._buffer = bytearray()
+        self.start = 0  # offset of _buffer[0]
+
+    @property
+    def end(self) -> int:
+        """Offset one past the newest byte."""
+        return self.start + len(self._buffer)
+
+    def append(self, data: bytes) -> None:
+        self._buffer += data
+        excess = len(self._buffer) - self.capacity
+        if excess > 0:
+            # CPython's bytearray deletes from the front in O(1) (it moves ob_start).
+            del self._buffer[:excess]
+            self.start += excess
+
+    def read(self, offset: int, limit: int) -> tuple[int, bytes]:
+        """Up to ``limit`` bytes from ``offset`` (moved forward to the oldest kept
+        byte if it fell out of the log); returns the offset actually read from."""
+        offset = max(offset, self.start)
+        lo = offset - self.start
+        return offset, bytes(self._buffer[lo : lo + limit])
+
+    def replay_start(self) -> int:
+        """Where a reattaching client should start: the oldest kept byte, moved to just
+        after the first newline once the log has wrapped, so a replay does not begin
+        in the middle of an escape sequence or a UTF-8 character."""
+        if self.start == 0:
+            return 0
+        newline = self._buffer.find(b"\n", 0, 4096)
+        return self.start + newline + 1 if newline >= 0 else self.start
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How the shell ended: ``status`` is the exit code, or 128 + signal number."""
+
+    status: int
+
+
+class Shell:
+    """A running shell on a pty. Create with :func:`spawn_shell`; the owner must call
+    :meth:`hangup` (or let :meth:`wait` return) and then :meth:`close`."""
+
+    def __init__(self, process: trio.Process, master_fd: int) -> None:
+        self.process = process
+        self.master_fd = master_fd
+        self.pid = process.pid
+        self._closed = False
+
+    async def read(self) -> bytes:
+        """Everything the shell printed that is readable now (at least one byte), or
+        ``b""`` once the shell side of the pty is closed."""
+        while True:
+            await trio.lowlevel.wait_readable(self.master_fd)
+            try:
+                data = os.read(self.master_fd, READ_BYTES)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # Linux: the slave side is gone
+                    return b""
+                raise
+            if not data:
+                return b""
+            if len(data) < READ_BYTES // 16:
+                return data
+            chunks = [data]
+            total = len(data)
+            while total < COALESCE_BYTES:
+                try:
+                    more = os.read(self.master_fd, READ_BYTES)
+                except (BlockingIOError, OSError):
+                    break
+                if not more:
+                    break
+                chunks.append(more)
+                total += len(more)
+            return b"".join(chunks)
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """Write all of ``data`` to the shell's input, waiting while the pty is full."""
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.master_fd, view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.master_fd)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return  # the shell is gone; its exit is reported elsewhere
+                raise
+            view = view[written:]
+
+    def resize(self, cols: int, rows: int) -> None:
+        with contextlib.suppress(OSError):
+            set_window_size(self.master_fd, cols, rows)
+
+    async def wait(self) -> ExitStatus:
+        code = await self.process.wait()
+        return ExitStatus(128 - code if code < 0 else code)
+
+    def signal_session(self, sig: int) -> None:
+        """Send ``sig`` to every process of the shell's session: its own process group
+        and the job process groups an interactive shell creates."""
+        for pid in _session_members(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def hangup(self, grace: float = HANGUP_GRACE) -> ExitStatus:
+        """End the terminal: SIGHUP to the session, SIGKILL after ``grace`` seconds to
+        whatever is left, then reap the shell."""
+        if self.process.returncode is None:
+            self.signal_session(signal.SIGHUP)
+            self.signal_session(signal.SIGCONT)  # stopped jobs must see the hang-up
+            with trio.move_on_after(grace):
+                return await self.wait()
+        self.signal_session(signal.SIGKILL)
+        return await self.wait()
+
+    def close(self) -> None:
+        """Release the master fd (idempotent). Kills leftovers of the session first:
+        nothing the user started outlives the terminal."""
+        if self._closed:
+            return
+        self._closed = True
+        self.signal_session(signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.close(self.master_fd)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids whose session id is ``sid`` (from /proc; empty where /proc is missing)."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp session ..."; comm may contain spaces and parens
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+async def spawn_shell(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    cols: int = DEFAULT_COLS,
+    rows: int = DEFAULT_ROWS,
+) -> Shell:
+    """Start ``argv`` as a session leader on a new pty; see the module docstring."""
+    master, slave = os.openpty()
+    try:
+        set_window_size(master, cols, rows)
+        os.set_blocking(master, False)
+        os.set_inheritable(master, False)
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup,
+            close_fds=True,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return Shell(process, master)

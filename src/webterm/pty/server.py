@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -177,15 +178,17 @@ class Terminal:
 
     async def _supervise_shell(self, shell: Shell) -> None:
         """Read output until the shell exits, then report the exit everywhere."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_output, shell)
-            status = await shell.wait()
-            with trio.move_on_after(DRAIN_TIMEOUT):
-                shell.signal_session(1)  # SIGHUP: background jobs holding the pty
-                while not self._output_done:
-                    await self._changed.wait()
-            nursery.cancel_scope.cancel()
-        shell.close()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_output, shell)
+                status = await shell.wait()
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    shell.signal_session(signal.SIGHUP)  # background jobs holding the pty
+                    while not self._output_done:
+                        await self._changed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            shell.close()
         self.exit_status = status
         log.info("shell exited status=%d reason=%s", status.status, self.exit_reason)
         self._notify()
@@ -359,7 +362,6 @@ class Terminal:
             await _close(att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
-            self.shell.close()
 
 
 async def _send(ws: WebSocketConnection, message: str | bytes) -> None:

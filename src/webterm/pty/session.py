@@ -244,6 +244,7 @@ class Shell:
             return
         self._closed = True
         self.signal_session(signal.SIGKILL)
+        trio.lowlevel.notify_closing(self.master_fd)
         with contextlib.suppress(OSError):
             os.close(self.master_fd)
 

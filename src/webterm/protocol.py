@@ -364,9 +364,14 @@ def _b64decode(text: str) -> bytes:
     if len(text) > _MAX_TOKEN_CHARS:
         raise InvalidToken("token too long")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidToken("token is not base64url") from exc
+    # Base64 ignores the spare low bits of the last character: insist on the one
+    # canonical spelling so that a token has exactly one valid form.
+    if _b64encode(raw) != text:
+        raise InvalidToken("token is not canonical base64url")
+    return raw
 
 
 def sign_token(secret: bytes, claims: TokenClaims) -> str:

@@ -1,0 +1,192 @@
+"""The wire codec and tokens: round trips, and garbage never raises anything but our errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webterm.protocol import (
+    Ack,
+    CloseCode,
+    Error,
+    Exit,
+    ExpiredToken,
+    Hello,
+    Idle,
+    InvalidToken,
+    MalformedMessage,
+    Ping,
+    Pong,
+    ProtocolError,
+    Resize,
+    TokenClaims,
+    WrongTerminal,
+    client_hash,
+    decode_client_message,
+    decode_server_message,
+    encode_message,
+    sign_token,
+    subprotocols_for,
+    token_from_subprotocols,
+    verify_token,
+)
+
+SECRET = b"protocol-test-secret-0123456789"
+NOW = 1_999_990_000  # within a day of the claims' expiry
+sizes = st.integers(1, 1 << 16)
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
+
+client_messages = st.one_of(
+    st.builds(Resize, cols=sizes, rows=sizes),
+    st.builds(Ack, bytes=st.integers(0, 1 << 40)),
+    st.builds(Ping),
+)
+server_messages = st.one_of(
+    st.builds(Hello, terminal=names, reattached=st.booleans()),
+    st.builds(Idle, seconds_left=st.integers(0, 1 << 31)),
+    st.builds(Exit, status=st.integers(-(1 << 31), 1 << 31)),
+    st.builds(Error, message=st.text(max_size=200)),
+    st.builds(Pong),
+)
+
+
+@given(client_messages)
+def test_client_messages_round_trip(message: Resize | Ack | Ping) -> None:
+    assert decode_client_message(encode_message(message)) == message
+
+
+@given(server_messages)
+def test_server_messages_round_trip(message: Hello | Idle | Exit | Error | Pong) -> None:
+    assert decode_server_message(encode_message(message)) == message
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_garbage_text_raises_only_malformed(garbage: str | bytes) -> None:
+    for decode in (decode_client_message, decode_server_message):
+        with contextlib.suppress(MalformedMessage):
+            decode(garbage)
+
+
+@given(
+    st.sampled_from(["resize", "ack", "ping", "hello", "idle", "exit", "error", "pong", "x"]),
+    st.dictionaries(
+        st.sampled_from(
+            ["cols", "rows", "bytes", "terminal", "reattached", "seconds_left", "status", "message"]
+        ),
+        json_values,
+    ),
+)
+def test_wrong_field_types_raise_only_malformed(kind: str, fields: dict[str, object]) -> None:
+    text = json.dumps({**fields, "type": kind})
+    for decode in (decode_client_message, decode_server_message):
+        with contextlib.suppress(MalformedMessage):
+            decode(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"resize","cols":true,"rows":5}',
+        '{"type":"resize","cols":0,"rows":5}',
+        '{"type":"ack","bytes":-1}',
+        '{"type":"ack","bytes":1.5}',
+        "[1]",
+        '"resize"',
+        '{"type":"resize"}',
+        "x" * 5000,
+        '{"type":"launch-missiles"}',
+    ],
+)
+def test_specific_malformed_client_messages(text: str) -> None:
+    with pytest.raises(MalformedMessage):
+        decode_client_message(text)
+
+
+def test_resize_clamps_to_sane_bounds() -> None:
+    assert Resize(cols=60000, rows=60000).clamped() == Resize(cols=1000, rows=500)
+    assert Resize(cols=1, rows=1).clamped() == Resize(cols=2, rows=1)
+
+
+def claims(**overrides: object) -> TokenClaims:
+    base: dict[str, object] = {
+        "terminal": "terminal-3",
+        "instance": "uid-7",
+        "client": client_hash(SECRET, "c"),
+        "expires_at": 2_000_000_000,
+    }
+    return TokenClaims(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@given(terminal=names, instance=st.text(max_size=40), client=st.text(max_size=40))
+def test_token_round_trip(terminal: str, instance: str, client: str) -> None:
+    token = sign_token(SECRET, claims(terminal=terminal, instance=instance, client=client))
+    assert token_from_subprotocols(subprotocols_for(token)) == token
+    assert all(c.isalnum() or c in "-_" for c in token)  # base64url, no padding
+    got = verify_token(SECRET, token, terminal=terminal, instance=instance, now=NOW)
+    assert (got.terminal, got.instance, got.client) == (terminal, instance, client)
+
+
+@given(st.data())
+def test_any_bit_flip_is_refused(data: st.DataObject) -> None:
+    token = sign_token(SECRET, claims())
+    raw = bytearray(token.encode())
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] = ord(data.draw(st.sampled_from("ABCxyz019-_").filter(lambda c: ord(c) != raw[i])))
+    with pytest.raises(ProtocolError):
+        verify_token(SECRET, raw.decode(), terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_token_is_bound_to_terminal_instance_audience_and_time() -> None:
+    token = sign_token(SECRET, claims())
+    with pytest.raises(WrongTerminal):
+        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+    with pytest.raises(WrongTerminal):  # the recycled pod has a new UID
+        verify_token(SECRET, token, terminal="terminal-3", instance="uid-8", now=NOW)
+    with pytest.raises(WrongTerminal):
+        verify_token(
+            SECRET, token, terminal="terminal-3", instance="uid-7", now=0, audience="manager"
+        )
+    with pytest.raises(ExpiredToken):
+        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    with pytest.raises(InvalidToken):
+        verify_token(
+            b"another-secret-0123456789", token, terminal="terminal-3", instance="uid-7", now=0
+        )
+    with pytest.raises(InvalidToken):  # a day is the longest a token may live
+        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=1_000_000_000)
+
+
+@given(st.text(max_size=3000))
+def test_garbage_tokens_raise_only_token_errors(garbage: str) -> None:
+    with pytest.raises(ProtocolError):
+        verify_token(SECRET, garbage, terminal="t", instance="", now=NOW)
+
+
+def test_subprotocol_token_needs_the_protocol_too() -> None:
+    assert token_from_subprotocols(["webterm.token.abc"]) is None
+    assert token_from_subprotocols(["webterm.v1"]) is None
+    assert token_from_subprotocols(["webterm.v1", "webterm.token.abc"]) == "abc"
+
+
+def test_client_hash_is_keyed_and_stable() -> None:
+    assert client_hash(SECRET, "a") == client_hash(SECRET, "a")
+    assert client_hash(SECRET, "a") != client_hash(SECRET, "b")
+    assert client_hash(SECRET, "a") != client_hash(b"other-secret-0123456789", "a")
+    assert len(client_hash(SECRET, "a")) == 32
+
+
+def test_close_codes_match_the_contract() -> None:
+    assert (CloseCode.UNAUTHORIZED, CloseCode.SUPERSEDED, CloseCode.NORMAL) == (4401, 4409, 1000)

@@ -297,6 +297,9 @@ def manager(
     multiple=True,
     help="Allowed WebSocket Origin (repeatable).",
 )
+@option("--max-session", default=0.0, type=float, help="Seconds a session may last (0: no limit).")
+@option("--max-processes", default=1024, type=int, help="Process limit for the shell (NPROC).")
+@option("--max-open-files", default=4096, type=int, help="Open-file limit for the shell.")
 @secret_option
 def pty(
     host: str,
@@ -309,6 +312,9 @@ def pty(
     scrollback: int,
     manager_url: str | None,
     allowed_origins: tuple[str, ...],
+    max_session: float,
+    max_processes: int,
+    max_open_files: int,
     secret_file: str | None,
 ) -> None:
     """One terminal server: a shell on a pty, over a WebSocket."""
@@ -326,6 +332,9 @@ def pty(
         scrollback_bytes=scrollback,
         manager_url=manager_url,
         allowed_origins=allowed_origins,
+        max_session=max_session,
+        max_processes=max_processes,
+        max_open_files=max_open_files,
     )
     _run(serve, config)
 

@@ -60,6 +60,9 @@ class PtyConfig:
     manager_url: str | None = None  # where to ask for a recycle after exit / idle timeout
     allowed_origins: tuple[str, ...] = ()  # empty: no Origin check (behind the proxy)
     home: str | None = None  # the shell's HOME; None: the server's own
+    max_session: float = 0.0  # seconds a session may last whatever the activity; 0: no limit
+    max_processes: int | None = 1024  # RLIMIT_NPROC for the shell (fork bombs)
+    max_open_files: int | None = 4096  # RLIMIT_NOFILE for the shell
 
 
 @dataclass(frozen=True, kw_only=True)

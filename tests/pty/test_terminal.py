@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -446,3 +447,30 @@ async def test_cli_sigterm_closes_clients_with_1001_and_exits_0() -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+async def test_shell_runs_under_resource_limits() -> None:
+    config = pty_config(max_processes=200, max_open_files=256)
+    async with running_server(config) as port, connect(port) as client:
+        out = await client.run(
+            "echo LIM $(ulimit -u) $(ulimit -n) $(ulimit -c) END-'LIM'", "END-LIM"
+        )
+    assert b"LIM 200 256 0 END-LIM" in out
+
+
+async def test_session_ends_at_its_maximum_lifetime_despite_activity() -> None:
+    async with running_server(pty_config(max_session=2.0)) as port, connect(port) as client:
+        await client.expect_control("hello")
+        with trio.fail_after(15), pytest.raises(ConnectionClosed):
+            while True:
+                await client.ws.send_message(b"\n")  # activity does not extend a lifetime
+                with trio.move_on_after(0.3):
+                    while True:
+                        await client.next()
+        with trio.fail_after(5), contextlib.suppress(ConnectionClosed):
+            while True:  # messages that arrived before the close are still readable
+                await client.next()
+        kinds = [c["type"] for c in client.controls]
+        assert "exit" in kinds
+        error = next(c for c in client.controls if c["type"] == "error")
+        assert "maximum lifetime" in str(error["message"])

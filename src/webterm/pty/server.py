@@ -68,6 +68,7 @@ from webterm.pty.session import (
     ExitStatus,
     OutputLog,
     Shell,
+    ShellLimits,
     default_shell,
     shell_environment,
     spawn_shell,
@@ -107,6 +108,7 @@ DRAIN_TIMEOUT: Final = 1.0
 
 EXIT_REASON_IDLE: Final = "idle"
 EXIT_REASON_EXIT: Final = "exit"
+EXIT_REASON_LIFETIME: Final = "lifetime"
 
 
 @dataclass(eq=False)
@@ -165,7 +167,11 @@ class Terminal:
             cwd = env.get("HOME")
             if cwd is not None and not await trio.Path(cwd).is_dir():
                 cwd = None
-            self.shell = await spawn_shell(argv, env=env, cwd=cwd)
+            limits = ShellLimits(
+                max_processes=self.config.max_processes,
+                max_open_files=self.config.max_open_files,
+            )
+            self.shell = await spawn_shell(argv, env=env, cwd=cwd, limits=limits)
         finally:
             self._spawning = False
             self._notify()
@@ -174,6 +180,8 @@ class Terminal:
         self.nursery.start_soon(self._supervise_shell, self.shell)
         if self.config.idle_timeout > 0:
             self.nursery.start_soon(self._idle_watch)
+        if self.config.max_session > 0:
+            self.nursery.start_soon(self._lifetime_watch, self.shell)
         return False
 
     async def _supervise_shell(self, shell: Shell) -> None:
@@ -230,6 +238,19 @@ class Terminal:
                 with trio.move_on_after(1):
                     await _send(att.ws, encode_message(Idle(seconds_left=seconds_left)))
             await trio.sleep_until(min(deadline, now + 1.0))
+
+    async def _lifetime_watch(self, shell: Shell) -> None:
+        """End the session after ``max_session`` seconds, whatever the activity."""
+        await trio.sleep(self.config.max_session)
+        if self.exit_status is None:
+            log.info("session reached its maximum lifetime of %.0f s", self.config.max_session)
+            self.exit_reason = EXIT_REASON_LIFETIME
+            att = self.attached
+            if att is not None:
+                with trio.move_on_after(1):
+                    message = "this session reached its maximum lifetime"
+                    await _send(att.ws, encode_message(Error(message=message)))
+            await shell.hangup()
 
     # --- connections ------------------------------------------------------------------------
 

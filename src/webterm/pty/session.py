@@ -33,6 +33,7 @@ import struct
 import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import trio
@@ -54,9 +55,26 @@ DEFAULT_ROWS: Final = 24
 SCRUBBED_ENV_PREFIXES: Final = ("WEBTERM_",)
 """The server's own settings, the shared secret among them, never reach the shell."""
 
-SHELL_RLIMITS: Final[dict[int, tuple[int, int]]] = {
-    resource.RLIMIT_CORE: (0, 0),  # a crashing program must not fill the disk with cores
-}
+
+@dataclass(frozen=True, slots=True)
+class ShellLimits:
+    """Resource limits applied to the shell and everything it starts.
+
+    ``max_processes`` is RLIMIT_NPROC: a fork bomb stops there instead of taking the
+    node (the kernel counts per user, and root is exempt; on Kubernetes the kubelet's
+    pod PID limit is the second line). Core dumps are always off: a crashing program
+    must not fill the terminal's disk."""
+
+    max_processes: int | None = 1024
+    max_open_files: int | None = 4096
+
+    def rlimits(self) -> dict[int, tuple[int, int]]:
+        limits = {resource.RLIMIT_CORE: (0, 0)}
+        if self.max_processes is not None:
+            limits[resource.RLIMIT_NPROC] = (self.max_processes, self.max_processes)
+        if self.max_open_files is not None:
+            limits[resource.RLIMIT_NOFILE] = (self.max_open_files, self.max_open_files)
+        return limits
 
 
 def default_shell() -> tuple[str, ...]:
@@ -93,7 +111,7 @@ def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the forked child
+def _child_setup(rlimits: dict[int, tuple[int, int]]) -> None:  # pragma: no cover - child
     """Between fork and exec: make the pty our controlling terminal, reset signals."""
     # subprocess has already dup2'ed the slave onto 0/1/2 and called setsid().
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -101,7 +119,7 @@ def _child_setup() -> None:  # pragma: no cover - runs in the forked child
         with contextlib.suppress(OSError, ValueError):
             signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for limit, value in SHELL_RLIMITS.items():
+    for limit, value in rlimits.items():
         with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(limit, value)
 
@@ -278,6 +296,7 @@ async def spawn_shell(
     cwd: str | None = None,
     cols: int = DEFAULT_COLS,
     rows: int = DEFAULT_ROWS,
+    limits: ShellLimits | None = None,
 ) -> Shell:
     """Start ``argv`` as a session leader on a new pty; see the module docstring."""
     master, slave = os.openpty()
@@ -293,7 +312,7 @@ async def spawn_shell(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_child_setup,
+            preexec_fn=partial(_child_setup, (limits or ShellLimits()).rlimits()),
             close_fds=True,
         )
     except BaseException:

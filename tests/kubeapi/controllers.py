@@ -1,0 +1,282 @@
+"""Controllers that run inside the stand-in's nursery, each driven by a store
+subscription (never by polling): the StatefulSet controller, the garbage collector
+(ownerReferences) and the namespace controller.
+
+They write through the same store operations the HTTP API uses, so every action they
+take shows up as ordinary watch events with fresh resourceVersions."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Final
+
+import trio
+
+from . import resources as R
+from .errors import ApiError
+from .selection import from_label_selector_object
+from .store import Change, DeleteOptions, Obj, Store
+from .strategies import revision_hash
+
+log = logging.getLogger("kubeapi.controllers")
+
+POD_NAME_LABEL: Final = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"
+REVISION_LABEL: Final = "controller-revision-hash"
+
+
+def controller_ref(obj: Obj) -> dict[str, Any] | None:
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def is_terminating(obj: Obj) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def condition(obj: Obj | None, kind: str) -> str | None:
+    if obj is None:
+        return None
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("status"))
+    return None
+
+
+def is_ready(pod: Obj | None) -> bool:
+    """Running and Ready, the StatefulSet controller's isRunningAndReady."""
+    return (
+        pod is not None
+        and (pod.get("status") or {}).get("phase") == "Running"
+        and condition(pod, "Ready") == "True"
+    )
+
+
+def _ordinal(sts_name: str, pod_name: str) -> int | None:
+    m = re.fullmatch(re.escape(sts_name) + r"-(0|[1-9][0-9]*)", pod_name)
+    return int(m.group(1)) if m else None
+
+
+class StatefulSetController:
+    """Keeps pods ``<name>-0..N-1`` for each StatefulSet (pkg/controller/statefulset):
+    OrderedReady creates one ordinal at a time and waits for it to be Running and
+    Ready, deletes from the highest ordinal down one at a time; Parallel does both
+    all at once. A pod that is gone is recreated under the same name (a new UID);
+    a pod that ended (Succeeded/Failed) is deleted so that it gets recreated."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.store.subscribe(None) as (_, sub):
+            dirty = {
+                (o["metadata"]["namespace"], o["metadata"]["name"])
+                for o in self.store.objects(R.STATEFULSETS)
+            }
+            task_status.started()
+            while True:
+                for key in sorted(dirty):
+                    try:
+                        self.reconcile(*key)
+                    except ApiError as err:  # e.g. a name taken by a foreign pod; retried on the next change
+                        log.warning("statefulset %s/%s: %s", key[0], key[1], err.message)
+                dirty.clear()
+                change = await sub.receive.receive()
+                while True:
+                    self._mark(dirty, change)
+                    try:
+                        change = sub.receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+
+    def _mark(self, dirty: set[tuple[str, str]], change: Change) -> None:
+        if change.rt is R.STATEFULSETS:
+            dirty.add((change.namespace, change.name))
+        elif change.rt is R.PODS:
+            for obj in (change.obj, change.prev):
+                ref = controller_ref(obj) if obj is not None else None
+                if ref and ref.get("kind") == "StatefulSet":
+                    dirty.add((change.namespace, str(ref.get("name"))))
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        store = self.store
+        sts = store.find(R.STATEFULSETS, namespace, name)
+        if sts is None or is_terminating(sts):
+            return
+        uid = sts["metadata"]["uid"]
+        spec = sts["spec"]
+        selector = from_label_selector_object(spec.get("selector"))
+        pods: dict[int, Obj] = {}
+        for pod in list(store.objects(R.PODS, namespace)):
+            ordinal = _ordinal(name, pod["metadata"]["name"])
+            if ordinal is None:
+                continue
+            ref = controller_ref(pod)
+            if ref is None and selector.matches(pod["metadata"].get("labels")) and not is_terminating(pod):
+                adopted = store.mutate(R.PODS, namespace, pod["metadata"]["name"], lambda p: p["metadata"].setdefault("ownerReferences", []).append(self._owner_ref(sts)))
+                if adopted is not None:
+                    pods[ordinal] = adopted
+            elif ref is not None and ref.get("uid") == uid:
+                pods[ordinal] = pod
+        replicas = int(spec.get("replicas", 0))
+        parallel = spec.get("podManagementPolicy") == "Parallel"
+        revision = revision_hash(sts)
+
+        for ordinal, pod in list(pods.items()):
+            if not is_terminating(pod) and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                pods[ordinal], _ = store.delete(R.PODS, namespace, pod["metadata"]["name"], DeleteOptions())
+        if parallel:
+            for ordinal in range(replicas):
+                if ordinal not in pods:
+                    pods[ordinal] = self._create_pod(sts, ordinal, revision)
+            for ordinal in sorted(pods, reverse=True):
+                if ordinal >= replicas and not is_terminating(pods[ordinal]):
+                    pods[ordinal] = self._delete(pods[ordinal])
+        else:
+            for ordinal in range(replicas):
+                if ordinal not in pods:
+                    pods[ordinal] = self._create_pod(sts, ordinal, revision)
+                    break
+                if is_terminating(pods[ordinal]) or not is_ready(pods[ordinal]):
+                    break
+            else:
+                condemned = sorted((o for o in pods if o >= replicas), reverse=True)
+                if condemned and not any(is_terminating(pods[o]) for o in condemned):
+                    pods[condemned[0]] = self._delete(pods[condemned[0]])
+        self._update_status(sts, pods, revision)
+
+    def _owner_ref(self, sts: Obj) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "name": sts["metadata"]["name"],
+            "uid": sts["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def _create_pod(self, sts: Obj, ordinal: int, revision: str) -> Obj:
+        import copy
+
+        meta = sts["metadata"]
+        template = sts["spec"]["template"]
+        tmeta = template.get("metadata") or {}
+        pod_name = f"{meta['name']}-{ordinal}"
+        labels = dict(tmeta.get("labels") or {})
+        labels.update({POD_NAME_LABEL: pod_name, REVISION_LABEL: revision, POD_INDEX_LABEL: str(ordinal)})
+        spec = copy.deepcopy(template["spec"])
+        spec["hostname"] = pod_name
+        if sts["spec"].get("serviceName"):
+            spec["subdomain"] = sts["spec"]["serviceName"]
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [self._owner_ref(sts)],
+            },
+            "spec": spec,
+        }
+        if tmeta.get("annotations"):
+            pod["metadata"]["annotations"] = dict(tmeta["annotations"])
+        return self.store.create(R.PODS, meta["namespace"], pod)
+
+    def _delete(self, pod: Obj) -> Obj:
+        meta = pod["metadata"]
+        obj, _ = self.store.delete(R.PODS, meta["namespace"], meta["name"], DeleteOptions(uid=meta["uid"]))
+        return obj
+
+    def _update_status(self, sts: Obj, pods: dict[int, Obj], revision: str) -> None:
+        live = [p for p in pods.values() if self.store.find(R.PODS, p["metadata"]["namespace"], p["metadata"]["name"]) is not None]
+        ready = sum(1 for p in live if is_ready(p))
+        current = sum(1 for p in live if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == revision)
+        status: dict[str, Any] = {
+            "observedGeneration": sts["metadata"].get("generation", 1),
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "currentReplicas": current,
+            "updatedReplicas": current,
+            "availableReplicas": ready,
+            "currentRevision": revision,
+            "updateRevision": revision,
+            "collisionCount": 0,
+        }
+        for key in ("readyReplicas", "currentReplicas", "updatedReplicas"):
+            if not status[key]:
+                del status[key]  # omitempty in apps/v1 StatefulSetStatus
+
+        def write(obj: Obj) -> None:
+            obj["status"] = status
+
+        self.store.mutate(R.STATEFULSETS, sts["metadata"]["namespace"], sts["metadata"]["name"], write, uid=sts["metadata"]["uid"])
+
+
+class GarbageCollector:
+    """Deletes dependents whose every owner is gone (background propagation).
+    ``propagationPolicy: Orphan`` is handled by the store at delete time;
+    ``Foreground`` is treated as background."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.store.subscribe(None) as (_, sub):
+            task_status.started()
+            async for change in sub.receive:
+                if change.type == "DELETED":
+                    self._collect(str(change.obj["metadata"].get("uid", "")))
+
+    def _owner_exists(self, namespace: str, ref: dict[str, Any]) -> bool:
+        rt = R.BY_KIND.get(str(ref.get("kind")))
+        if rt is None:
+            return False
+        owner = self.store.find(rt, namespace, str(ref.get("name")))
+        return owner is not None and owner["metadata"]["uid"] == ref.get("uid")
+
+    def _collect(self, uid: str) -> None:
+        for rt, (namespace, name) in self.store.dependents(uid):
+            obj = self.store.find(rt, namespace, name)
+            if obj is None or is_terminating(obj):
+                continue
+            refs = obj["metadata"].get("ownerReferences") or []
+            if any(self._owner_exists(namespace, r) for r in refs):
+                continue
+            try:
+                self.store.delete(rt, namespace, name, DeleteOptions(uid=obj["metadata"]["uid"]))
+            except ApiError as err:
+                log.debug("gc of %s %s/%s: %s", rt.plural, namespace, name, err.message)
+
+
+class NamespaceController:
+    """A namespace being deleted: delete everything in it, then the namespace."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.store.subscribe(None) as (_, sub):
+            task_status.started()
+            self._sweep()
+            async for _change in sub.receive:
+                self._sweep()
+
+    def _sweep(self) -> None:
+        for ns in list(self.store.objects(R.NAMESPACES)):
+            if not is_terminating(ns):
+                continue
+            name = ns["metadata"]["name"]
+            remaining = 0
+            for rt in R.ALL:
+                if not rt.namespaced:
+                    continue
+                for obj in list(self.store.objects(rt, name)):
+                    remaining += 1
+                    if not is_terminating(obj):
+                        self.store.delete(rt, name, obj["metadata"]["name"], DeleteOptions())
+            if not remaining:
+                self.store.remove(R.NAMESPACES, "", name)

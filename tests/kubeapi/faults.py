@@ -74,6 +74,7 @@ class Faults:
     held_pending: set[str] = field(default_factory=set)
     never_ready: set[str] = field(default_factory=set)
     readiness_delay: dict[str, float] = field(default_factory=dict)
+    sigterm_ignored: set[str] = field(default_factory=set)
     store: Store | None = None
     kill_hook: Callable[[str, int, str], bool] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
@@ -162,6 +163,15 @@ class Faults:
     def delay_readiness(self, pod: str, seconds: float) -> None:
         """Pods named ``pod`` become Ready no sooner than ``seconds`` after starting."""
         self.readiness_delay[pod] = seconds
+        self._touch()
+
+    def ignore_sigterm(self, pod: str, ignore: bool = True) -> None:
+        """Pods named ``pod`` behave as if their process ignored SIGTERM: a graceful
+        delete lasts the whole grace period, then SIGKILL (works in fake mode too)."""
+        if ignore:
+            self.sigterm_ignored.add(pod)
+        else:
+            self.sigterm_ignored.discard(pod)
         self._touch()
 
     def kill_pod_process(self, pod: str, sig: int = signal.SIGKILL, namespace: str = "") -> bool:

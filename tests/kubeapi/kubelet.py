@@ -616,10 +616,12 @@ class Kubelet:
         """Graceful stop after deletionTimestamp, then remove the object."""
         proc = rt.process
         exit_code = 0
+        ignores_sigterm = rt.name in self.faults.sigterm_ignored
         if proc is not None and proc.returncode is None:
             self._snapshot_descendants(rt, proc)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
+            if not ignores_sigterm:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
             with trio.move_on_at(rt.grace_deadline) as rt.grace_scope:
                 await proc.wait()
             rt.grace_scope = None
@@ -628,6 +630,11 @@ class Kubelet:
                 await proc.wait()
             code = proc.returncode
             exit_code = code if code >= 0 else 128 - code
+        elif self.config.mode == "fake" and rt.ip is not None and ignores_sigterm:
+            with trio.move_on_at(rt.grace_deadline) as rt.grace_scope:
+                await trio.sleep_forever()
+            rt.grace_scope = None
+            exit_code = 128 + signal.SIGKILL
         rt.process = None
         pod = self.store.find(R.PODS, rt.namespace, rt.name)
         if pod is not None and pod["metadata"]["uid"] == rt.uid and rt.ip is not None:

@@ -194,6 +194,7 @@ class ApiServer:
     default_watch_timeout: float | None = None
     server_address: str = "127.0.0.1"
     pod_logs: Callable[[str, str], str | None] | None = None
+    too_large_wait: float = TOO_LARGE_RV_WAIT
 
     def __post_init__(self) -> None:
         self.requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG)
@@ -561,7 +562,7 @@ class ApiServer:
             return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
 
         if requested > self.store.resource_version:
-            with trio.move_on_after(TOO_LARGE_RV_WAIT):
+            with trio.move_on_after(self.too_large_wait):
                 await self.store.wait_until(lambda: self.store.resource_version >= requested)
             if requested > self.store.resource_version:
                 await emit("ERROR", too_large_resource_version(requested, self.store.resource_version).status())

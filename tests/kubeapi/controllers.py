@@ -24,6 +24,7 @@ log = logging.getLogger("kubeapi.controllers")
 POD_NAME_LABEL: Final = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"
 REVISION_LABEL: Final = "controller-revision-hash"
+COALESCE_DELAY: Final = 0.02  # seconds a burst of watch events gathers before one reconcile
 
 
 def controller_ref(obj: Obj) -> dict[str, Any] | None:
@@ -69,9 +70,30 @@ class StatefulSetController:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # (namespace, statefulset) -> ordinal -> pod: kept from the watch, like an
+        # informer's indexer, so a reconcile never scans every pod.
+        self._pods: dict[tuple[str, str], dict[int, Obj]] = {}
+
+    def _index(self, pod: Obj, deleted: bool) -> tuple[str, str] | None:
+        ref = controller_ref(pod)
+        if not ref or ref.get("kind") != "StatefulSet":
+            return None
+        key = (pod["metadata"]["namespace"], str(ref.get("name")))
+        ordinal = _ordinal(key[1], pod["metadata"]["name"])
+        if ordinal is None:
+            return key
+        table = self._pods.setdefault(key, {})
+        if deleted:
+            if ordinal in table and table[ordinal]["metadata"]["uid"] == pod["metadata"]["uid"]:
+                del table[ordinal]
+        else:
+            table[ordinal] = pod
+        return key
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.store.subscribe(None) as (_, sub):
+            for pod in self.store.objects(R.PODS):
+                self._index(pod, deleted=False)
             dirty = {
                 (o["metadata"]["namespace"], o["metadata"]["name"])
                 for o in self.store.objects(R.STATEFULSETS)
@@ -85,6 +107,8 @@ class StatefulSetController:
                         log.warning("statefulset %s/%s: %s", key[0], key[1], err.message)
                 dirty.clear()
                 change = await sub.receive.receive()
+                # like a controller's work queue: let a burst of changes coalesce
+                await trio.sleep(COALESCE_DELAY)
                 while True:
                     self._mark(dirty, change)
                     try:
@@ -96,10 +120,13 @@ class StatefulSetController:
         if change.rt is R.STATEFULSETS:
             dirty.add((change.namespace, change.name))
         elif change.rt is R.PODS:
-            for obj in (change.obj, change.prev):
-                ref = controller_ref(obj) if obj is not None else None
-                if ref and ref.get("kind") == "StatefulSet":
-                    dirty.add((change.namespace, str(ref.get("name"))))
+            if change.prev is not None and change.type != "DELETED":
+                old_key = self._index(change.prev, deleted=True)
+                if old_key is not None:
+                    dirty.add(old_key)
+            key = self._index(change.obj, deleted=change.type == "DELETED")
+            if key is not None:
+                dirty.add(key)
 
     def reconcile(self, namespace: str, name: str) -> None:
         store = self.store
@@ -109,19 +136,20 @@ class StatefulSetController:
         uid = sts["metadata"]["uid"]
         spec = sts["spec"]
         selector = from_label_selector_object(spec.get("selector"))
-        pods: dict[int, Obj] = {}
-        for pod in list(store.objects(R.PODS, namespace)):
-            ordinal = _ordinal(name, pod["metadata"]["name"])
-            if ordinal is None:
+        replicas = int(spec.get("replicas", 0))
+        pods = {
+            ordinal: pod
+            for ordinal, pod in self._pods.get((namespace, name), {}).items()
+            if (controller_ref(pod) or {}).get("uid") == uid
+        }
+        for ordinal in range(replicas):  # adopt orphans that match (ControllerRefManager)
+            if ordinal in pods:
                 continue
-            ref = controller_ref(pod)
-            if ref is None and selector.matches(pod["metadata"].get("labels")) and not is_terminating(pod):
-                adopted = store.mutate(R.PODS, namespace, pod["metadata"]["name"], lambda p: p["metadata"].setdefault("ownerReferences", []).append(self._owner_ref(sts)))
+            pod = store.find(R.PODS, namespace, f"{name}-{ordinal}")
+            if pod is not None and controller_ref(pod) is None and not is_terminating(pod) and selector.matches(pod["metadata"].get("labels")):
+                adopted = store.mutate(R.PODS, namespace, f"{name}-{ordinal}", lambda p: p["metadata"].setdefault("ownerReferences", []).append(self._owner_ref(sts)))
                 if adopted is not None:
                     pods[ordinal] = adopted
-            elif ref is not None and ref.get("uid") == uid:
-                pods[ordinal] = pod
-        replicas = int(spec.get("replicas", 0))
         parallel = spec.get("podManagementPolicy") == "Parallel"
         revision = revision_hash(sts)
 
@@ -192,9 +220,11 @@ class StatefulSetController:
         return obj
 
     def _update_status(self, sts: Obj, pods: dict[int, Obj], revision: str) -> None:
-        live = [p for p in pods.values() if self.store.find(R.PODS, p["metadata"]["namespace"], p["metadata"]["name"]) is not None]
-        ready = sum(1 for p in live if is_ready(p))
-        current = sum(1 for p in live if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == revision)
+        live = [p for p in pods.values() if self.store.find(R.PODS, p["metadata"]["namespace"], p["metadata"]["name"]) is p]
+        ready = current = 0
+        for p in live:
+            ready += is_ready(p)
+            current += (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == revision
         status: dict[str, Any] = {
             "observedGeneration": sts["metadata"].get("generation", 1),
             "replicas": len(live),

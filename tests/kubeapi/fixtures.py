@@ -183,11 +183,18 @@ class KubeApi:
     async def wait_ready_count(self, count: int, *, labels: str | None = None, namespace: str | None = None) -> list[Obj]:
         """Until exactly ``count`` pods (matching ``labels``) are Ready and not terminating."""
 
+        ns = namespace if namespace is not None else self.namespace
+        selector = parse_label_selector(labels)
+
         def ready() -> list[Obj]:
-            return [p for p in self.pods(namespace, labels=labels) if is_ready(p) and not p["metadata"].get("deletionTimestamp")]
+            return [
+                p
+                for p in self.store.objects(R.PODS, ns)
+                if is_ready(p) and not p["metadata"].get("deletionTimestamp") and selector.matches(p["metadata"].get("labels"))
+            ]
 
         await self.store.wait_until(lambda: len(ready()) == count)
-        return ready()
+        return copy.deepcopy(ready())
 
     # ------------------------------------------------------------------ writes
 

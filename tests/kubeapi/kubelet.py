@@ -115,13 +115,18 @@ def webterm_pty_command(
     return build
 
 
+FAKEPOD_ARGS_ANNOTATION: Final = "kubeapi.test/fakepod-args"
+
+
 def fake_pod_command(*extra_args: str) -> PodCommand:
     """A real but tiny process (``fakepod.py``) answering /healthz: for tests of the
-    stand-in and of code that needs processes but not shells."""
+    stand-in and of code that needs processes but not shells. A pod annotation
+    ``kubeapi.test/fakepod-args`` adds per-pod options (e.g. ``--ignore-sigterm``)."""
 
     def build(ctx: PodContext) -> ContainerCommand:
+        per_pod = ((ctx.pod["metadata"].get("annotations") or {}).get(FAKEPOD_ARGS_ANNOTATION) or "").split()
         return ContainerCommand(
-            argv=[sys.executable, "-I", str(FAKEPOD), "--host", ctx.ip, "--port", str(ctx.port), *extra_args],
+            argv=[sys.executable, "-I", str(FAKEPOD), "--host", ctx.ip, "--port", str(ctx.port), *extra_args, *per_pod],
             env={"WEBTERM_INSTANCE": ctx.uid},
         )
 
@@ -412,6 +417,8 @@ class Kubelet:
 
             def waiting(p: Obj) -> None:
                 for cs in p["status"].get("containerStatuses") or []:
+                    if "terminated" in (cs.get("state") or {}):
+                        cs["lastState"] = {"terminated": cs["state"]["terminated"]}
                     cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting failed container {cs['name']}"}}
 
             self._write(rt, waiting)

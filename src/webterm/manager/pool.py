@@ -1,0 +1,613 @@
+"""The terminal pool: a pure state machine. Events in, decisions out; no I/O, no clock.
+
+Theory of operation
+-------------------
+Terminals are named ``<prefix>-<ordinal>`` like StatefulSet pods, and both backends
+(local processes, Kubernetes pods) follow the same rules: the pool asks for a number
+of terminals with :class:`ScaleTo`, the backend creates ordinals ``0..N-1`` and reports
+them with :class:`TerminalAppeared` / :class:`TerminalReady` / :class:`TerminalGone`.
+A terminal moves through these states::
+
+    STARTING ──ready──▶ FREE ──allocate──▶ IN_USE ──recycle/release/stale──▶ RECYCLING
+        ▲                 │                                                     │
+        └──── gone ◀──────┴───────────── (the backend restarts it) ◀────────────┘
+    STARTING ──failed──▶ FAILED ──(restart)──▶ RECYCLING
+
+A recycled terminal becomes FREE again only when it reports Ready with an instance id
+(pod UID) different from the recycled one: the old pod may still be reporting Ready
+while it terminates, and must never be handed out again.
+
+Transitions are data (:data:`TRANSITIONS`): ``(state, event type) → handler``. An event
+with no entry raises :class:`IllegalTransition` naming the event, terminal and state,
+and changes nothing. Client-level events (:class:`Allocate`, :class:`Release`,
+:class:`CancelWait`, :class:`Tick`, :class:`Listed`) are not per-terminal and are
+handled directly.
+
+Capacity: the pool wants ``in_use + waiting + spares`` terminals, never more than
+``max_terminals``; it scales down only from the top ordinal and only while that
+terminal is not in use, so nobody's session is killed to scale down. Every lookup is
+a dict or a heap: 50,000 events per second with 10,000 terminals is the design load.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "Allocate",
+    "Assign",
+    "CancelWait",
+    "Connection",
+    "Decision",
+    "Event",
+    "IllegalTransition",
+    "Listed",
+    "Pool",
+    "PoolError",
+    "Recycle",
+    "Reject",
+    "Release",
+    "Restart",
+    "ScaleTo",
+    "State",
+    "Terminal",
+    "TerminalAppeared",
+    "TerminalFailed",
+    "TerminalGone",
+    "TerminalReady",
+    "Tick",
+    "UnknownClient",
+    "UnknownTerminal",
+    "Wait",
+]
+
+RETRY_AFTER_FULL: Final = 15
+"""Seconds a client at the cap is told to wait: about the time a recycle takes, and
+long enough that hundreds of waiting pages do not hammer the manager."""
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    FREE = "free"
+    IN_USE = "in-use"
+    RECYCLING = "recycling"
+    FAILED = "failed"
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalAppeared:
+    """The backend created (or found) a terminal that is not ready yet."""
+
+    name: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalReady:
+    """A terminal answers at ``address``. ``owner`` (a client hash) is set when the
+    backend found the terminal already allocated, e.g. on a restarted manager."""
+
+    name: str
+    instance: str
+    address: str
+    owner: str | None = None
+    allocated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalGone:
+    """The terminal (this instance of it) no longer exists."""
+
+    name: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalFailed:
+    """The terminal did not become ready in time, or crashed."""
+
+    name: str
+    instance: str
+    reason: str = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recycle:
+    """End this terminal's session and give it back fresh (shell exit, idle, operator)."""
+
+    name: str
+    instance: str | None = None  # None: whatever instance is current
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """The terminal server reports a browser attached (True) or detached (False)."""
+
+    name: str
+    connected: bool
+    now: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allocate:
+    client: str  # the client hash, never the raw id
+    now: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    client: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWait:
+    """A waiting client gave up (its request hit its deadline)."""
+
+    client: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick:
+    """Time passes: in-use terminals unconnected for ``stale_after`` are recycled."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed:
+    """A full list of the terminals that exist: anything else the pool knows is gone."""
+
+    present: frozenset[str]
+
+
+Event = (
+    TerminalAppeared
+    | TerminalReady
+    | TerminalGone
+    | TerminalFailed
+    | Recycle
+    | Connection
+    | Allocate
+    | Release
+    | CancelWait
+    | Tick
+    | Listed
+)
+
+
+# --- decisions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assign:
+    """Give ``client`` this terminal."""
+
+    client: str
+    name: str
+    instance: str
+    address: str
+    reconnect: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait:
+    """No terminal is free but one is coming: ``client`` waits for a later Assign."""
+
+    client: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """Every terminal is taken and the pool is at its cap."""
+
+    client: str
+    reason: str
+    retry_after: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleTo:
+    """Have terminals ``0..replicas-1``."""
+
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restart:
+    """Destroy this instance; the backend brings a fresh one under the same name."""
+
+    name: str
+    instance: str
+
+
+Decision = Assign | Wait | Reject | ScaleTo | Restart
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class PoolError(Exception):
+    """Base of the pool's errors. The pool's state is unchanged after any of them."""
+
+
+class IllegalTransition(PoolError):
+    def __init__(self, event: Event, name: str, state: State) -> None:
+        super().__init__(f"{type(event).__name__} is not allowed for {name} in state {state}")
+        self.event, self.name, self.state = event, name, state
+
+
+class UnknownTerminal(PoolError):
+    pass
+
+
+class UnknownClient(PoolError):
+    pass
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Terminal:
+    name: str
+    ordinal: int
+    state: State = State.STARTING
+    instance: str = ""
+    address: str = ""
+    owner: str | None = None
+    allocated_at: float = 0.0
+    connected: bool = False
+    disconnected_since: float = 0.0
+    retired_instances: set[str] = field(default_factory=set)  # never free again
+
+
+Handler = Callable[["Pool", Terminal, "TerminalEvent"], list[Decision]]
+TerminalEvent = (
+    TerminalAppeared | TerminalReady | TerminalGone | TerminalFailed | Recycle | Connection
+)
+
+
+class Pool:
+    """See the module docstring. Feed events to :meth:`handle`; carry out the decisions."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "terminal",
+        spares: int = 2,
+        max_terminals: int = 20,
+        stale_after: float = 300.0,
+    ) -> None:
+        if not 0 <= spares <= max_terminals or max_terminals < 1:
+            raise ValueError("need 0 <= spares <= max_terminals and max_terminals >= 1")
+        self.prefix = prefix
+        self.spares = spares
+        self.max_terminals = max_terminals
+        self.stale_after = stale_after
+        self.terminals: dict[str, Terminal] = {}
+        self.owners: dict[str, str] = {}  # client hash -> terminal name
+        self.waiting: OrderedDict[str, None] = OrderedDict()  # FIFO of client hashes
+        self.replicas = 0  # what we last asked the backend for
+        self._free: list[tuple[int, str]] = []  # heap of (ordinal, name); lazily cleaned
+        self._unconnected: set[str] = set()  # in-use terminals with no browser attached
+        self.counts: dict[State, int] = dict.fromkeys(State, 0)
+        self.now = 0.0  # the latest time an event carried
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def name_of(self, ordinal: int) -> str:
+        return f"{self.prefix}-{ordinal}"
+
+    def ordinal_of(self, name: str) -> int:
+        prefix, _, number = name.rpartition("-")
+        if prefix != self.prefix or not number.isdigit():
+            raise UnknownTerminal(f"{name!r} is not one of {self.prefix}-<ordinal>")
+        return int(number)
+
+    def terminal_of(self, client: str) -> Terminal | None:
+        name = self.owners.get(client)
+        return None if name is None else self.terminals[name]
+
+    def desired_replicas(self) -> int:
+        wanted = self.counts[State.IN_USE] + len(self.waiting) + self.spares
+        return min(self.max_terminals, wanted)
+
+    # --- the one entry point -------------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Decision]:
+        """Apply ``event``; return what the backend and the API must do about it."""
+        now = getattr(event, "now", None)
+        if now is not None:
+            self.now = max(self.now, now)
+        if isinstance(event, Allocate):
+            decisions = self._allocate(event)
+        elif isinstance(event, Release):
+            decisions = self._release(event)
+        elif isinstance(event, CancelWait):
+            self.waiting.pop(event.client, None)
+            decisions = []
+        elif isinstance(event, Tick):
+            decisions = self._tick(event)
+        elif isinstance(event, Listed):
+            decisions = self._listed(event)
+        else:
+            terminal = self._terminal_for(event)
+            handler = TRANSITIONS.get((terminal.state, type(event)))
+            if handler is None:
+                raise IllegalTransition(event, terminal.name, terminal.state)
+            decisions = handler(self, terminal, event)
+        return decisions + self._rescale()
+
+    def _terminal_for(self, event: TerminalEvent) -> Terminal:
+        terminal = self.terminals.get(event.name)
+        if terminal is not None:
+            return terminal
+        if isinstance(event, TerminalAppeared | TerminalReady):
+            ordinal = self.ordinal_of(event.name)  # raises for foreign names: no change made
+            terminal = Terminal(event.name, ordinal)
+            self.terminals[event.name] = terminal
+            self.counts[State.STARTING] += 1
+            return terminal
+        raise UnknownTerminal(f"no terminal named {event.name!r}")
+
+    def _set_state(self, terminal: Terminal, state: State) -> None:
+        self.counts[terminal.state] -= 1
+        self.counts[state] += 1
+        terminal.state = state
+        if state is State.FREE:
+            heapq.heappush(self._free, (terminal.ordinal, terminal.name))
+        if state is not State.IN_USE:
+            self._unconnected.discard(terminal.name)
+
+    def _disown(self, terminal: Terminal) -> None:
+        if terminal.owner is not None:
+            self.owners.pop(terminal.owner, None)
+            terminal.owner = None
+
+    # --- client events ---------------------------------------------------------------------
+
+    def _allocate(self, event: Allocate) -> list[Decision]:
+        client = event.client
+        owned = self.terminal_of(client)
+        if owned is not None:
+            return [self._assign(owned, client, reconnect=True)]
+        free = self._pop_free()
+        if free is not None:
+            free.owner = client
+            free.allocated_at = event.now
+            free.connected = False
+            free.disconnected_since = event.now
+            self.owners[client] = free.name
+            self._set_state(free, State.IN_USE)
+            self._unconnected.add(free.name)
+            return [self._assign(free, client, reconnect=False)]
+        if client in self.waiting:
+            return [Wait(client=client)]
+        if self.counts[State.IN_USE] + len(self.waiting) < self.max_terminals:
+            # a terminal is starting, recycling, or may still be added for this client
+            self.waiting[client] = None
+            return [Wait(client=client)]
+        return [
+            Reject(client=client, reason="all terminals are busy", retry_after=RETRY_AFTER_FULL)
+        ]
+
+    def _assign(self, terminal: Terminal, client: str, *, reconnect: bool) -> Assign:
+        return Assign(
+            client=client,
+            name=terminal.name,
+            instance=terminal.instance,
+            address=terminal.address,
+            reconnect=reconnect,
+        )
+
+    def _pop_free(self) -> Terminal | None:
+        while self._free:
+            _, name = heapq.heappop(self._free)
+            terminal = self.terminals.get(name)
+            if terminal is not None and terminal.state is State.FREE and terminal.owner is None:
+                return terminal
+        return None
+
+    def _release(self, event: Release) -> list[Decision]:
+        if self.waiting.pop(event.client, None) is not None:
+            return []
+        terminal = self.terminal_of(event.client)
+        if terminal is None:
+            raise UnknownClient("this client holds no terminal")
+        return _recycle(self, terminal, Recycle(name=terminal.name))
+
+    def _tick(self, event: Tick) -> list[Decision]:
+        decisions: list[Decision] = []
+        for name in list(self._unconnected):
+            terminal = self.terminals[name]
+            if event.now - terminal.disconnected_since >= self.stale_after:
+                decisions += _recycle(self, terminal, Recycle(name=name))
+        return decisions
+
+    def _listed(self, event: Listed) -> list[Decision]:
+        decisions: list[Decision] = []
+        for name in [n for n in self.terminals if n not in event.present]:
+            terminal = self.terminals[name]
+            decisions += _gone(self, terminal, TerminalGone(name=name, instance=terminal.instance))
+        return decisions
+
+    # --- capacity --------------------------------------------------------------------------
+
+    def _rescale(self) -> list[Decision]:
+        decisions: list[Decision] = []
+        # a free terminal and a waiting client never coexist
+        while self.waiting and (free := self._pop_free()) is not None:
+            client, _ = self.waiting.popitem(last=False)
+            free.owner = client
+            free.allocated_at = self.now
+            free.connected = False
+            free.disconnected_since = self.now
+            self.owners[client] = free.name
+            self._set_state(free, State.IN_USE)
+            self._unconnected.add(free.name)
+            decisions.append(self._assign(free, client, reconnect=False))
+        target = self.desired_replicas()
+        if target > self.replicas:
+            self.replicas = target
+            decisions.append(ScaleTo(replicas=target))
+        elif target < self.replicas:
+            replicas = self.replicas
+            while replicas > target:
+                top = self.terminals.get(self.name_of(replicas - 1))
+                if top is not None and top.state in (State.IN_USE, State.RECYCLING):
+                    break
+                replicas -= 1
+            if replicas < self.replicas:
+                for ordinal in range(replicas, self.replicas):
+                    self._forget(self.name_of(ordinal))
+                self.replicas = replicas
+                decisions.append(ScaleTo(replicas=replicas))
+        return decisions
+
+    def _forget(self, name: str) -> None:
+        terminal = self.terminals.pop(name, None)
+        if terminal is not None:
+            self.counts[terminal.state] -= 1
+            self._disown(terminal)
+            self._unconnected.discard(name)
+
+    def adopt_replicas(self, replicas: int) -> None:
+        """Start from what the backend already has (a restarted manager)."""
+        self.replicas = max(0, min(replicas, self.max_terminals))
+
+
+# --- per-terminal transitions ---------------------------------------------------------------
+
+
+def _appeared(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, TerminalAppeared)
+    if event.instance != terminal.instance and terminal.state is not State.STARTING:
+        # a new instance under the same name: the old one is gone for good
+        if terminal.instance:
+            terminal.retired_instances.add(terminal.instance)
+        pool._disown(terminal)
+        pool._set_state(terminal, State.STARTING)
+    terminal.instance = event.instance
+    return []
+
+
+def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, TerminalReady)
+    if event.instance in terminal.retired_instances:
+        return []  # the recycled instance, still answering while it terminates
+    if terminal.state is State.IN_USE and event.instance == terminal.instance:
+        terminal.address = event.address
+        return []
+    if terminal.state is State.FREE and event.instance == terminal.instance:
+        terminal.address = event.address
+        return []
+    if terminal.instance and terminal.instance != event.instance:
+        terminal.retired_instances.add(terminal.instance)
+        pool._disown(terminal)
+    terminal.instance, terminal.address = event.instance, event.address
+    owner = event.owner
+    if owner is not None and owner not in pool.owners:
+        terminal.owner = owner
+        terminal.allocated_at = event.allocated_at
+        terminal.connected = False
+        terminal.disconnected_since = event.allocated_at
+        pool.owners[owner] = terminal.name
+        pool._set_state(terminal, State.IN_USE)
+        pool._unconnected.add(terminal.name)
+    else:
+        pool._set_state(terminal, State.FREE)
+    return []
+
+
+def _gone(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, TerminalGone)
+    if event.instance and terminal.instance and event.instance != terminal.instance:
+        return []  # an older instance went away; the current one lives on
+    if terminal.instance:
+        terminal.retired_instances.add(terminal.instance)
+    pool._disown(terminal)
+    if terminal.ordinal >= pool.replicas:
+        pool._forget(terminal.name)
+    elif terminal.state is not State.STARTING:
+        pool._set_state(terminal, State.STARTING)
+    return []
+
+
+def _failed(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, TerminalFailed)
+    if event.instance != terminal.instance:
+        return []
+    pool._disown(terminal)
+    pool._set_state(terminal, State.FAILED)
+    terminal.retired_instances.add(terminal.instance)
+    return [Restart(name=terminal.name, instance=terminal.instance)]
+
+
+def _recycle(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, Recycle)
+    if event.instance is not None and event.instance != terminal.instance:
+        return []  # a late call about an instance that is already gone
+    pool._disown(terminal)
+    terminal.retired_instances.add(terminal.instance)
+    pool._set_state(terminal, State.RECYCLING)
+    return [Restart(name=terminal.name, instance=terminal.instance)]
+
+
+def _recycle_again(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    return []  # already on its way out: idempotent
+
+
+def _connection(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    assert isinstance(event, Connection)
+    terminal.connected = event.connected
+    if event.connected:
+        pool._unconnected.discard(terminal.name)
+    else:
+        terminal.disconnected_since = event.now
+        pool._unconnected.add(terminal.name)
+    return []
+
+
+def _ignore(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+    return []
+
+
+S = State
+TRANSITIONS: Final[dict[tuple[State, type], Handler]] = {
+    (S.STARTING, TerminalAppeared): _appeared,
+    (S.FREE, TerminalAppeared): _appeared,
+    (S.IN_USE, TerminalAppeared): _appeared,
+    (S.RECYCLING, TerminalAppeared): _appeared,
+    (S.FAILED, TerminalAppeared): _appeared,
+    (S.STARTING, TerminalReady): _ready,
+    (S.FREE, TerminalReady): _ready,
+    (S.IN_USE, TerminalReady): _ready,
+    (S.RECYCLING, TerminalReady): _ready,
+    (S.FAILED, TerminalReady): _ready,
+    (S.STARTING, TerminalGone): _gone,
+    (S.FREE, TerminalGone): _gone,
+    (S.IN_USE, TerminalGone): _gone,
+    (S.RECYCLING, TerminalGone): _gone,
+    (S.FAILED, TerminalGone): _gone,
+    (S.STARTING, TerminalFailed): _failed,
+    (S.FREE, TerminalFailed): _failed,
+    (S.IN_USE, TerminalFailed): _failed,
+    (S.FREE, Recycle): _recycle,
+    (S.IN_USE, Recycle): _recycle,
+    (S.RECYCLING, Recycle): _recycle_again,
+    (S.FAILED, Recycle): _recycle_again,
+    (S.IN_USE, Connection): _connection,
+    (S.FREE, Connection): _ignore,  # a late report from before a recycle
+    (S.RECYCLING, Connection): _ignore,
+}
+"""Everything that may happen to a terminal in each state. Missing pairs are illegal:
+e.g. recycling a terminal that is still starting (nobody has used it) or a failure
+report for a terminal that is already being recycled."""

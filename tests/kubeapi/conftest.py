@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .fixtures import KubeApi, run_kube_api
+from .fixtures import KubeApi, kube_api, run_kube_api
 from .kubelet import KubeletConfig
 
 
@@ -21,3 +21,6 @@ async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
 async def client(api: KubeApi) -> AsyncIterator[httpx.AsyncClient]:
     async with api.client() as c:
         yield c
+
+
+__all__ = ["api", "client", "kube_api"]

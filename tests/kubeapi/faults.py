@@ -126,6 +126,20 @@ class Faults:
                 dropped += 1
         return dropped
 
+    def add_watch(self, handle: WatchHandle) -> None:
+        self.watches.add(handle)
+        self._touch()
+
+    def remove_watch(self, handle: WatchHandle) -> None:
+        self.watches.discard(handle)
+        self._touch()
+
+    async def wait_for_watches(self, count: int, *, path: str | None = None) -> None:
+        """Until exactly ``count`` watch streams (on paths containing ``path``) are
+        open: e.g. before dropping them, or to see that a client re-watched."""
+        while sum(1 for w in self.watches if path is None or path in w.path) != count:
+            await self._changed.wait()
+
     def expire_resource_versions(self) -> int:
         """Compact the history: every resourceVersion seen so far answers 410 to a
         watch or exact list. Returns the new oldest valid resourceVersion."""

@@ -504,7 +504,7 @@ class ApiServer:
 
         async def produce(writer: StreamWriter) -> None:
             handle = WatchHandle(req.path)
-            self.faults.watches.add(handle)
+            self.faults.add_watch(handle)
             try:
                 with handle.scope:
                     with trio.move_on_after(timeout if timeout is not None else math.inf):
@@ -516,7 +516,7 @@ class ApiServer:
                 self.internal_errors.append(exc)
                 abort_connection()
             finally:
-                self.faults.watches.discard(handle)
+                self.faults.remove_watch(handle)
             if handle.abort:
                 abort_connection()
 

@@ -13,7 +13,9 @@ from .kubelet import KubeletConfig
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
     """A stand-in whose pods have no processes (fake kubelet): fast API tests."""
-    async with run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), bookmark_interval=0.2) as running:
+    async with run_kube_api(
+        tmp_path, kubelet=KubeletConfig(mode="fake"), bookmark_interval=0.2
+    ) as running:
         yield running
 
 

@@ -103,7 +103,9 @@ class StatefulSetController:
                 for key in sorted(dirty):
                     try:
                         self.reconcile(*key)
-                    except ApiError as err:  # e.g. a name taken by a foreign pod; retried on the next change
+                    except (
+                        ApiError
+                    ) as err:  # e.g. a name taken by a foreign pod; retried on the next change
                         log.warning("statefulset %s/%s: %s", key[0], key[1], err.message)
                 dirty.clear()
                 change = await sub.receive.receive()
@@ -146,16 +148,33 @@ class StatefulSetController:
             if ordinal in pods:
                 continue
             pod = store.find(R.PODS, namespace, f"{name}-{ordinal}")
-            if pod is not None and controller_ref(pod) is None and not is_terminating(pod) and selector.matches(pod["metadata"].get("labels")):
-                adopted = store.mutate(R.PODS, namespace, f"{name}-{ordinal}", lambda p: p["metadata"].setdefault("ownerReferences", []).append(self._owner_ref(sts)))
+            if (
+                pod is not None
+                and controller_ref(pod) is None
+                and not is_terminating(pod)
+                and selector.matches(pod["metadata"].get("labels"))
+            ):
+                adopted = store.mutate(
+                    R.PODS,
+                    namespace,
+                    f"{name}-{ordinal}",
+                    lambda p: (
+                        p["metadata"].setdefault("ownerReferences", []).append(self._owner_ref(sts))
+                    ),
+                )
                 if adopted is not None:
                     pods[ordinal] = adopted
         parallel = spec.get("podManagementPolicy") == "Parallel"
         revision = revision_hash(sts)
 
         for ordinal, pod in list(pods.items()):
-            if not is_terminating(pod) and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                pods[ordinal], _ = store.delete(R.PODS, namespace, pod["metadata"]["name"], DeleteOptions())
+            if not is_terminating(pod) and (pod.get("status") or {}).get("phase") in (
+                "Succeeded",
+                "Failed",
+            ):
+                pods[ordinal], _ = store.delete(
+                    R.PODS, namespace, pod["metadata"]["name"], DeleteOptions()
+                )
         if parallel:
             for ordinal in range(replicas):
                 if ordinal not in pods:
@@ -194,7 +213,9 @@ class StatefulSetController:
         tmeta = template.get("metadata") or {}
         pod_name = f"{meta['name']}-{ordinal}"
         labels = dict(tmeta.get("labels") or {})
-        labels.update({POD_NAME_LABEL: pod_name, REVISION_LABEL: revision, POD_INDEX_LABEL: str(ordinal)})
+        labels.update(
+            {POD_NAME_LABEL: pod_name, REVISION_LABEL: revision, POD_INDEX_LABEL: str(ordinal)}
+        )
         spec = copy.deepcopy(template["spec"])
         spec["hostname"] = pod_name
         if sts["spec"].get("serviceName"):
@@ -216,11 +237,17 @@ class StatefulSetController:
 
     def _delete(self, pod: Obj) -> Obj:
         meta = pod["metadata"]
-        obj, _ = self.store.delete(R.PODS, meta["namespace"], meta["name"], DeleteOptions(uid=meta["uid"]))
+        obj, _ = self.store.delete(
+            R.PODS, meta["namespace"], meta["name"], DeleteOptions(uid=meta["uid"])
+        )
         return obj
 
     def _update_status(self, sts: Obj, pods: dict[int, Obj], revision: str) -> None:
-        live = [p for p in pods.values() if self.store.find(R.PODS, p["metadata"]["namespace"], p["metadata"]["name"]) is p]
+        live = [
+            p
+            for p in pods.values()
+            if self.store.find(R.PODS, p["metadata"]["namespace"], p["metadata"]["name"]) is p
+        ]
         ready = current = 0
         for p in live:
             ready += is_ready(p)
@@ -243,7 +270,13 @@ class StatefulSetController:
         def write(obj: Obj) -> None:
             obj["status"] = status
 
-        self.store.mutate(R.STATEFULSETS, sts["metadata"]["namespace"], sts["metadata"]["name"], write, uid=sts["metadata"]["uid"])
+        self.store.mutate(
+            R.STATEFULSETS,
+            sts["metadata"]["namespace"],
+            sts["metadata"]["name"],
+            write,
+            uid=sts["metadata"]["uid"],
+        )
 
 
 class GarbageCollector:

@@ -61,7 +61,9 @@ def _details(rt: ResourceType, name: str, **extra: Any) -> Obj:
 
 
 def not_found(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found', details=_details(rt, name))
+    return ApiError(
+        404, "NotFound", f'{rt.qualified} "{name}" not found', details=_details(rt, name)
+    )
 
 
 def already_exists(rt: ResourceType, name: str) -> ApiError:
@@ -79,7 +81,9 @@ def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
     )
 
 
-STALE_OBJECT = "the object has been modified; please apply your changes to the latest version and try again"
+STALE_OBJECT = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 
 
 def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
@@ -125,12 +129,18 @@ def forbidden(message: str, details: Obj | None = None) -> ApiError:
 
 def method_not_allowed(method: str) -> ApiError:
     return ApiError(
-        405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({method})"
+        405,
+        "MethodNotAllowed",
+        f"the server does not allow this method on the requested resource ({method})",
     )
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})")
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})",
+    )
 
 
 def too_many_requests(retry_after: int) -> ApiError:
@@ -156,7 +166,11 @@ def too_large_resource_version(requested: int, current: int) -> ApiError:
         504,
         "Timeout",
         f"Too large resource version: {requested}, current: {current}",
-        details={"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]},
+        details={
+            "causes": [
+                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+            ]
+        },
         retry_after=1,
     )
 

@@ -55,7 +55,7 @@ def main() -> None:
         timer = threading.Timer(args.exit_after, server.shutdown)
         timer.daemon = True
         timer.start()
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     print(f"webterm-pty listening on {host}:{port}", flush=True)
     server.serve_forever(poll_interval=0.05)
     server.server_close()

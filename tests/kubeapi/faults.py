@@ -24,7 +24,9 @@ class RequestFault:
 
     status: int  # 500 InternalError, 429 TooManyRequests, 503 ServiceUnavailable, 504 Timeout...
     remaining: int
-    verb: str | None = None  # Kubernetes verb: get list watch create update patch delete deletecollection
+    verb: str | None = (
+        None  # Kubernetes verb: get list watch create update patch delete deletecollection
+    )
     path: re.Pattern[str] | None = None  # searched in the request path
     retry_after: int | None = None  # seconds; sent as Retry-After and details.retryAfterSeconds
     message: str = "injected fault"

@@ -108,7 +108,9 @@ class KubeApi:
     def incluster_files(self) -> dict[str, Any]:
         """Arguments for ``InClusterConfigLoader`` (TLS only)."""
         assert self.ca_pem is not None, "in-cluster config needs run_kube_api(tls=True)"
-        return write_incluster_files(self.directory, "127.0.0.1", self.port, self.token, self.ca_pem)
+        return write_incluster_files(
+            self.directory, "127.0.0.1", self.port, self.token, self.ca_pem
+        )
 
     # ------------------------------------------------------------------ reads
 
@@ -119,10 +121,15 @@ class KubeApi:
     def pod(self, name: str, namespace: str | None = None) -> Obj | None:
         return self.get(R.PODS, name, namespace)
 
-    def list(
-        self, rt: ResourceType, namespace: str | None = None, *, labels: str | None = None, fields: str | None = None
+    def list_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
     ) -> list[Obj]:
-        result = self.store.list(
+        result = self.store.list_objects(
             rt,
             namespace if namespace is not None else self.namespace,
             labels=parse_label_selector(labels),
@@ -131,7 +138,7 @@ class KubeApi:
         return copy.deepcopy(result.items)
 
     def pods(self, namespace: str | None = None, *, labels: str | None = None) -> list[Obj]:
-        return self.list(R.PODS, namespace, labels=labels)
+        return self.list_objects(R.PODS, namespace, labels=labels)
 
     def requests(self, verb: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """Requests served so far (``path``: substring), for assertions like "listed once"."""
@@ -157,30 +164,41 @@ class KubeApi:
         )
         return copy.deepcopy(obj)
 
-    async def wait_pod_ready(self, name: str, namespace: str | None = None, *, not_uid: str | None = None) -> Obj:
+    async def wait_pod_ready(
+        self, name: str, namespace: str | None = None, *, not_uid: str | None = None
+    ) -> Obj:
         """The pod once Running, Ready and not terminating (and not incarnation ``not_uid``)."""
         pod = await self.wait_for(
             R.PODS,
             name,
-            lambda p: is_ready(p)
-            and p is not None
-            and not p["metadata"].get("deletionTimestamp")
-            and p["metadata"]["uid"] != not_uid,
+            lambda p: (
+                is_ready(p)
+                and p is not None
+                and not p["metadata"].get("deletionTimestamp")
+                and p["metadata"]["uid"] != not_uid
+            ),
             namespace,
         )
         assert pod is not None
         return pod
 
-    async def wait_pod_gone(self, name: str, namespace: str | None = None, *, uid: str | None = None) -> None:
+    async def wait_pod_gone(
+        self, name: str, namespace: str | None = None, *, uid: str | None = None
+    ) -> None:
         """Until no pod ``name`` exists (or at least not incarnation ``uid``)."""
         await self.wait_for(
-            R.PODS, name, lambda p: p is None or (uid is not None and p["metadata"]["uid"] != uid), namespace
+            R.PODS,
+            name,
+            lambda p: p is None or (uid is not None and p["metadata"]["uid"] != uid),
+            namespace,
         )
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         await self.store.wait_until(predicate)
 
-    async def wait_ready_count(self, count: int, *, labels: str | None = None, namespace: str | None = None) -> list[Obj]:
+    async def wait_ready_count(
+        self, count: int, *, labels: str | None = None, namespace: str | None = None
+    ) -> list[Obj]:
         """Until exactly ``count`` pods (matching ``labels``) are Ready and not terminating."""
 
         ns = namespace if namespace is not None else self.namespace
@@ -190,7 +208,9 @@ class KubeApi:
             return [
                 p
                 for p in self.store.objects(R.PODS, ns)
-                if is_ready(p) and not p["metadata"].get("deletionTimestamp") and selector.matches(p["metadata"].get("labels"))
+                if is_ready(p)
+                and not p["metadata"].get("deletionTimestamp")
+                and selector.matches(p["metadata"].get("labels"))
             ]
 
         await self.store.wait_until(lambda: len(ready()) == count)
@@ -199,21 +219,40 @@ class KubeApi:
     # ------------------------------------------------------------------ writes
 
     def create(self, rt: ResourceType, obj: Obj, namespace: str | None = None) -> Obj:
-        ns = namespace if namespace is not None else obj.get("metadata", {}).get("namespace", self.namespace)
+        ns = (
+            namespace
+            if namespace is not None
+            else obj.get("metadata", {}).get("namespace", self.namespace)
+        )
         return copy.deepcopy(self.store.create(rt, ns if rt.namespaced else "", obj))
 
-    def delete(self, rt: ResourceType, name: str, namespace: str | None = None, *, grace_period: int | None = None) -> Obj:
+    def delete(
+        self,
+        rt: ResourceType,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period: int | None = None,
+    ) -> Obj:
         obj, _ = self.store.delete(
-            rt, namespace if namespace is not None else self.namespace, name, DeleteOptions(grace_period=grace_period)
+            rt,
+            namespace if namespace is not None else self.namespace,
+            name,
+            DeleteOptions(grace_period=grace_period),
         )
         return copy.deepcopy(obj)
 
-    def create_terminal_statefulset(self, *, replicas: int = 0, service: bool = True, **kwargs: Any) -> Obj:
+    def create_terminal_statefulset(
+        self, *, replicas: int = 0, service: bool = True, **kwargs: Any
+    ) -> Obj:
         """The ``terminal`` StatefulSet (and its headless Service) as deployed."""
         kwargs.setdefault("namespace", self.namespace)
         sts = self.create(R.STATEFULSETS, terminal_statefulset(replicas=replicas, **kwargs))
         if service:
-            self.create(R.SERVICES, terminal_service(name=sts["metadata"]["name"], namespace=kwargs["namespace"]))
+            self.create(
+                R.SERVICES,
+                terminal_service(name=sts["metadata"]["name"], namespace=kwargs["namespace"]),
+            )
         return sts
 
     def scale(self, name: str, replicas: int, namespace: str | None = None) -> Obj:
@@ -289,10 +328,19 @@ async def run_kube_api(
             R.NODES,
             "",
             {
-                "metadata": {"name": kube.config.node_name, "labels": {"kubernetes.io/hostname": kube.config.node_name, "kubernetes.io/os": "linux"}},
+                "metadata": {
+                    "name": kube.config.node_name,
+                    "labels": {
+                        "kubernetes.io/hostname": kube.config.node_name,
+                        "kubernetes.io/os": "linux",
+                    },
+                },
                 "spec": {},
                 "status": {
-                    "addresses": [{"type": "InternalIP", "address": kube.ips.node_ip}, {"type": "Hostname", "address": kube.config.node_name}],
+                    "addresses": [
+                        {"type": "InternalIP", "address": kube.ips.node_ip},
+                        {"type": "Hostname", "address": kube.config.node_name},
+                    ],
                     "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
                 },
             },
@@ -324,7 +372,9 @@ async def run_kube_api(
             await nursery.start(kube.run)
             if proxy is not None:
                 await nursery.start(proxy.run)
-            kubeconfig = write_kubeconfig(where / "kubeconfig", url, token, namespace=namespace, ca_pem=ca_pem)
+            kubeconfig = write_kubeconfig(
+                where / "kubeconfig", url, token, namespace=namespace, ca_pem=ca_pem
+            )
             api = KubeApi(
                 store=store,
                 faults=faults,
@@ -349,7 +399,9 @@ async def run_kube_api(
             finally:
                 nursery.cancel_scope.cancel()
         if check_internal_errors and server.internal_errors:
-            raise AssertionError(f"the Kubernetes API stand-in failed internally: {server.internal_errors!r}")
+            raise AssertionError(
+                f"the Kubernetes API stand-in failed internally: {server.internal_errors!r}"
+            )
 
 
 @pytest.fixture

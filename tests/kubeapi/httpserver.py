@@ -14,6 +14,7 @@ happens; cancelling :meth:`HttpServer.run` closes the listeners and every connec
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -118,8 +119,7 @@ class HttpServer:
         bound = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
         if self._ssl_context is not None:
             listeners = [
-                trio.SSLListener(lst, self._ssl_context, https_compatible=True)  # type: ignore[arg-type]
-                for lst in listeners
+                trio.SSLListener(lst, self._ssl_context, https_compatible=True) for lst in listeners
             ]
         async with trio.open_nursery() as nursery:
             task_status.started(bound)
@@ -131,10 +131,8 @@ class HttpServer:
         client = ""
         sock = _raw_socket(stream)
         if sock is not None:
-            try:
-                client = "%s:%s" % sock.getpeername()[:2]
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                client = "{}:{}".format(*sock.getpeername()[:2])
         try:
             while True:
                 request = await self._receive_request(conn, stream, client)
@@ -168,11 +166,13 @@ class HttpServer:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(conn, stream, Response(exc.error_status_hint, [("connection", "close")]))
+                    await self._send(
+                        conn, stream, Response(exc.error_status_hint, [("connection", "close")])
+                    )
                 return None
             if event is h11.NEED_DATA:
                 data = await stream.receive_some(RECEIVE_BYTES)
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
                 if not data and conn.their_state is h11.IDLE:
                     return None
                 continue
@@ -203,7 +203,9 @@ class HttpServer:
                     client=client,
                 )
 
-    async def _send(self, conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
+    async def _send(
+        self, conn: h11.Connection, stream: trio.abc.Stream, response: Response
+    ) -> None:
         headers = [*response.headers, ("content-length", str(len(response.body)))]
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
         data += conn.send(h11.Data(data=response.body)) if response.body else b""
@@ -232,7 +234,7 @@ class HttpServer:
                         gone = True
                         nursery.cancel_scope.cancel()
                         return
-                    conn.receive_data(data)  # a pipelined next request: keep it for later
+                    conn.receive_data(bytes(data))  # a pipelined next request: keep it for later
 
             nursery.start_soon(watch_client)
             try:

@@ -36,11 +36,12 @@ import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import trio
 
 from . import resources as R
@@ -52,7 +53,9 @@ log = logging.getLogger("kubeapi.kubelet")
 
 CONTAINER_PORT: Final = 7681  # the terminal container's port (ARCHITECTURE.md, Kubernetes objects)
 LOG_LINES: Final = 2000  # container log lines kept per pod for GET .../log
-RESTART_RESET_AFTER: Final = 10.0  # seconds of running after which the restart back-off resets (kubelet: 10 min)
+RESTART_RESET_AFTER: Final = (
+    10.0  # seconds of running after which the restart back-off resets (kubelet: 10 min)
+)
 SHUTDOWN_GRACE: Final = 1.0  # seconds a container gets after SIGTERM when the whole stand-in stops
 FAKEPOD: Final = Path(__file__).with_name("fakepod.py")
 LISTENING_PREFIX: Final = "webterm-pty listening on "
@@ -124,9 +127,21 @@ def fake_pod_command(*extra_args: str) -> PodCommand:
     ``kubeapi.test/fakepod-args`` adds per-pod options (e.g. ``--ignore-sigterm``)."""
 
     def build(ctx: PodContext) -> ContainerCommand:
-        per_pod = ((ctx.pod["metadata"].get("annotations") or {}).get(FAKEPOD_ARGS_ANNOTATION) or "").split()
+        per_pod = (
+            (ctx.pod["metadata"].get("annotations") or {}).get(FAKEPOD_ARGS_ANNOTATION) or ""
+        ).split()
         return ContainerCommand(
-            argv=[sys.executable, "-I", str(FAKEPOD), "--host", ctx.ip, "--port", str(ctx.port), *extra_args, *per_pod],
+            argv=[
+                sys.executable,
+                "-I",
+                str(FAKEPOD),
+                "--host",
+                ctx.ip,
+                "--port",
+                str(ctx.port),
+                *extra_args,
+                *per_pod,
+            ],
             env={"WEBTERM_INSTANCE": ctx.uid},
         )
 
@@ -221,7 +236,9 @@ class PodRuntime:
             self.run_scope.cancel()
 
 
-def _set_condition(status: dict[str, Any], kind: str, value: bool, reason: str | None = None) -> None:
+def _set_condition(
+    status: dict[str, Any], kind: str, value: bool, reason: str | None = None
+) -> None:
     text = "True" if value else "False"
     conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
     for cond in conditions:
@@ -238,6 +255,10 @@ def _set_condition(status: dict[str, Any], kind: str, value: bool, reason: str |
     if reason:
         cond["reason"] = reason
     conditions.append(cond)
+
+
+def _set_phase(pod: Obj, *, phase: str) -> None:
+    pod["status"]["phase"] = phase
 
 
 def resolve_env(pod: Obj, container: Obj) -> dict[str, str]:
@@ -278,7 +299,9 @@ def resolve_env(pod: Obj, container: Obj) -> dict[str, str]:
 
 
 class Kubelet:
-    def __init__(self, store: Store, faults: Faults, config: KubeletConfig, *, secret: bytes) -> None:
+    def __init__(
+        self, store: Store, faults: Faults, config: KubeletConfig, *, secret: bytes
+    ) -> None:
         self.store = store
         self.faults = faults
         self.config = config
@@ -347,7 +370,9 @@ class Kubelet:
         meta = pod["metadata"]
         rt = self.pods.get(meta["uid"])
         if rt is None:
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and meta.get("deletionTimestamp"):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and meta.get(
+                "deletionTimestamp"
+            ):
                 return
             rt = self.pods[meta["uid"]] = PodRuntime(meta["namespace"], meta["name"], meta["uid"])
             nursery.start_soon(self._pod_task, rt, name=f"kubelet:{meta['name']}")
@@ -410,7 +435,8 @@ class Kubelet:
                 return
             policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
             if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
-                self._write(rt, lambda p: p["status"].update(phase="Succeeded" if exit_code == 0 else "Failed"))
+                final_phase = "Succeeded" if exit_code == 0 else "Failed"
+                self._write(rt, partial(_set_phase, phase=final_phase))
                 await trio.sleep_forever()
             if trio.current_time() - began >= RESTART_RESET_AFTER:
                 backoff = self.config.restart_backoff
@@ -419,7 +445,12 @@ class Kubelet:
                 for cs in p["status"].get("containerStatuses") or []:
                     if "terminated" in (cs.get("state") or {}):
                         cs["lastState"] = {"terminated": cs["state"]["terminated"]}
-                    cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting failed container {cs['name']}"}}
+                    cs["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": f"back-off restarting failed container {cs['name']}",
+                        }
+                    }
 
             self._write(rt, waiting)
             await trio.sleep(backoff)
@@ -430,7 +461,14 @@ class Kubelet:
         pod.setdefault("spec", {})["nodeName"] = self.config.node_name
         _set_condition(pod.setdefault("status", {}), "PodScheduled", True)
 
-    def _container_status(self, pod: Obj, restart_count: int, state: dict[str, Any], ready: bool, last: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def _container_status(
+        self,
+        pod: Obj,
+        restart_count: int,
+        state: dict[str, Any],
+        ready: bool,
+        last: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
         out = []
         for c in (pod.get("spec") or {}).get("containers") or []:
             cs: dict[str, Any] = {
@@ -447,12 +485,15 @@ class Kubelet:
             out.append(cs)
         return out
 
-    async def _run_container(self, rt: PodRuntime, nursery: trio.Nursery, restart_count: int) -> int:
+    async def _run_container(
+        self, rt: PodRuntime, nursery: trio.Nursery, restart_count: int
+    ) -> int:
         """Start the container, probe it until it exits; the exit code."""
         pod = self.store.find(R.PODS, rt.namespace, rt.name)
         if pod is None or pod["metadata"]["uid"] != rt.uid:
             await trio.sleep_forever()
-        assert pod is not None and rt.ip is not None
+        assert pod is not None
+        assert rt.ip is not None
         containers = (pod.get("spec") or {}).get("containers") or [{}]
         started_at = timestamp()
         last_state = None
@@ -463,7 +504,15 @@ class Kubelet:
             break
         if self.config.mode == "process":
             env = resolve_env(pod, containers[0])
-            ctx = PodContext(name=rt.name, namespace=rt.namespace, uid=rt.uid, ip=rt.ip, port=CONTAINER_PORT, pod=pod, env=env)
+            ctx = PodContext(
+                name=rt.name,
+                namespace=rt.namespace,
+                uid=rt.uid,
+                ip=rt.ip,
+                port=CONTAINER_PORT,
+                pod=pod,
+                env=env,
+            )
             command = self.command(ctx)
             full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEBTERM_")}
             full_env.update(env)
@@ -480,12 +529,20 @@ class Kubelet:
                 )
             except OSError as exc:
                 rt.logs.append(f"failed to start container: {exc}")
-                self._write(rt, lambda p: p["status"].update(containerStatuses=self._container_status(p, restart_count, {"waiting": {"reason": "RunContainerError", "message": str(exc)}}, False, last_state)))
+                waiting = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
+
+                def failed(p: Obj) -> None:
+                    p["status"]["containerStatuses"] = self._container_status(
+                        p, restart_count, waiting, False, last_state
+                    )
+
+                self._write(rt, failed)
                 return 128
             rt.process = proc
             rt.container_id = secrets.token_hex(32)
             rt.exit_requested = trio.Event()
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
             nursery.start_soon(self._read_output, rt, proc.stdout, "stdout")
             nursery.start_soon(self._read_output, rt, proc.stderr, "stderr")
         else:
@@ -494,7 +551,9 @@ class Kubelet:
         def running(p: Obj) -> None:
             status = p["status"]
             status["phase"] = "Running"
-            status["containerStatuses"] = self._container_status(p, restart_count, {"running": {"startedAt": started_at}}, False, last_state)
+            status["containerStatuses"] = self._container_status(
+                p, restart_count, {"running": {"startedAt": started_at}}, False, last_state
+            )
             _set_condition(status, "Ready", False, "ContainersNotReady")
             _set_condition(status, "ContainersReady", False, "ContainersNotReady")
 
@@ -502,8 +561,7 @@ class Kubelet:
         async with trio.open_nursery() as inner:
             inner.start_soon(self._probe_loop, rt, pod)
             if rt.process is not None:
-                await rt.process.wait()
-                code = rt.process.returncode
+                code = await rt.process.wait()
                 exit_code = code if code >= 0 else 128 - code
             else:
                 await rt.exit_requested.wait()
@@ -514,8 +572,18 @@ class Kubelet:
 
         def terminated(p: Obj) -> None:
             status = p["status"]
-            state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error", "startedAt": started_at, "finishedAt": finished_at, "containerID": f"containerd://{rt.container_id}"}}
-            status["containerStatuses"] = self._container_status(p, restart_count, state, False, last_state)
+            state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": started_at,
+                    "finishedAt": finished_at,
+                    "containerID": f"containerd://{rt.container_id}",
+                }
+            }
+            status["containerStatuses"] = self._container_status(
+                p, restart_count, state, False, last_state
+            )
             _set_condition(status, "Ready", False, "ContainersNotReady")
             _set_condition(status, "ContainersReady", False, "ContainersNotReady")
 
@@ -540,7 +608,7 @@ class Kubelet:
                 line = raw.decode(errors="replace")
                 rt.logs.append(line)
                 if line.startswith(LISTENING_PREFIX):
-                    rt.listening = line[len(LISTENING_PREFIX):].strip()
+                    rt.listening = line[len(LISTENING_PREFIX) :].strip()
                 plog.info("%s: %s", name, line)
 
     async def _probe_loop(self, rt: PodRuntime, pod: Obj) -> None:
@@ -634,8 +702,7 @@ class Kubelet:
             rt.grace_scope = None
             if proc.returncode is None:
                 self._sigkill(rt, proc)
-                await proc.wait()
-            code = proc.returncode
+            code = await proc.wait()
             exit_code = code if code >= 0 else 128 - code
         elif self.config.mode == "fake" and rt.ip is not None and ignores_sigterm:
             with trio.move_on_at(rt.grace_deadline) as rt.grace_scope:
@@ -652,7 +719,14 @@ class Kubelet:
                     state = cs.get("state") or {}
                     if "terminated" not in state:
                         started = (state.get("running") or {}).get("startedAt")
-                        cs["state"] = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error", "startedAt": started, "finishedAt": timestamp()}}
+                        cs["state"] = {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": "Completed" if exit_code == 0 else "Error",
+                                "startedAt": started,
+                                "finishedAt": timestamp(),
+                            }
+                        }
                     cs["ready"] = False
                     cs["started"] = False
                 if status.get("phase") == "Running":
@@ -665,10 +739,8 @@ class Kubelet:
         self.store.remove(R.PODS, rt.namespace, rt.name, uid=rt.uid)
 
     def _snapshot_descendants(self, rt: PodRuntime, proc: trio.Process) -> None:
-        try:
+        with contextlib.suppress(psutil.Error):
             rt.descendants = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.Error:
-            pass
 
     def _sigkill(self, rt: PodRuntime, proc: trio.Process) -> None:
         """Kill the container like its cgroup: the process group and every descendant."""

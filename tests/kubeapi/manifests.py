@@ -14,8 +14,16 @@ TERMINAL_LABELS: Final = {
 TERMINAL_PORT: Final = 7681
 
 MANAGER_ROLE_RULES: Final[list[dict[str, list[str]]]] = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch", "update"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
+    {
+        "apiGroups": ["apps"],
+        "resources": ["statefulsets/scale"],
+        "verbs": ["get", "patch", "update"],
+    },
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete", "get", "list"]},
 ]
 """The manager's namespaced Role, as ARCHITECTURE.md lists it (pass as ``rbac=``)."""

@@ -87,7 +87,8 @@ def _strategic_list(field: str, target: Any, patch: list[Any]) -> list[Any]:
         if not isinstance(item, dict) or key not in item:
             raise bad_request(f"map: {item!r} does not contain declared merge key: {key}")
         idx = next(
-            (i for i, t in enumerate(result) if isinstance(t, dict) and t.get(key) == item[key]), None
+            (i for i, t in enumerate(result) if isinstance(t, dict) and t.get(key) == item[key]),
+            None,
         )
         if item.get("$patch") == "delete":
             if idx is not None:
@@ -225,7 +226,9 @@ def json_patch(target: Any, operations: Any) -> Any:
             doc = _add(doc, tokens, value)
         elif kind == "test":
             if _walk(doc, tokens) != op.get("value"):
-                raise _invalid_patch(f"the server rejected our request due to an error in our request: testing value {op['path']} failed")
+                raise _invalid_patch(
+                    f"the server rejected our request due to an error in our request: testing value {op['path']} failed"
+                )
         else:
             raise bad_request(f"unexpected json patch operation {kind!r}")
     return doc

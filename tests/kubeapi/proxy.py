@@ -27,7 +27,9 @@ class KubeProxy:
     def __init__(self, store: Store, node_ip: str) -> None:
         self.store = store
         self.node_ip = node_ip
-        self._listeners: dict[int, tuple[str, trio.CancelScope]] = {}  # nodePort -> (service uid, scope)
+        self._listeners: dict[
+            int, tuple[str, trio.CancelScope]
+        ] = {}  # nodePort -> (service uid, scope)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -49,7 +51,12 @@ class KubeProxy:
             meta = svc["metadata"]
             for index, port in enumerate(spec.get("ports") or []):
                 if port.get("nodePort"):
-                    wanted[int(port["nodePort"])] = (meta["uid"], meta["namespace"], meta["name"], index)
+                    wanted[int(port["nodePort"])] = (
+                        meta["uid"],
+                        meta["namespace"],
+                        meta["name"],
+                        index,
+                    )
         for node_port, (uid, scope) in list(self._listeners.items()):
             if node_port not in wanted or wanted[node_port][0] != uid:
                 scope.cancel()
@@ -60,16 +67,27 @@ class KubeProxy:
                 self._listeners[node_port] = (uid, scope)
                 nursery.start_soon(self._listen, scope, node_port, namespace, name, index)
 
-    async def _listen(self, scope: trio.CancelScope, node_port: int, namespace: str, name: str, index: int) -> None:
+    async def _listen(
+        self, scope: trio.CancelScope, node_port: int, namespace: str, name: str, index: int
+    ) -> None:
         with scope:
             try:
                 listeners = await trio.open_tcp_listeners(node_port, host=self.node_ip)
             except OSError as exc:
-                log.warning("cannot listen on %s:%d for %s/%s: %s", self.node_ip, node_port, namespace, name, exc)
+                log.warning(
+                    "cannot listen on %s:%d for %s/%s: %s",
+                    self.node_ip,
+                    node_port,
+                    namespace,
+                    name,
+                    exc,
+                )
                 return
             async with trio.open_nursery() as handlers:
                 await trio.serve_listeners(
-                    partial(self._forward, namespace, name, index), listeners, handler_nursery=handlers
+                    partial(self._forward, namespace, name, index),
+                    listeners,
+                    handler_nursery=handlers,
                 )
 
     def _endpoint(self, namespace: str, name: str, index: int) -> tuple[str, int] | None:
@@ -81,7 +99,9 @@ class KubeProxy:
         if index >= len(ports) or not spec.get("selector"):
             return None
         target: Any = ports[index].get("targetPort", ports[index].get("port"))
-        selector = LabelSelector(tuple(Requirement(k, "=", (v,)) for k, v in spec["selector"].items()))
+        selector = LabelSelector(
+            tuple(Requirement(k, "=", (v,)) for k, v in spec["selector"].items())
+        )
         candidates: list[tuple[str, int]] = []
         for pod in self.store.objects(R.PODS, namespace):
             if not selector.matches(pod["metadata"].get("labels")) or not is_ready(pod):
@@ -94,7 +114,9 @@ class KubeProxy:
                 candidates.append((ip, port))
         return random.choice(candidates) if candidates else None
 
-    async def _forward(self, namespace: str, name: str, index: int, client: trio.SocketStream) -> None:
+    async def _forward(
+        self, namespace: str, name: str, index: int, client: trio.SocketStream
+    ) -> None:
         endpoint = self._endpoint(namespace, name, index)
         if endpoint is None:
             await client.aclose()

@@ -50,9 +50,7 @@ class ResourceType:
         return f"<{self.qualified}>"
 
 
-PODS: Final = ResourceType(
-    "", "v1", "pods", "Pod", True, ("status", "log"), short_names=("po",)
-)
+PODS: Final = ResourceType("", "v1", "pods", "Pod", True, ("status", "log"), short_names=("po",))
 SERVICES: Final = ResourceType(
     "", "v1", "services", "Service", True, ("status",), short_names=("svc",)
 )
@@ -153,7 +151,9 @@ def api_versions(server_address: str) -> dict[str, Any]:
     return {
         "kind": "APIVersions",
         "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
     }
 
 

@@ -178,7 +178,9 @@ def _tokens(text: str) -> list[str]:
 def _check_key(key: str) -> None:
     errs = qualified_name_errors(key)
     if errs:
-        raise bad_request(f"unable to parse requirement: key: Invalid value: {key!r}: {'; '.join(errs)}")
+        raise bad_request(
+            f"unable to parse requirement: key: Invalid value: {key!r}: {'; '.join(errs)}"
+        )
 
 
 def _check_value(value: str) -> None:
@@ -223,7 +225,9 @@ def parse_label_selector(text: str | None) -> LabelSelector:
                 i += 3 if value else 2
             elif nxt in ("in", "notin"):
                 if need(i + 2) != "(":
-                    raise bad_request(f"unable to parse requirement: found {toks[i + 2]!r}, expected: '('")
+                    raise bad_request(
+                        f"unable to parse requirement: found {toks[i + 2]!r}, expected: '('"
+                    )
                 values = []
                 j = i + 3
                 while need(j) != ")":
@@ -244,13 +248,17 @@ def parse_label_selector(text: str | None) -> LabelSelector:
                 reqs.append(Requirement(key, "gt" if nxt == ">" else "lt", (value,)))
                 i += 3
             else:
-                raise bad_request(f"unable to parse requirement: found {nxt!r}, expected: ',', '=', '!=', 'in', 'notin'")
+                raise bad_request(
+                    f"unable to parse requirement: found {nxt!r}, expected: ',', '=', '!=', 'in', 'notin'"
+                )
         if i < len(toks):
             if toks[i] != ",":
                 raise bad_request(f"unable to parse requirement: found {toks[i]!r}, expected: ','")
             i += 1
             if i >= len(toks):
-                raise bad_request(f"unable to parse requirement: found '', expected: identifier in {text!r}")
+                raise bad_request(
+                    f"unable to parse requirement: found '', expected: identifier in {text!r}"
+                )
     return LabelSelector(tuple(reqs))
 
 
@@ -330,15 +338,14 @@ def parse_field_selector(text: str | None, kind: str) -> FieldSelector:
     reqs = []
     for part in text.split(","):
         part = part.strip()
-        for op, equal in (("!=", False), ("==", True), ("=", True)):
-            if op in part:
-                field, _, value = part.partition(op)
-                break
-        else:
+        op = next((o for o in ("!=", "==", "=") if o in part), None)
+        if op is None:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        field, _, value = part.partition(op)
+        equal = op != "!="
         field = field.strip()
         if field not in allowed:
-            raise bad_request(f'field label not supported: {field}')
+            raise bad_request(f"field label not supported: {field}")
         reqs.append((field, equal, value.strip()))
     return FieldSelector(tuple(reqs))
 
@@ -354,7 +361,9 @@ def validate_labels(labels: Any, field: str = "metadata.labels") -> list[tuple[s
         for err in qualified_name_errors(key):
             causes.append((field, "FieldValueInvalid", f"Invalid value: {key!r}: {err}"))
         if not isinstance(value, str):
-            causes.append((f"{field}[{key}]", "FieldValueTypeInvalid", "Invalid value: must be a string"))
+            causes.append(
+                (f"{field}[{key}]", "FieldValueTypeInvalid", "Invalid value: must be a string")
+            )
             continue
         for err in label_value_errors(value):
             causes.append((field, "FieldValueInvalid", f"Invalid value: {value!r}: {err}"))
@@ -373,11 +382,19 @@ def validate_annotations(annotations: Any) -> list[tuple[str, str, str]]:
         for err in qualified_name_errors(key):
             causes.append((field, "FieldValueInvalid", f"Invalid value: {key!r}: {err}"))
         if not isinstance(value, str):
-            causes.append((f"{field}[{key}]", "FieldValueTypeInvalid", "Invalid value: must be a string"))
+            causes.append(
+                (f"{field}[{key}]", "FieldValueTypeInvalid", "Invalid value: must be a string")
+            )
             continue
         total += len(key) + len(value)
     if total > MAX_ANNOTATIONS_BYTES:
-        causes.append((field, "FieldValueTooLong", f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"))
+        causes.append(
+            (
+                field,
+                "FieldValueTooLong",
+                f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes",
+            )
+        )
     return causes
 
 

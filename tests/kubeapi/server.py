@@ -107,7 +107,7 @@ def parse_route(path: str) -> Route | None:
 
 
 def _verb(method: str, route: Route, query: Mapping[str, list[str]]) -> str:
-    watch = route.legacy_watch or _truthy((query.get("watch") or [None])[-1])
+    watch = route.legacy_watch or _truthy((query.get("watch") or [""])[-1])
     if method == "GET":
         if watch:
             return "watch"
@@ -161,13 +161,19 @@ def _stamp(obj: Obj, rv: int) -> Obj:
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(rv)}}
 
 
-def convert_change(change: Change, labels: LabelSelector, fields: FieldSelector) -> tuple[str, Obj] | None:
+def convert_change(
+    change: Change, labels: LabelSelector, fields: FieldSelector
+) -> tuple[str, Obj] | None:
     """What one watcher sees of a change, as the watch cache's cacheWatcher does: an
     object that starts matching arrives as ADDED, one that stops matching as DELETED
     (with its previous content and the change's resourceVersion)."""
 
     def passes(obj: Obj | None) -> bool:
-        return obj is not None and labels.matches(obj["metadata"].get("labels")) and fields.matches(obj)
+        return (
+            obj is not None
+            and labels.matches(obj["metadata"].get("labels"))
+            and fields.matches(obj)
+        )
 
     cur = change.type != "DELETED" and passes(change.obj)
     old = passes(change.prev)
@@ -223,11 +229,15 @@ class ApiServer:
                 response = await self._resource(req, route, verb)
         except ApiError as err:
             response = error_response(err)
-        except Exception as exc:  # a bug in the stand-in: report it as the apiserver would, and remember it
+        except (
+            Exception
+        ) as exc:  # a bug in the stand-in: report it as the apiserver would, and remember it
             log.exception("stand-in failed on %s %s", req.method, req.path)
             self.internal_errors.append(exc)
             response = error_response(internal_error(f"{type(exc).__name__}: {exc}"))
-        self.requests.append(RequestRecord(req.method, verb, req.path, query, response.status, user))
+        self.requests.append(
+            RequestRecord(req.method, verb, req.path, query, response.status, user)
+        )
         return response
 
     def _fault_error(self, status: int, message: str, retry_after: int | None) -> ApiError:
@@ -246,7 +256,9 @@ class ApiServer:
             403: "Forbidden",
             404: "NotFound",
         }
-        return ApiError(status, reasons.get(status, "InternalError"), message, retry_after=retry_after)
+        return ApiError(
+            status, reasons.get(status, "InternalError"), message, retry_after=retry_after
+        )
 
     def _authenticate(self, req: Request) -> str:
         header = req.headers.get("authorization")
@@ -277,10 +289,16 @@ class ApiServer:
         if allowed:
             return
         who = f'{rt.qualified} "{route.name}"' if route.name else rt.qualified
-        where = f' in the namespace "{route.namespace}"' if route.namespace else " at the cluster scope"
+        where = (
+            f' in the namespace "{route.namespace}"' if route.namespace else " at the cluster scope"
+        )
         raise forbidden(
             f'{who} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{rt.group}"{where}',
-            details={"name": route.name or "", **({"group": rt.group} if rt.group else {}), "kind": rt.plural},
+            details={
+                "name": route.name or "",
+                **({"group": rt.group} if rt.group else {}),
+                "kind": rt.plural,
+            },
         )
 
     # ------------------------------------------------------------------ discovery
@@ -351,7 +369,9 @@ class ApiServer:
         if route.subresource == "log":
             raise method_not_allowed(req.method)
         if verb == "update":
-            return _json(200, self.store.update(rt, ns, name, self._body(req), subresource=route.subresource))
+            return _json(
+                200, self.store.update(rt, ns, name, self._body(req), subresource=route.subresource)
+            )
         if verb == "patch":
             content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type == APPLY or content_type not in PATCH_TYPES:
@@ -401,9 +421,13 @@ class ApiServer:
                 propagation = "Orphan"
         if propagation not in (None, "Orphan", "Background", "Foreground"):
             raise bad_request(f"propagationPolicy: Unsupported value: {propagation!r}")
-        return DeleteOptions(grace_period=grace, uid=uid, resource_version=rv, propagation=propagation)
+        return DeleteOptions(
+            grace_period=grace, uid=uid, resource_version=rv, propagation=propagation
+        )
 
-    def _selectors(self, req: Request, rt: ResourceType, name: str | None = None) -> tuple[LabelSelector, FieldSelector]:
+    def _selectors(
+        self, req: Request, rt: ResourceType, name: str | None = None
+    ) -> tuple[LabelSelector, FieldSelector]:
         labels = parse_label_selector(req.param("labelSelector"))
         text = req.param("fieldSelector") or ""
         if name is not None:
@@ -418,7 +442,7 @@ class ApiServer:
             limit = int(limit_text) if limit_text else None
         except ValueError:
             raise bad_request(f"limit: invalid value {limit_text!r}") from None
-        result = self.store.list(
+        result = self.store.list_objects(
             rt,
             route.namespace if rt.namespaced else None,
             labels=labels,
@@ -447,7 +471,9 @@ class ApiServer:
         rt = route.rt
         labels, fields = self._selectors(req, rt)
         options = self._delete_options(req)
-        result = self.store.list(rt, route.namespace if rt.namespaced else None, labels=labels, fields=fields)
+        result = self.store.list_objects(
+            rt, route.namespace if rt.namespaced else None, labels=labels, fields=fields
+        )
         deleted = []
         for obj in result.items:
             meta = obj["metadata"]
@@ -486,11 +512,23 @@ class ApiServer:
         initial_events = _truthy(req.param("sendInitialEvents"))
         if req.param("sendInitialEvents") is not None:
             if req.param("resourceVersionMatch") != "NotOlderThan":
-                raise ApiError(422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan',
+                )
             if initial_events and not bookmarks:
-                raise ApiError(422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    'ListOptions.meta.k8s.io "" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true',
+                )
         elif req.param("resourceVersionMatch"):
-            raise ApiError(422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided')
+            raise ApiError(
+                422,
+                "Invalid",
+                'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided',
+            )
         timeout_text = req.param("timeoutSeconds")
         timeout = self.default_watch_timeout
         if timeout_text:
@@ -499,7 +537,11 @@ class ApiServer:
             except ValueError:
                 raise bad_request(f"timeoutSeconds: invalid value {timeout_text!r}") from None
         replay = requested > 0 and not initial_events
-        if replay and requested < self.store.compacted_rv and self.faults.watch_expired_mode == "http":
+        if (
+            replay
+            and requested < self.store.compacted_rv
+            and self.faults.watch_expired_mode == "http"
+        ):
             raise expired(f"too old resource version: {requested} ({self.store.compacted_rv})")
 
         async def produce(writer: StreamWriter) -> None:
@@ -509,7 +551,16 @@ class ApiServer:
                 with handle.scope:
                     with trio.move_on_after(timeout if timeout is not None else math.inf):
                         await self._stream_events(
-                            writer, handle, rt, namespace, labels, fields, requested, replay, initial_events, bookmarks
+                            writer,
+                            handle,
+                            rt,
+                            namespace,
+                            labels,
+                            fields,
+                            requested,
+                            replay,
+                            initial_events,
+                            bookmarks,
                         )
             except Exception as exc:
                 log.exception("watch stream failed")
@@ -545,7 +596,9 @@ class ApiServer:
     ) -> None:
         async def emit(kind: str, obj: Obj) -> bool:
             """Send one event; False when the stream must end (drop-every fault)."""
-            await writer.send(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+            await writer.send(
+                json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+            )
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 handle.events_sent += 1
                 every = self.faults.drop_watches_every
@@ -565,19 +618,28 @@ class ApiServer:
             with trio.move_on_after(self.too_large_wait):
                 await self.store.wait_until(lambda: self.store.resource_version >= requested)
             if requested > self.store.resource_version:
-                await emit("ERROR", too_large_resource_version(requested, self.store.resource_version).status())
+                await emit(
+                    "ERROR",
+                    too_large_resource_version(requested, self.store.resource_version).status(),
+                )
                 return
         stack = ExitStack()
         try:
             backlog, sub = stack.enter_context(
-                self.store.subscribe(rt, namespace, since=requested if replay else None, buffer=WATCH_BUFFER)
+                self.store.subscribe(
+                    rt, namespace, since=requested if replay else None, buffer=WATCH_BUFFER
+                )
             )
         except ApiError as err:
             await emit("ERROR", err.status())
             return
         with stack:
             start_rv = self.store.resource_version
-            initial = [] if replay else self.store.list(rt, namespace, labels=labels, fields=fields).items
+            initial = (
+                []
+                if replay
+                else self.store.list_objects(rt, namespace, labels=labels, fields=fields).items
+            )
             # --- nothing above awaited: the snapshot and the subscription are one instant
             for obj in initial:
                 if not await emit("ADDED", obj):
@@ -623,7 +685,21 @@ def _success(rt: ResourceType, obj: Obj) -> Obj:
         details["group"] = rt.group
     details["kind"] = rt.plural
     details["uid"] = obj["metadata"]["uid"]
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
 
 
-__all__ = ["ApiServer", "RequestRecord", "Route", "convert_change", "error_response", "not_found", "parse_route"]
+__all__ = [
+    "ApiServer",
+    "RequestRecord",
+    "Route",
+    "convert_change",
+    "error_response",
+    "not_found",
+    "parse_route",
+]

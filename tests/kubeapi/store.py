@@ -182,7 +182,7 @@ class Store:
                 state[key] = change.prev
         return state
 
-    def list(
+    def list_objects(
         self,
         rt: ResourceType,
         namespace: str | None,
@@ -199,15 +199,23 @@ class Store:
         labels = labels or LabelSelector()
         fields = fields or FieldSelector()
         if match is not None and match not in ("Exact", "NotOlderThan"):
-            raise _list_options_invalid(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"')
+            raise _list_options_invalid(
+                f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"'
+            )
         if match and not resource_version:
-            raise _list_options_invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+            raise _list_options_invalid(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+            )
         if continue_token and resource_version not in (None, ""):
-            raise _list_options_invalid("resourceVersion: Forbidden: specifying resource version is not allowed when using continue")
+            raise _list_options_invalid(
+                "resourceVersion: Forbidden: specifying resource version is not allowed when using continue"
+            )
         start_after: Key | None = None
         requested = parse_resource_version(resource_version) if resource_version else None
         if match == "Exact" and requested == 0:
-            raise _list_options_invalid('resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"')
+            raise _list_options_invalid(
+                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+            )
         if requested is not None and requested > self._rv:
             raise too_large_resource_version(requested, self._rv)
         if continue_token:
@@ -244,7 +252,9 @@ class Store:
                 token = _encode_continue(at_rv, key_of(items[-1]))
                 if labels.empty and fields.empty:
                     remaining = sum(
-                        1 for k in keys[i:] if namespace is None or not rt.namespaced or k[0] == namespace
+                        1
+                        for k in keys[i:]
+                        if namespace is None or not rt.namespaced or k[0] == namespace
                     )
                 break
             items.append(obj)
@@ -262,7 +272,17 @@ class Store:
             raise forbidden(
                 f'{rt.qualified} "{name}" is forbidden: unable to create new content in namespace '
                 f"{namespace} because it is being terminated",
-                details={"name": name, "kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated", "field": "metadata.namespace"}]},
+                details={
+                    "name": name,
+                    "kind": rt.plural,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {namespace} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
             )
 
     def create(self, rt: ResourceType, namespace: str, body: Any) -> Obj:
@@ -271,14 +291,26 @@ class Store:
         ns = namespace if rt.namespaced else ""
         if rt.namespaced:
             if meta.get("namespace") not in (None, "", ns):
-                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
         if not meta.get("name"):
             prefix = meta.get("generateName")
             if not prefix:
-                raise invalid(rt, "", [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")])
+                raise invalid(
+                    rt,
+                    "",
+                    [
+                        (
+                            "metadata.name",
+                            "FieldValueRequired",
+                            "Required value: name or generateName is required",
+                        )
+                    ],
+                )
             meta["name"] = prefix + "".join(
                 secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(GENERATE_NAME_SUFFIX)
             )
@@ -295,7 +327,13 @@ class Store:
         return self._commit(rt, "ADDED", obj, None)
 
     def update(
-        self, rt: ResourceType, namespace: str, name: str, body: Any, *, subresource: str | None = None
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
     ) -> Obj:
         """PUT: replace the object (or its status / scale)."""
         old = self.get(rt, namespace, name)
@@ -328,9 +366,13 @@ class Store:
             meta = new["metadata"] = {}
         name = old["metadata"]["name"]
         if meta.get("name") not in (None, name):
-            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
         if rt.namespaced and meta.get("namespace") not in (None, "", old["metadata"]["namespace"]):
-            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         _check_preconditions(rt, old, meta.get("uid"), meta.get("resourceVersion"))
         result = S.prepare_update(rt, new, old, subresource)
         result["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -340,7 +382,11 @@ class Store:
             S.validate(rt, result, old)
             S.allocate(rt, result, old, self.alloc)
         rmeta = result["metadata"]
-        if rmeta.get("deletionTimestamp") and not rmeta.get("finalizers") and not rmeta.get("deletionGracePeriodSeconds"):
+        if (
+            rmeta.get("deletionTimestamp")
+            and not rmeta.get("finalizers")
+            and not rmeta.get("deletionGracePeriodSeconds")
+        ):
             return self._remove(rt, old, last=result)
         return self._commit(rt, "MODIFIED", result, old)
 
@@ -357,7 +403,18 @@ class Store:
                 422,
                 "Invalid",
                 f'Scale.autoscaling "{old["metadata"]["name"]}" is invalid: spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0',
-                details={"name": old["metadata"]["name"], "group": "autoscaling", "kind": "Scale", "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0", "field": "spec.replicas"}]},
+                details={
+                    "name": old["metadata"]["name"],
+                    "group": "autoscaling",
+                    "kind": "Scale",
+                    "causes": [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+                            "field": "spec.replicas",
+                        }
+                    ],
+                },
             )
         if old["spec"].get("replicas") == replicas:
             return S.to_scale(old)
@@ -420,11 +477,15 @@ class Store:
 
     def _mark_deleting(self, rt: ResourceType, old: Obj, grace: int) -> Obj:
         new = copy.deepcopy(old)
-        new["metadata"]["deletionTimestamp"] = timestamp(datetime.now(UTC) + timedelta(seconds=grace))
+        new["metadata"]["deletionTimestamp"] = timestamp(
+            datetime.now(UTC) + timedelta(seconds=grace)
+        )
         new["metadata"]["deletionGracePeriodSeconds"] = grace
         return self._commit(rt, "MODIFIED", new, old)
 
-    def remove(self, rt: ResourceType, namespace: str, name: str, *, uid: str | None = None) -> Obj | None:
+    def remove(
+        self, rt: ResourceType, namespace: str, name: str, *, uid: str | None = None
+    ) -> Obj | None:
         """In-process final removal (the kubelet after a pod's containers stopped, the
         namespace controller): DELETED now. Objects with finalizers only lose their
         grace period and stay until the finalizers are gone."""
@@ -444,8 +505,13 @@ class Store:
 
     def _orphan(self, owner_uid: str) -> None:
         for rt, (ns, name) in self.dependents(owner_uid):
+
             def strip(obj: Obj) -> None:
-                refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid]
+                refs = [
+                    r
+                    for r in obj["metadata"].get("ownerReferences") or []
+                    if r.get("uid") != owner_uid
+                ]
                 if refs:
                     obj["metadata"]["ownerReferences"] = refs
                 else:
@@ -530,7 +596,9 @@ class Store:
             for change in reversed(self._history):
                 if change.rv <= since:
                     break
-                if (rt is None or change.rt is rt) and (namespace is None or change.namespace == namespace):
+                if (rt is None or change.rt is rt) and (
+                    namespace is None or change.namespace == namespace
+                ):
                     backlog.append(change)
             backlog.reverse()
         sub = Subscription(rt, namespace, buffer)
@@ -578,7 +646,10 @@ def parse_resource_version(text: str) -> int:
 
 def _list_options_invalid(message: str) -> ApiError:
     return ApiError(
-        422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {message}', details={"group": "meta.k8s.io", "kind": "ListOptions"}
+        422,
+        "Invalid",
+        f'ListOptions.meta.k8s.io "" is invalid: {message}',
+        details={"group": "meta.k8s.io", "kind": "ListOptions"},
     )
 
 
@@ -593,7 +664,9 @@ def _decode_continue(token: str) -> tuple[int, Key]:
         rv = int(data["rv"])
         ns, _, name = str(data["start"]).rstrip("\x00").rpartition("/")
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)") from None
+        raise bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
+        ) from None
     return rv, (ns, name)
 
 
@@ -604,9 +677,13 @@ def _check_body(rt: ResourceType, body: Any) -> Obj:
     kind = obj.get("kind")
     api_version = obj.get("apiVersion")
     if kind not in (None, "", rt.kind):
-        raise bad_request(f'{kind} in version "{api_version}" cannot be handled as a {rt.kind}: the kind does not match')
+        raise bad_request(
+            f'{kind} in version "{api_version}" cannot be handled as a {rt.kind}: the kind does not match'
+        )
     if api_version not in (None, "", rt.api_version):
-        raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version ({rt.api_version})")
+        raise bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API version ({rt.api_version})"
+        )
     obj["kind"] = rt.kind
     obj["apiVersion"] = rt.api_version
     meta = obj.get("metadata")
@@ -623,7 +700,11 @@ def _check_preconditions(
     meta = old["metadata"]
     name = meta["name"]
     if uid and uid != meta["uid"]:
-        raise conflict(rt, name, f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}")
+        raise conflict(
+            rt,
+            name,
+            f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}",
+        )
     if resource_version and str(resource_version) != meta["resourceVersion"]:
         if precondition:
             raise conflict(

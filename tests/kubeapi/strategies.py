@@ -30,8 +30,12 @@ Obj = dict[str, Any]
 Cause = tuple[str, str, str]
 
 NODE_PORT_RANGE: Final = range(30000, 32768)  # --service-node-port-range default 30000-32767
-SERVICE_CIDR: Final = ipaddress.ip_network("10.96.0.0/16")  # kubeadm's default --service-cluster-ip-range
-FIRST_SERVICE_IP: Final = 10  # .1 is the `kubernetes` Service, a few more are customary (DNS .10 is taken next)
+SERVICE_CIDR: Final = ipaddress.ip_network(
+    "10.96.0.0/16"
+)  # kubeadm's default --service-cluster-ip-range
+FIRST_SERVICE_IP: Final = (
+    10  # .1 is the `kubernetes` Service, a few more are customary (DNS .10 is taken next)
+)
 DEFAULT_TERMINATION_GRACE: Final = 30  # seconds, corev1 default terminationGracePeriodSeconds
 POD_UPDATE_FORBIDDEN: Final = (
     "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
@@ -99,16 +103,22 @@ def _validate_meta(rt: ResourceType, obj: Obj) -> list[Cause]:
         errs = dns1123_label_errors(name)
     else:
         errs = dns1123_subdomain_errors(name)
-    causes += [("metadata.name", "FieldValueInvalid", f"Invalid value: {name!r}: {e}") for e in errs]
+    causes += [
+        ("metadata.name", "FieldValueInvalid", f"Invalid value: {name!r}: {e}") for e in errs
+    ]
     causes += validate_labels(meta.get("labels"))
     causes += validate_annotations(meta.get("annotations"))
     for i, ref in enumerate(meta.get("ownerReferences") or []):
         for key in ("apiVersion", "kind", "name", "uid"):
             if not (isinstance(ref, Mapping) and ref.get(key)):
-                causes.append((f"metadata.ownerReferences[{i}].{key}", "FieldValueRequired", "Required value"))
+                causes.append(
+                    (f"metadata.ownerReferences[{i}].{key}", "FieldValueRequired", "Required value")
+                )
     finalizers = meta.get("finalizers") or []
     if not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers):
-        causes.append(("metadata.finalizers", "FieldValueInvalid", "Invalid value: must be a list of strings"))
+        causes.append(
+            ("metadata.finalizers", "FieldValueInvalid", "Invalid value: must be a list of strings")
+        )
     return causes
 
 
@@ -120,13 +130,21 @@ def _validate_containers(spec: Mapping[str, Any], path: str) -> list[Cause]:
     seen: set[str] = set()
     for i, c in enumerate(containers):
         if not isinstance(c, Mapping):
-            causes.append((f"{path}.containers[{i}]", "FieldValueInvalid", "Invalid value: must be an object"))
+            causes.append(
+                (f"{path}.containers[{i}]", "FieldValueInvalid", "Invalid value: must be an object")
+            )
             continue
         cname = c.get("name")
         if not cname:
             causes.append((f"{path}.containers[{i}].name", "FieldValueRequired", "Required value"))
         elif cname in seen:
-            causes.append((f"{path}.containers[{i}].name", "FieldValueDuplicate", f"Duplicate value: {cname!r}"))
+            causes.append(
+                (
+                    f"{path}.containers[{i}].name",
+                    "FieldValueDuplicate",
+                    f"Duplicate value: {cname!r}",
+                )
+            )
         else:
             seen.add(cname)
         if not c.get("image"):
@@ -203,10 +221,13 @@ def prepare_create(rt: ResourceType, obj: Obj) -> None:
         if isinstance(spec, dict):
             spec.setdefault("replicas", 1)
             spec.setdefault("podManagementPolicy", "OrderedReady")
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            spec.setdefault(
+                "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+            )
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault(
-                "persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"}
+                "persistentVolumeClaimRetentionPolicy",
+                {"whenDeleted": "Retain", "whenScaled": "Retain"},
             )
             template = spec.get("template")
             if isinstance(template, dict) and isinstance(template.get("spec"), dict):
@@ -228,7 +249,13 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         else:
             causes += _validate_containers(spec, "spec")
             if spec.get("restartPolicy") not in ("Always", "OnFailure", "Never"):
-                causes.append(("spec.restartPolicy", "FieldValueNotSupported", f'Unsupported value: {spec.get("restartPolicy")!r}'))
+                causes.append(
+                    (
+                        "spec.restartPolicy",
+                        "FieldValueNotSupported",
+                        f"Unsupported value: {spec.get('restartPolicy')!r}",
+                    )
+                )
         if old is not None and isinstance(spec, Mapping):
             causes += _pod_update_causes(spec, old["spec"])
     elif rt is R.SERVICES:
@@ -265,34 +292,72 @@ def _validate_service(obj: Obj, old: Obj | None) -> list[Cause]:
         causes.append(("spec.type", "FieldValueNotSupported", f"Unsupported value: {stype!r}"))
     headless = spec.get("clusterIP") == "None"
     if headless and stype in ("NodePort", "LoadBalancer"):
-        causes.append(("spec.clusterIPs[0]", "FieldValueInvalid", "Invalid value: \"None\": may not be set to 'None' for NodePort services"))
+        causes.append(
+            (
+                "spec.clusterIPs[0]",
+                "FieldValueInvalid",
+                "Invalid value: \"None\": may not be set to 'None' for NodePort services",
+            )
+        )
     ports = spec.get("ports") or []
     if not ports and not headless and stype != "ExternalName":
         causes.append(("spec.ports", "FieldValueRequired", "Required value"))
     names = set()
     for i, port in enumerate(ports):
         if not isinstance(port, Mapping):
-            causes.append((f"spec.ports[{i}]", "FieldValueInvalid", "Invalid value: must be an object"))
+            causes.append(
+                (f"spec.ports[{i}]", "FieldValueInvalid", "Invalid value: must be an object")
+            )
             continue
         number = port.get("port")
         if not isinstance(number, int) or not 0 < number < 65536:
-            causes.append((f"spec.ports[{i}].port", "FieldValueInvalid", f"Invalid value: {number!r}: must be between 1 and 65535, inclusive"))
+            causes.append(
+                (
+                    f"spec.ports[{i}].port",
+                    "FieldValueInvalid",
+                    f"Invalid value: {number!r}: must be between 1 and 65535, inclusive",
+                )
+            )
         if len(ports) > 1 and not port.get("name"):
             causes.append((f"spec.ports[{i}].name", "FieldValueRequired", "Required value"))
         if port.get("name") in names:
-            causes.append((f"spec.ports[{i}].name", "FieldValueDuplicate", f"Duplicate value: {port.get('name')!r}"))
+            causes.append(
+                (
+                    f"spec.ports[{i}].name",
+                    "FieldValueDuplicate",
+                    f"Duplicate value: {port.get('name')!r}",
+                )
+            )
         names.add(port.get("name"))
         node_port = port.get("nodePort")
         if node_port not in (None, 0):
             if stype not in ("NodePort", "LoadBalancer"):
-                causes.append((f"spec.ports[{i}].nodePort", "FieldValueForbidden", "Forbidden: may not be used when `type` is 'ClusterIP'"))
+                causes.append(
+                    (
+                        f"spec.ports[{i}].nodePort",
+                        "FieldValueForbidden",
+                        "Forbidden: may not be used when `type` is 'ClusterIP'",
+                    )
+                )
             elif not isinstance(node_port, int) or node_port not in NODE_PORT_RANGE:
-                causes.append((f"spec.ports[{i}].nodePort", "FieldValueInvalid", f"Invalid value: {node_port!r}: provided port is not in the valid range. The range of valid ports is 30000-32767"))
+                causes.append(
+                    (
+                        f"spec.ports[{i}].nodePort",
+                        "FieldValueInvalid",
+                        f"Invalid value: {node_port!r}: provided port is not in the valid range. The range of valid ports is 30000-32767",
+                    )
+                )
     if old is not None:
         old_ip = old["spec"].get("clusterIP")
         new_ip = spec.get("clusterIP")
         if new_ip not in (None, "", old_ip):
-            causes.append(("spec.clusterIPs[0]", "FieldValueInvalid", f"Invalid value: {new_ip!r}: may not change once set"))
+            causes.append(
+                (
+                    "spec.clusterIPs[0]",
+                    "FieldValueInvalid",
+                    f"Invalid value: {new_ip!r}: may not change once set",
+                )
+            )
     selector = spec.get("selector")
     if selector is not None:
         causes += validate_labels(selector, "spec.selector")
@@ -306,13 +371,33 @@ def _validate_statefulset(obj: Obj, old: Obj | None) -> list[Cause]:
     causes: list[Cause] = []
     replicas = spec.get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        causes.append(("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
+        causes.append(
+            (
+                "spec.replicas",
+                "FieldValueInvalid",
+                f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+            )
+        )
     if spec.get("podManagementPolicy") not in ("OrderedReady", "Parallel"):
-        causes.append(("spec.podManagementPolicy", "FieldValueNotSupported", f"Unsupported value: {spec.get('podManagementPolicy')!r}"))
+        causes.append(
+            (
+                "spec.podManagementPolicy",
+                "FieldValueNotSupported",
+                f"Unsupported value: {spec.get('podManagementPolicy')!r}",
+            )
+        )
     selector = spec.get("selector")
     template = spec.get("template")
-    if not isinstance(selector, Mapping) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
-        causes.append(("spec.selector", "FieldValueInvalid", "Invalid value: empty selector is invalid for statefulset"))
+    if not isinstance(selector, Mapping) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
+        causes.append(
+            (
+                "spec.selector",
+                "FieldValueInvalid",
+                "Invalid value: empty selector is invalid for statefulset",
+            )
+        )
     if not isinstance(template, Mapping) or not isinstance(template.get("spec"), Mapping):
         causes.append(("spec.template", "FieldValueRequired", "Required value"))
     else:
@@ -325,15 +410,37 @@ def _validate_statefulset(obj: Obj, old: Obj | None) -> list[Cause]:
             except ApiError:
                 matches = False
             if not matches:
-                causes.append(("spec.template.metadata.labels", "FieldValueInvalid", f"Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`"))
+                causes.append(
+                    (
+                        "spec.template.metadata.labels",
+                        "FieldValueInvalid",
+                        f"Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`",
+                    )
+                )
         tspec = template["spec"]
         causes += _validate_containers(tspec, "spec.template.spec")
         if tspec.get("restartPolicy", "Always") != "Always":
-            causes.append(("spec.template.spec.restartPolicy", "FieldValueNotSupported", f'Unsupported value: {tspec.get("restartPolicy")!r}: supported values: "Always"'))
+            causes.append(
+                (
+                    "spec.template.spec.restartPolicy",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: {tspec.get("restartPolicy")!r}: supported values: "Always"',
+                )
+            )
     if old is not None:
-        frozen = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
-        strip = lambda s: {k: v for k, v in s.items() if k not in frozen}  # noqa: E731
-        if strip(dict(spec)) != strip(old["spec"]):
+        frozen = (
+            "replicas",
+            "ordinals",
+            "template",
+            "updateStrategy",
+            "persistentVolumeClaimRetentionPolicy",
+            "minReadySeconds",
+        )
+
+        def strip(s: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in s.items() if k not in frozen}
+
+        if strip(spec) != strip(old["spec"]):
             causes.append(("spec", "FieldValueForbidden", STS_UPDATE_FORBIDDEN))
     return causes
 
@@ -360,7 +467,13 @@ def allocate(rt: ResourceType, obj: Obj, old: Obj | None, alloc: Allocator) -> N
         for i, port in enumerate(spec.get("ports") or []):
             n = port.get("nodePort")
             if n and ((n in alloc.node_ports and n not in old_ports) or n in seen):
-                causes.append((f"spec.ports[{i}].nodePort", "FieldValueInvalid", f"Invalid value: {n}: provided port is already allocated"))
+                causes.append(
+                    (
+                        f"spec.ports[{i}].nodePort",
+                        "FieldValueInvalid",
+                        f"Invalid value: {n}: provided port is already allocated",
+                    )
+                )
             if n:
                 seen.add(n)
         if causes:
@@ -373,9 +486,29 @@ def allocate(rt: ResourceType, obj: Obj, old: Obj | None, alloc: Allocator) -> N
             except ValueError:
                 in_range = False
             if not in_range:
-                raise invalid(rt, name, [("spec.clusterIPs[0]", "FieldValueInvalid", f"Invalid value: {ip!r}: provided IP is not in the valid range. The range of valid IPs is {SERVICE_CIDR}")])
+                raise invalid(
+                    rt,
+                    name,
+                    [
+                        (
+                            "spec.clusterIPs[0]",
+                            "FieldValueInvalid",
+                            f"Invalid value: {ip!r}: provided IP is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
+                        )
+                    ],
+                )
             if ip in alloc.cluster_ips:
-                raise invalid(rt, name, [("spec.clusterIPs[0]", "FieldValueInvalid", f"Invalid value: {ip!r}: provided IP is already allocated")])
+                raise invalid(
+                    rt,
+                    name,
+                    [
+                        (
+                            "spec.clusterIPs[0]",
+                            "FieldValueInvalid",
+                            f"Invalid value: {ip!r}: provided IP is already allocated",
+                        )
+                    ],
+                )
             alloc.cluster_ips.add(ip)
         elif not ip:
             ip = alloc.allocate_ip()
@@ -459,7 +592,17 @@ def prepare_update(rt: ResourceType, new: Obj, old: Obj, subresource: str | None
     if old["metadata"].get("deletionTimestamp"):
         new_finalizers = set(meta.get("finalizers") or [])
         if new_finalizers - set(old["metadata"].get("finalizers") or []):
-            raise invalid(rt, name_of(old), [("metadata.finalizers", "FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted")])
+            raise invalid(
+                rt,
+                name_of(old),
+                [
+                    (
+                        "metadata.finalizers",
+                        "FieldValueForbidden",
+                        "Forbidden: no new finalizers can be added if the object is being deleted",
+                    )
+                ],
+            )
     return result
 
 
@@ -471,7 +614,11 @@ def graceful_period(rt: ResourceType, obj: Obj, requested: int | None) -> int:
     if rt is not R.PODS:
         return 0
     spec = obj.get("spec") or {}
-    period = requested if requested is not None else int(spec.get("terminationGracePeriodSeconds", 0) or 0)
+    period = (
+        requested
+        if requested is not None
+        else int(spec.get("terminationGracePeriodSeconds", 0) or 0)
+    )
     if not spec.get("nodeName"):
         period = 0  # never scheduled: nobody to stop
     if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):

@@ -31,7 +31,8 @@ async def papi(tmp_path: Path) -> AsyncIterator[KubeApi]:
 
 def container_pid(api: KubeApi, name: str) -> int:
     runtime = api.kubelet.runtime(name)
-    assert runtime is not None and runtime.process is not None
+    assert runtime is not None
+    assert runtime.process is not None
     return runtime.process.pid
 
 
@@ -46,7 +47,8 @@ async def test_scale_up_and_down_runs_and_stops_processes(papi: KubeApi) -> None
     with trio.fail_after(HANG_GUARD):
         pods = await api.wait_ready_count(3)
     ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
-    assert len(set(ips.values())) == 3 and all(ip.startswith("127.") for ip in ips.values())
+    assert len(set(ips.values())) == 3
+    assert all(ip.startswith("127.") for ip in ips.values())
     for name, ip in ips.items():
         assert await healthz(ip) == 200
         pod = api.pod(name)
@@ -54,25 +56,33 @@ async def test_scale_up_and_down_runs_and_stops_processes(papi: KubeApi) -> None
         meta = pod["metadata"]
         assert meta["labels"]["statefulset.kubernetes.io/pod-name"] == name
         assert meta["labels"]["app.kubernetes.io/component"] == "terminal"
-        assert meta["ownerReferences"][0]["kind"] == "StatefulSet" and meta["ownerReferences"][0]["controller"] is True
-        assert pod["spec"]["hostname"] == name and pod["spec"]["subdomain"] == "terminal"
+        assert meta["ownerReferences"][0]["kind"] == "StatefulSet"
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert pod["spec"]["hostname"] == name
+        assert pod["spec"]["subdomain"] == "terminal"
         assert pod["status"]["phase"] == "Running"
         cs = pod["status"]["containerStatuses"][0]
-        assert cs["ready"] and cs["started"] and "running" in cs["state"]
+        assert cs["ready"]
+        assert cs["started"]
+        assert "running" in cs["state"]
         env = psutil.Process(container_pid(api, name)).environ()
-        assert env["WEBTERM_INSTANCE"] == meta["uid"] and env["EXTRA"] == "from-template"
+        assert env["WEBTERM_INSTANCE"] == meta["uid"]
+        assert env["EXTRA"] == "from-template"
         assert "WEBTERM_SECRET" not in env  # the fake pod command does not hand it out
     pids = [container_pid(api, n) for n in ("terminal-1", "terminal-2")]
     api.scale("terminal", 1)
     with trio.fail_after(HANG_GUARD):
         await api.wait_pod_gone("terminal-2")
         await api.wait_pod_gone("terminal-1")
-        await api.wait_for(R.STATEFULSETS, "terminal", lambda s: s is not None and s["status"]["replicas"] == 1)
+        await api.wait_for(
+            R.STATEFULSETS, "terminal", lambda s: s is not None and s["status"]["replicas"] == 1
+        )
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert [p["metadata"]["name"] for p in api.pods()] == ["terminal-0"]
     log = api.kubelet.logs("webterm", "terminal-0")
-    assert log is not None and f"webterm-pty listening on {ips['terminal-0']}:7681" in log
+    assert log is not None
+    assert f"webterm-pty listening on {ips['terminal-0']}:7681" in log
 
 
 async def test_deleted_pod_is_recreated_with_a_new_uid(papi: KubeApi) -> None:
@@ -104,7 +114,8 @@ async def test_graceful_delete_waits_for_the_grace_period_then_kills(papi: KubeA
             assert r.json()["metadata"]["deletionGracePeriodSeconds"] == 1
             # still there while the process ignores SIGTERM, and it is the same process
             terminating = api.pod("stubborn")
-            assert terminating is not None and terminating["metadata"]["deletionTimestamp"]
+            assert terminating is not None
+            assert terminating["metadata"]["deletionTimestamp"]
             assert psutil.pid_exists(pid)
         await api.wait_pod_gone("stubborn")
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -122,13 +133,18 @@ async def test_container_restart_after_its_process_dies(papi: KubeApi) -> None:
         restarted = await api.wait_for(
             R.PODS,
             "terminal-0",
-            lambda p: is_ready(p) and p is not None and p["status"]["containerStatuses"][0]["restartCount"] == 1,
+            lambda p: (
+                is_ready(p)
+                and p is not None
+                and p["status"]["containerStatuses"][0]["restartCount"] == 1
+            ),
         )
     assert restarted is not None
     assert restarted["metadata"]["uid"] == first["metadata"]["uid"]  # same pod, new container
     assert restarted["status"]["podIP"] == first["status"]["podIP"]
     last = restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]
-    assert last["exitCode"] == 137 and last["reason"] == "Error"
+    assert last["exitCode"] == 137
+    assert last["reason"] == "Error"
     assert container_pid(api, "terminal-0") != pid
 
 
@@ -138,7 +154,9 @@ async def test_restart_policy_never_ends_the_pod(papi: KubeApi) -> None:
     pod["metadata"]["annotations"] = {FAKEPOD_ARGS_ANNOTATION: "--exit-after 0.2 --exit-code 3"}
     api.create(R.PODS, pod)
     with trio.fail_after(HANG_GUARD):
-        done = await api.wait_for(R.PODS, "job", lambda p: p is not None and p["status"].get("phase") == "Failed")
+        done = await api.wait_for(
+            R.PODS, "job", lambda p: p is not None and p["status"].get("phase") == "Failed"
+        )
     assert done is not None
     assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
 
@@ -147,7 +165,9 @@ async def test_ordered_ready_creates_one_pod_at_a_time(api: KubeApi) -> None:
     api.faults.block_readiness("terminal-0")
     api.create_terminal_statefulset(replicas=2, parallel=False)
     with trio.fail_after(HANG_GUARD):
-        await api.wait_for(R.PODS, "terminal-0", lambda p: p is not None and p["status"].get("phase") == "Running")
+        await api.wait_for(
+            R.PODS, "terminal-0", lambda p: p is not None and p["status"].get("phase") == "Running"
+        )
         await trio.testing.wait_all_tasks_blocked()
         assert api.pod("terminal-1") is None  # waits for terminal-0 to be Ready
         api.faults.unblock_readiness("terminal-0")
@@ -155,10 +175,15 @@ async def test_ordered_ready_creates_one_pod_at_a_time(api: KubeApi) -> None:
         # scale down deletes the highest ordinal first
         api.faults.ignore_sigterm("terminal-1")
         api.scale("terminal", 0)
-        await api.wait_for(R.PODS, "terminal-1", lambda p: p is not None and bool(p["metadata"].get("deletionTimestamp")))
+        await api.wait_for(
+            R.PODS,
+            "terminal-1",
+            lambda p: p is not None and bool(p["metadata"].get("deletionTimestamp")),
+        )
         await trio.testing.wait_all_tasks_blocked()
         zero = api.pod("terminal-0")
-        assert zero is not None and not zero["metadata"].get("deletionTimestamp")
+        assert zero is not None
+        assert not zero["metadata"].get("deletionTimestamp")
         api.delete(R.PODS, "terminal-1", grace_period=0)
         await api.wait_pod_gone("terminal-0")
 
@@ -167,10 +192,14 @@ async def test_hold_pending_and_readiness_faults(api: KubeApi) -> None:
     api.faults.hold_pending("terminal-0")
     api.create_terminal_statefulset(replicas=1)
     with trio.fail_after(HANG_GUARD):
-        await api.wait_for(R.PODS, "terminal-0", lambda p: p is not None and bool(p["spec"].get("nodeName")))
+        await api.wait_for(
+            R.PODS, "terminal-0", lambda p: p is not None and bool(p["spec"].get("nodeName"))
+        )
         await trio.testing.wait_all_tasks_blocked()
         pod = api.pod("terminal-0")
-        assert pod is not None and pod["status"]["phase"] == "Pending" and "podIP" not in pod["status"]
+        assert pod is not None
+        assert pod["status"]["phase"] == "Pending"
+        assert "podIP" not in pod["status"]
         api.faults.release_pending("terminal-0")
         await api.wait_pod_ready("terminal-0")
 
@@ -190,10 +219,15 @@ async def test_orphan_propagation_keeps_the_pods(api: KubeApi) -> None:
     with trio.fail_after(HANG_GUARD):
         await api.wait_pod_ready("terminal-0")
         async with api.client() as client:
-            await client.request("DELETE", "/apis/apps/v1/namespaces/webterm/statefulsets/terminal", json={"propagationPolicy": "Orphan"})
+            await client.request(
+                "DELETE",
+                "/apis/apps/v1/namespaces/webterm/statefulsets/terminal",
+                json={"propagationPolicy": "Orphan"},
+            )
         await trio.testing.wait_all_tasks_blocked()
     pod = api.pod("terminal-0")
-    assert pod is not None and "ownerReferences" not in pod["metadata"]
+    assert pod is not None
+    assert "ownerReferences" not in pod["metadata"]
 
 
 async def test_namespace_deletion_removes_its_content(api: KubeApi) -> None:
@@ -243,7 +277,12 @@ async def test_thousands_of_fake_pods(api: KubeApi) -> None:
     with trio.fail_after(120):
         await api.wait_ready_count(1000)
         async with api.client() as client:
-            listed = (await client.get("/api/v1/namespaces/webterm/pods", params={"labelSelector": "app.kubernetes.io/component=terminal"})).json()
+            listed = (
+                await client.get(
+                    "/api/v1/namespaces/webterm/pods",
+                    params={"labelSelector": "app.kubernetes.io/component=terminal"},
+                )
+            ).json()
             assert len(listed["items"]) == 1000
             api.scale("terminal", 10)
             await api.wait_until(lambda: sum(1 for _ in api.store.objects(R.PODS)) == 10)

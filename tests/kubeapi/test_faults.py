@@ -19,27 +19,36 @@ async def test_fail_next_with_500_then_recovers(client: httpx.AsyncClient, api: 
         r = await client.get(PODS)
         assert r.status_code == 500
         body = r.json()
-        assert body["reason"] == "InternalError" and body["message"] == "Internal error occurred: injected fault"
+        assert body["reason"] == "InternalError"
+        assert body["message"] == "Internal error occurred: injected fault"
     assert (await client.get(PODS)).status_code == 200
-    assert fault.hits == 2 and fault.remaining == 0
+    assert fault.hits == 2
+    assert fault.remaining == 0
     assert [r.status for r in api.requests(verb="list")] == [500, 500, 200]
 
 
-async def test_429_carries_retry_after_and_matches_by_path(client: httpx.AsyncClient, api: KubeApi) -> None:
+async def test_429_carries_retry_after_and_matches_by_path(
+    client: httpx.AsyncClient, api: KubeApi
+) -> None:
     api.faults.fail_next(1, status=429, path=r"/statefulsets/.*/scale$", retry_after=3)
     assert (await client.get(PODS)).status_code == 200  # other paths unaffected
     api.create_terminal_statefulset()
     r = await client.get("/apis/apps/v1/namespaces/webterm/statefulsets/terminal/scale")
-    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "3"
     body = r.json()
-    assert body["reason"] == "TooManyRequests" and body["details"]["retryAfterSeconds"] == 3
-    assert (await client.get("/apis/apps/v1/namespaces/webterm/statefulsets/terminal/scale")).status_code == 200
+    assert body["reason"] == "TooManyRequests"
+    assert body["details"]["retryAfterSeconds"] == 3
+    assert (
+        await client.get("/apis/apps/v1/namespaces/webterm/statefulsets/terminal/scale")
+    ).status_code == 200
 
 
 async def test_failing_watch_requests(client: httpx.AsyncClient, api: KubeApi) -> None:
     api.faults.fail_next(1, status=503, verb="watch")
     r = await client.get(PODS, params={"watch": "true"})
-    assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
+    assert r.status_code == 503
+    assert r.json()["reason"] == "ServiceUnavailable"
 
 
 async def test_latency_delays_requests(client: httpx.AsyncClient, api: KubeApi) -> None:
@@ -60,7 +69,9 @@ async def test_drop_watches_cleanly(client: httpx.AsyncClient, api: KubeApi) -> 
     assert not api.faults.watches
 
 
-async def test_drop_watches_abort_resets_the_connection(client: httpx.AsyncClient, api: KubeApi) -> None:
+async def test_drop_watches_abort_resets_the_connection(
+    client: httpx.AsyncClient, api: KubeApi
+) -> None:
     api.faults.hold_pending("p")
     api.create(R.PODS, pod_manifest("p"))
     with trio.fail_after(10):
@@ -89,7 +100,13 @@ async def test_kill_pod_process_in_fake_mode_restarts_the_container(api: KubeApi
         await api.wait_pod_ready("terminal-0")
         assert api.faults.kill_pod_process("terminal-0")
         pod = await api.wait_for(
-            R.PODS, "terminal-0", lambda p: p is not None and p["status"]["containerStatuses"][0]["restartCount"] == 1 and p["status"]["containerStatuses"][0]["ready"]
+            R.PODS,
+            "terminal-0",
+            lambda p: (
+                p is not None
+                and p["status"]["containerStatuses"][0]["restartCount"] == 1
+                and p["status"]["containerStatuses"][0]["ready"]
+            ),
         )
     assert pod is not None
     assert not api.faults.kill_pod_process("nonexistent")
@@ -102,10 +119,21 @@ async def test_delay_and_block_readiness(api: KubeApi) -> None:
     with trio.fail_after(10):
         await api.wait_pod_ready("terminal-1")
         zero = api.pod("terminal-0")
-        assert zero is not None and zero["status"]["phase"] == "Running"
-        assert [c["status"] for c in zero["status"]["conditions"] if c["type"] == "Ready"] == ["False"]
+        assert zero is not None
+        assert zero["status"]["phase"] == "Running"
+        assert [c["status"] for c in zero["status"]["conditions"] if c["type"] == "Ready"] == [
+            "False"
+        ]
         api.faults.unblock_readiness("terminal-0")
         await api.wait_pod_ready("terminal-0")
         # and a Ready pod that starts failing its probe turns unready
         api.faults.block_readiness("terminal-0")
-        await api.wait_for(R.PODS, "terminal-0", lambda p: p is not None and [c["status"] for c in p["status"]["conditions"] if c["type"] == "Ready"] == ["False"])
+        await api.wait_for(
+            R.PODS,
+            "terminal-0",
+            lambda p: (
+                p is not None
+                and [c["status"] for c in p["status"]["conditions"] if c["type"] == "Ready"]
+                == ["False"]
+            ),
+        )

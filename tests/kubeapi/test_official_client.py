@@ -23,7 +23,10 @@ from .kubelet import KubeletConfig
 @pytest.fixture(params=["http", "https"])
 async def kapi(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KubeApi]:
     async with run_kube_api(
-        tmp_path, kubelet=KubeletConfig(mode="fake"), tls=request.param == "https", terminal_replicas=2
+        tmp_path,
+        kubelet=KubeletConfig(mode="fake"),
+        tls=request.param == "https",
+        terminal_replicas=2,
     ) as api:
         yield api
 
@@ -39,10 +42,12 @@ async def test_kubeconfig_loads(kapi: KubeApi) -> None:
     assert cfg.host == kapi.url
     # kubernetes>=3x keys it "BearerToken" (older: "authorization"); the value is the header
     assert list(cfg.api_key.values()) == [f"Bearer {kapi.token}"]
-    contexts, current = k8s_config.list_kube_config_contexts(config_file=str(kapi.kubeconfig))
-    assert current["name"] == "standin" and current["context"]["namespace"] == "webterm"
+    _contexts, current = k8s_config.list_kube_config_contexts(config_file=str(kapi.kubeconfig))
+    assert current["name"] == "standin"
+    assert current["context"]["namespace"] == "webterm"
     if kapi.ca_pem is not None:
-        assert cfg.ssl_ca_cert and Path(cfg.ssl_ca_cert).read_bytes() == kapi.ca_pem
+        assert cfg.ssl_ca_cert
+        assert await trio.Path(cfg.ssl_ca_cert).read_bytes() == kapi.ca_pem
 
 
 async def test_core_and_apps_calls(kapi: KubeApi) -> None:
@@ -54,7 +59,9 @@ async def test_core_and_apps_calls(kapi: KubeApi) -> None:
             core = k8s.CoreV1Api(api_client)
             apps = k8s.AppsV1Api(api_client)
             out: dict[str, Any] = {}
-            pods = core.list_namespaced_pod("webterm", label_selector="app.kubernetes.io/component=terminal")
+            pods = core.list_namespaced_pod(
+                "webterm", label_selector="app.kubernetes.io/component=terminal"
+            )
             out["names"] = sorted(p.metadata.name for p in pods.items)
             out["list_rv"] = pods.metadata.resource_version
             pod = pods.items[0]
@@ -68,7 +75,12 @@ async def test_core_and_apps_calls(kapi: KubeApi) -> None:
                 core.patch_namespaced_pod(
                     pod.metadata.name,
                     "webterm",
-                    {"metadata": {"resourceVersion": pod.metadata.resource_version, "labels": {"x": "y"}}},
+                    {
+                        "metadata": {
+                            "resourceVersion": pod.metadata.resource_version,
+                            "labels": {"x": "y"},
+                        }
+                    },
                 )
             except ApiException as exc:
                 out["conflict"] = exc.status
@@ -78,7 +90,9 @@ async def test_core_and_apps_calls(kapi: KubeApi) -> None:
                 out["missing"] = exc.status
             scale = apps.read_namespaced_stateful_set_scale("terminal", "webterm")
             out["scale"] = scale.spec.replicas
-            apps.patch_namespaced_stateful_set_scale("terminal", "webterm", {"spec": {"replicas": 3}})
+            apps.patch_namespaced_stateful_set_scale(
+                "terminal", "webterm", {"spec": {"replicas": 3}}
+            )
             sts = apps.read_namespaced_stateful_set("terminal", "webterm")
             out["sts_replicas"] = sts.spec.replicas
             svc = core.create_namespaced_service(
@@ -101,10 +115,13 @@ async def test_core_and_apps_calls(kapi: KubeApi) -> None:
 
     out = await trio.to_thread.run_sync(calls)
     assert out["names"] == ["terminal-0", "terminal-1"]
-    assert out["ready"] == ["True"] and out["ip"].startswith("127.")
+    assert out["ready"] == ["True"]
+    assert out["ip"].startswith("127.")
     assert out["label"] == "used"
-    assert out["conflict"] == 409 and out["missing"] == 404
-    assert out["scale"] == 2 and out["sts_replicas"] == 3
+    assert out["conflict"] == 409
+    assert out["missing"] == 404
+    assert out["scale"] == 2
+    assert out["sts_replicas"] == 3
     assert 30000 <= out["node_port"] <= 32767
     assert out["deleted"] == "terminal-1"
     assert {"default", "webterm"} <= set(out["namespaces"])
@@ -117,7 +134,9 @@ async def test_watch_stream_with_timeout(kapi: KubeApi) -> None:
             core = k8s.CoreV1Api(api_client)
             listed = core.list_namespaced_pod("webterm")
             rv = listed.metadata.resource_version
-            core.patch_namespaced_pod("terminal-0", "webterm", {"metadata": {"labels": {"touched": "1"}}})
+            core.patch_namespaced_pod(
+                "terminal-0", "webterm", {"metadata": {"labels": {"touched": "1"}}}
+            )
             w = k8s_watch.Watch()
             seen = []
             for event in w.stream(
@@ -127,7 +146,12 @@ async def test_watch_stream_with_timeout(kapi: KubeApi) -> None:
                 timeout_seconds=1,
                 allow_watch_bookmarks=True,
             ):
-                seen.append((event["type"], event["object"].metadata.name if event["type"] != "BOOKMARK" else ""))
+                seen.append(
+                    (
+                        event["type"],
+                        event["object"].metadata.name if event["type"] != "BOOKMARK" else "",
+                    )
+                )
             return seen
 
     with trio.fail_after(30):
@@ -141,7 +165,9 @@ async def test_watch_410_surfaces_as_api_exception(kapi: KubeApi) -> None:
         with k8s.ApiClient(configuration(kapi)) as api_client:
             core = k8s.CoreV1Api(api_client)
             try:
-                for _ in k8s_watch.Watch().stream(core.list_namespaced_pod, "webterm", resource_version=rv, timeout_seconds=5):
+                for _ in k8s_watch.Watch().stream(
+                    core.list_namespaced_pod, "webterm", resource_version=rv, timeout_seconds=5
+                ):
                     pass
             except ApiException as exc:
                 return int(exc.status)

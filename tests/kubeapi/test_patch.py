@@ -15,7 +15,10 @@ POD = {
 
 
 def test_merge_patch_maps_merge_null_deletes_lists_replace() -> None:
-    out = merge_patch(POD, {"metadata": {"labels": {"a": None, "c": "3"}}, "spec": {"containers": [{"name": "c3"}]}})
+    out = merge_patch(
+        POD,
+        {"metadata": {"labels": {"a": None, "c": "3"}}, "spec": {"containers": [{"name": "c3"}]}},
+    )
     assert out["metadata"]["labels"] == {"b": "2", "c": "3"}
     assert out["spec"]["containers"] == [{"name": "c3"}]
     assert POD["metadata"]["labels"] == {"a": "1", "b": "2"}  # input untouched
@@ -32,7 +35,11 @@ def test_strategic_merge_patch_merges_lists_by_key() -> None:
     )
     assert out["metadata"]["labels"] == {"a": "1", "b": "2", "c": "3"}
     assert out["metadata"]["finalizers"] == ["x", "y"]
-    assert [(c["name"], c["image"]) for c in out["spec"]["containers"]] == [("c1", "i1"), ("c2", "new"), ("c3", "i3")]
+    assert [(c["name"], c["image"]) for c in out["spec"]["containers"]] == [
+        ("c1", "i1"),
+        ("c2", "new"),
+        ("c3", "i3"),
+    ]
     assert out["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
 
 

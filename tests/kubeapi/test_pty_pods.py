@@ -36,9 +36,13 @@ def token_for(api: KubeApi, pod: dict) -> str:
 
 
 @asynccontextmanager
-async def terminal(api: KubeApi, pod: dict, token: str | None = None) -> AsyncIterator[WebSocketConnection]:
+async def terminal(
+    api: KubeApi, pod: dict, token: str | None = None
+) -> AsyncIterator[WebSocketConnection]:
     url = f"ws://{pod['status']['podIP']}:7681/ws"
-    async with open_websocket_url(url, subprotocols=subprotocols_for(token or token_for(api, pod))) as ws:
+    async with open_websocket_url(
+        url, subprotocols=subprotocols_for(token or token_for(api, pod))
+    ) as ws:
         yield ws
 
 
@@ -58,9 +62,11 @@ async def test_statefulset_of_webterm_pty(kube_api: KubeApi) -> None:
         pods = await api.wait_ready_count(2)
         pod = next(p for p in pods if p["metadata"]["name"] == "terminal-0")
         runtime = api.kubelet.runtime("terminal-0")
-        assert runtime is not None and runtime.listening == f"{pod['status']['podIP']}:7681"
+        assert runtime is not None
+        assert runtime.listening == f"{pod['status']['podIP']}:7681"
         env = psutil.Process(runtime.process.pid).environ()  # type: ignore[union-attr]
-        assert env["WEBTERM_INSTANCE"] == pod["metadata"]["uid"] and env["WEBTERM_SECRET"] == api.secret.decode()
+        assert env["WEBTERM_INSTANCE"] == pod["metadata"]["uid"]
+        assert env["WEBTERM_SECRET"] == api.secret.decode()
 
         async with terminal(api, pod) as ws:
             hello = json.loads(await ws.get_message())

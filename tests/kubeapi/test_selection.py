@@ -45,19 +45,26 @@ def test_label_selector_matches(text: str, expected: bool) -> None:
     assert parse_label_selector(text).matches(LABELS) is expected
 
 
-@pytest.mark.parametrize("text", ["app=", "=web", "app in web", "app in (web", "a b", "app=web,", "-x=1", "a=" + "v" * 64])
+@pytest.mark.parametrize(
+    "text",
+    ["app=", "=web", "app in web", "app in (web", "a b", "app=web,", "-x=1", "a=" + "v" * 64],
+)
 def test_label_selector_syntax_errors_are_400(text: str) -> None:
     if text == "app=":
         assert parse_label_selector(text).matches({"app": ""})
         return
     with pytest.raises(ApiError) as info:
         parse_label_selector(text)
-    assert info.value.code == 400 and info.value.reason == "BadRequest"
+    assert info.value.code == 400
+    assert info.value.reason == "BadRequest"
 
 
 def test_label_selector_object() -> None:
     sel = from_label_selector_object(
-        {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]}
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}],
+        }
     )
     assert sel.matches(LABELS)
     assert not sel.matches({"app": "web"})
@@ -73,7 +80,8 @@ def test_field_selector() -> None:
     assert sel.exact_name() == "p1"
     with pytest.raises(ApiError) as info:
         parse_field_selector("spec.containers=x", "Pod")
-    assert info.value.code == 400 and "field label not supported" in info.value.message
+    assert info.value.code == 400
+    assert "field label not supported" in info.value.message
 
 
 def test_label_validation() -> None:

@@ -51,7 +51,9 @@ class WatchStream:
 
 
 @asynccontextmanager
-async def open_watch(client: httpx.AsyncClient, path: str, **params: Any) -> AsyncIterator[WatchStream]:
+async def open_watch(
+    client: httpx.AsyncClient, path: str, **params: Any
+) -> AsyncIterator[WatchStream]:
     query = {"watch": "1", **{k: str(v) for k, v in params.items()}}
     async with client.stream("GET", path, params=query, timeout=httpx.Timeout(30.0)) as response:
         assert response.status_code == 200, response.status_code

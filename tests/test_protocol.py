@@ -29,6 +29,7 @@ from webterm.protocol import (
     decode_client_message,
     decode_server_message,
     encode_message,
+    read_token,
     sign_token,
     subprotocols_for,
     token_from_subprotocols,
@@ -190,3 +191,15 @@ def test_client_hash_is_keyed_and_stable() -> None:
 
 def test_close_codes_match_the_contract() -> None:
     assert (CloseCode.UNAUTHORIZED, CloseCode.SUPERSEDED, CloseCode.NORMAL) == (4401, 4409, 1000)
+
+
+def test_read_token_checks_signature_expiry_and_audience_but_not_the_terminal() -> None:
+    token = sign_token(SECRET, claims(audience="manager"))
+    got = read_token(SECRET, token, now=NOW, audience="manager")
+    assert (got.terminal, got.instance) == ("terminal-3", "uid-7")
+    with pytest.raises(WrongTerminal):
+        read_token(SECRET, token, now=NOW, audience="terminal")
+    with pytest.raises(InvalidToken):
+        read_token(b"another-secret-0123456789", token, now=NOW, audience="manager")
+    with pytest.raises(ExpiredToken):
+        read_token(SECRET, token, now=2_000_000_001, audience="manager")

@@ -118,6 +118,7 @@ def main(log_level: str) -> None:
       token      print a token that opens a terminal (operators, debugging)
     """
     _setup_logging(log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @main.command()

@@ -68,6 +68,7 @@ __all__ = [
     "decode_client_message",
     "decode_server_message",
     "encode_message",
+    "read_token",
     "sign_token",
     "subprotocols_for",
     "token_from_subprotocols",
@@ -388,6 +389,33 @@ def sign_token(secret: bytes, claims: TokenClaims) -> str:
     ).encode()
     signature = hmac.new(secret, payload, hashlib.sha256).digest()
     return _b64encode(signature + payload)
+
+
+def read_token(secret: bytes, token: str, *, now: float, audience: Audience) -> TokenClaims:
+    """The claims of a genuine, unexpired ``token`` for ``audience``, without binding it
+    to a terminal: for callers that first need to know which terminal it names (the
+    manager's recycle endpoint, the webserver's proxy). Check ``terminal`` afterwards."""
+    raw = _b64decode(token)
+    if len(raw) <= _SIGNATURE_BYTES:
+        raise InvalidToken("token too short")
+    payload = raw[_SIGNATURE_BYTES:]
+    data = json.loads(payload) if _signature_ok(secret, raw) else None
+    if not isinstance(data, dict):
+        raise InvalidToken("bad signature")
+    claims = verify_token(
+        secret,
+        token,
+        terminal=str(data.get("t", "")),
+        instance=str(data.get("i", "")),
+        now=now,
+        audience=audience,
+    )
+    return claims
+
+
+def _signature_ok(secret: bytes, raw: bytes) -> bool:
+    expected = hmac.new(secret, raw[_SIGNATURE_BYTES:], hashlib.sha256).digest()
+    return hmac.compare_digest(raw[:_SIGNATURE_BYTES], expected)
 
 
 def verify_token(

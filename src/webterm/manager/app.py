@@ -1,0 +1,458 @@
+"""The manager service: the pool, its backend, and the HTTP API (quart-trio on hypercorn).
+
+Theory of operation
+-------------------
+:class:`Manager` owns the :class:`~webterm.manager.pool.Pool`. Trio runs one task at a
+time and ``Pool.handle`` never awaits, so every HTTP handler and the backend's event
+task can call :meth:`Manager.handle` directly: events are applied one at a time, and
+two concurrent allocations can never see the same free terminal. The decisions that
+need I/O (:class:`ScaleTo`, :class:`Restart`) go to the backend through a channel read
+by one task, in order; :class:`Assign` decisions resolve the HTTP requests waiting for
+a terminal (a client that asked while none was free waits, under a deadline, for the
+terminal the pool is starting for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from webterm.config import ManagerConfig
+from webterm.manager.backend import Backend
+from webterm.manager.pool import (
+    Allocate,
+    Assign,
+    CancelWait,
+    Connection,
+    Decision,
+    Event,
+    Pool,
+    PoolError,
+    Recycle,
+    Reject,
+    Release,
+    Restart,
+    ScaleTo,
+    State,
+    Tick,
+    UnknownClient,
+    Wait,
+)
+from webterm.protocol import TokenClaims, TokenError, client_hash, read_token, sign_token
+
+log = logging.getLogger("webterm.manager")
+
+MAX_BODY_BYTES: Final = 16 * 1024
+"""Every request body of this API is a few dozen bytes of JSON."""
+
+MAX_CLIENT_ID: Final = 512
+"""Client ids are the webserver's identity strings (~60 characters)."""
+
+TICK_SECONDS: Final = 5.0
+"""How often stale-terminal detection runs; a stale terminal is recycled at most this
+late."""
+
+LOCAL_WAIT_TIMEOUT: Final = 20.0
+"""Seconds an allocation may wait for a local terminal to start."""
+
+RETRY_AFTER_SLOW: Final = 5
+"""What a client is told when its terminal did not become ready in time."""
+
+
+class Manager:
+    """The pool plus the wiring to its backend and to waiting requests."""
+
+    def __init__(
+        self, config: ManagerConfig, backend: Backend, registry: CollectorRegistry
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.pool = Pool(
+            prefix=config.statefulset,
+            spares=config.spares,
+            max_terminals=config.max_terminals,
+            stale_after=config.stale_after,
+        )
+        self.ready = trio.Event()
+        self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
+        self._to_backend, self._backend_queue = trio.open_memory_channel[ScaleTo | Restart](
+            math.inf
+        )
+        self.wait_timeout = (
+            LOCAL_WAIT_TIMEOUT if config.backend == "local" else config.ready_timeout
+        )
+        self.m_terminals = Gauge(
+            "webterm_terminals", "Terminals by state", ["state"], registry=registry
+        )
+        self.m_allocations = Counter(
+            "webterm_allocations", "Allocation answers", ["result"], registry=registry
+        )
+        self.m_latency = Histogram(
+            "webterm_allocation_seconds",
+            "Time to answer an allocation",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.m_scale = Counter("webterm_scale_operations", "ScaleTo decisions", registry=registry)
+        self.m_recycles = Counter("webterm_recycles", "Restart decisions", registry=registry)
+
+    # --- the event loop around the pool ------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Decision]:
+        try:
+            decisions = self.pool.handle(event)
+        except PoolError as exc:
+            log.debug("pool refused %s: %s", type(event).__name__, exc)
+            raise
+        for decision in decisions:
+            if isinstance(decision, ScaleTo | Restart):
+                if isinstance(decision, ScaleTo):
+                    self.m_scale.inc()
+                else:
+                    self.m_recycles.inc()
+                self._to_backend.send_nowait(decision)
+            elif isinstance(decision, Assign):
+                for resolve in self._waiters.pop(decision.client, []):
+                    resolve(decision)
+        for state in State:
+            self.m_terminals.labels(state.value).set(self.pool.counts[state])
+        return decisions
+
+    def handle_quietly(self, event: Event) -> list[Decision]:
+        try:
+            return self.handle(event)
+        except PoolError:
+            return []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        events_in, events_out = trio.open_memory_channel[Event](1024)
+        async with trio.open_nursery() as nursery:
+            replicas = await nursery.start(self.backend.run, events_in)
+            self.pool.adopt_replicas(replicas)
+            nursery.start_soon(self._apply_decisions)
+            nursery.start_soon(self._ticks)
+            self.handle_quietly(Tick(now=trio.current_time()))
+            self.ready.set()
+            task_status.started()
+            async for event in events_out:
+                self.handle_quietly(event)
+
+    async def _apply_decisions(self) -> None:
+        async for decision in self._backend_queue:
+            try:
+                await self.backend.apply(decision)
+            except Exception:
+                log.exception("backend failed to apply %s", decision)
+
+    async def _ticks(self) -> None:
+        while True:
+            await trio.sleep(min(TICK_SECONDS, max(self.config.stale_after / 4, 0.1)))
+            self.handle_quietly(Tick(now=trio.current_time()))
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def allocate(self, client_id: str) -> Assign | Reject:
+        client = client_hash(self.config.secret, client_id)
+        started = trio.current_time()
+        answer = self._first_answer(client, self.handle(Allocate(client=client, now=started)))
+        if isinstance(answer, Wait):
+            got: list[Assign] = []
+            done = trio.Event()
+
+            def resolve(assign: Assign) -> None:
+                got.append(assign)
+                done.set()
+
+            self._waiters[client].append(resolve)
+            with trio.move_on_after(self.wait_timeout):
+                await done.wait()
+            if not got:
+                waiters = self._waiters.get(client, [])
+                if resolve in waiters:
+                    waiters.remove(resolve)
+                if not waiters:
+                    self._waiters.pop(client, None)
+                    self.handle_quietly(CancelWait(client=client))
+                answer = Reject(
+                    client=client,
+                    reason="no terminal became ready in time",
+                    retry_after=RETRY_AFTER_SLOW,
+                )
+            else:
+                answer = got[0]
+        assert not isinstance(answer, Wait)
+        self.m_latency.observe(trio.current_time() - started)
+        if isinstance(answer, Reject):
+            self.m_allocations.labels("rejected").inc()
+        else:
+            self.m_allocations.labels("reconnect" if answer.reconnect else "new").inc()
+        return answer
+
+    @staticmethod
+    def _first_answer(client: str, decisions: list[Decision]) -> Assign | Wait | Reject:
+        for decision in decisions:
+            if isinstance(decision, Assign | Wait | Reject) and decision.client == client:
+                return decision
+        raise AssertionError("the pool answers every allocation")  # pragma: no cover
+
+    def token_for(self, assign: Assign) -> str:
+        claims = TokenClaims(
+            terminal=assign.name,
+            instance=assign.instance,
+            client=assign.client,
+            expires_at=int(time.time()) + self.config.token_ttl,
+        )
+        return sign_token(self.config.secret, claims)
+
+    def release(self, client_id: str) -> None:
+        self.handle(Release(client=client_hash(self.config.secret, client_id)))
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        terminal = self.pool.terminals.get(name)
+        if terminal is None:
+            return None
+        return {
+            "name": terminal.name,
+            "state": terminal.state.value,
+            "address": terminal.address,
+            "instance": terminal.instance,
+            "owned": terminal.owner is not None,
+            "connected": terminal.connected,
+        }
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    response = Response(
+        _json({"error": message, **extra}), status=status, content_type="application/json"
+    )
+    if "retry_after" in extra:
+        response.headers["Retry-After"] = str(extra["retry_after"])
+    return response
+
+
+def _json(body: Any) -> str:
+    import json
+
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _ok(body: Any, status: int = 200) -> Response:
+    return Response(_json(body), status=status, content_type="application/json")
+
+
+async def _json_body() -> dict[str, Any] | Response:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return _error(413, "request body too large")
+    raw = await request.get_data(as_text=False)
+    if len(raw) > MAX_BODY_BYTES:
+        return _error(413, "request body too large")
+    import json
+
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return _error(400, "request body must be JSON")
+    if not isinstance(body, dict):
+        return _error(400, "request body must be a JSON object")
+    return body
+
+
+@dataclass
+class _TerminalAuth:
+    claims: TokenClaims | None
+    error: Response | None
+
+
+def _terminal_auth(manager: Manager, name: str) -> _TerminalAuth:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _TerminalAuth(None, _error(401, "a terminal's signed token is required"))
+    try:
+        claims = read_token(manager.config.secret, token, now=time.time(), audience="manager")
+    except TokenError:
+        return _TerminalAuth(None, _error(401, "invalid token"))
+    if claims.terminal != name:
+        return _TerminalAuth(None, _error(403, "token is for another terminal"))
+    return _TerminalAuth(claims, None)
+
+
+def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
+    app = QuartTrio("webterm.manager")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.post("/v1/allocations")
+    async def allocate() -> Response:
+        body = await _json_body()
+        if isinstance(body, Response):
+            return body
+        client = body.get("client")
+        if not isinstance(client, str) or not client or len(client) > MAX_CLIENT_ID:
+            return _error(400, f"'client' must be a string of 1-{MAX_CLIENT_ID} characters")
+        answer = await manager.allocate(client)
+        if isinstance(answer, Reject):
+            return _error(503, answer.reason, retry_after=answer.retry_after)
+        return _ok(
+            {
+                "terminal": answer.name,
+                "address": answer.address,
+                "token": manager.token_for(answer),
+                "reconnect": answer.reconnect,
+            }
+        )
+
+    @app.delete("/v1/allocations/<path:client>")
+    async def release(client: str) -> Response:
+        try:
+            manager.release(client)
+        except UnknownClient:
+            return _error(404, "this client holds no terminal")
+        return _ok({"released": True})
+
+    @app.post("/v1/terminals/<name>/recycle")
+    async def recycle(name: str) -> Response:
+        auth = _terminal_auth(manager, name)
+        if auth.error is not None:
+            return auth.error
+        assert auth.claims is not None
+        body = await _json_body()
+        if isinstance(body, Response):
+            return body
+        try:
+            manager.handle(Recycle(name=name, instance=auth.claims.instance))
+        except PoolError as exc:
+            return _error(409, str(exc))
+        log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])
+        return _ok({"recycling": True})
+
+    @app.post("/v1/terminals/<name>/connection")
+    async def connection(name: str) -> Response:
+        auth = _terminal_auth(manager, name)
+        if auth.error is not None:
+            return auth.error
+        body = await _json_body()
+        if isinstance(body, Response):
+            return body
+        connected = body.get("connected")
+        if not isinstance(connected, bool):
+            return _error(400, "'connected' must be true or false")
+        current = manager.pool.terminals.get(name)
+        if (
+            current is not None
+            and auth.claims is not None
+            and current.instance == auth.claims.instance
+        ):
+            manager.handle_quietly(
+                Connection(name=name, connected=connected, now=trio.current_time())
+            )
+        return _ok({"ok": True})
+
+    @app.get("/v1/terminals")
+    async def terminals() -> Response:
+        names = sorted(manager.pool.terminals, key=manager.pool.ordinal_of)
+        return _ok({"terminals": [manager.describe(n) for n in names]})
+
+    @app.get("/v1/terminals/<name>")
+    async def terminal(name: str) -> Response:
+        described = manager.describe(name)
+        if described is None:
+            return _error(404, "no such terminal")
+        return _ok(described)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _ok({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not manager.ready.is_set():
+            return _error(503, "backend not synced yet")
+        return _ok({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    install_json_errors(app)
+    return app
+
+
+def install_json_errors(app: QuartTrio) -> None:
+    """Every error answer is JSON ``{"error": ...}``, including the framework's own."""
+
+    def make(status: int, message: str) -> Callable[[Any], Awaitable[Response]]:
+        async def handler(_: Any) -> Response:
+            return _error(status, message)
+
+        return handler
+
+    for status, message in [
+        (400, "bad request"),
+        (404, "not found"),
+        (405, "method not allowed"),
+        (413, "request body too large"),
+        (500, "internal error"),
+    ]:
+        app.register_error_handler(status, make(status, message))
+
+
+def make_backend(config: ManagerConfig) -> Backend:
+    if config.backend == "kubernetes":
+        from webterm.manager.kube import create_backend  # type: ignore[attr-defined]
+
+        backend: Backend = create_backend(config)
+        return backend
+    from webterm.manager.local import LocalBackend
+
+    return LocalBackend(config, manager_url="", prefix=config.statefulset)
+
+
+async def serve(
+    config: ManagerConfig,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    backend: Backend | None = None,
+) -> None:
+    """Run the manager until cancelled; reports the bound port through ``task_status``."""
+    from webterm.manager.local import LocalBackend
+
+    registry = CollectorRegistry()
+    the_backend = backend or make_backend(config)
+    manager = Manager(config, the_backend, registry)
+    app = create_app(manager, registry)
+    hyper = HypercornConfig()
+    hyper.bind = [f"{config.host}:{config.port}"]
+    hyper.accesslog = None
+    hyper.graceful_timeout = 2.0
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(_serve_http, app, hyper)
+        port = int(binds[0].rsplit(":", 1)[1])
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+        url = f"http://{host}:{port}"
+        if isinstance(the_backend, LocalBackend):
+            the_backend.manager_url = url  # its terminals call back here
+        await nursery.start(manager.run)
+        log.info("manager (%s backend) listening on %s", config.backend, url)
+        task_status.started(port)
+
+
+async def _serve_http(
+    app: Any, hyper: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
+    await hypercorn_serve(app, hyper, task_status=task_status)

@@ -1,0 +1,35 @@
+"""What every manager backend is: the tiny interface between the pool and the world.
+
+A backend turns the world into pool events (terminals appearing, becoming ready,
+going away) and carries out the pool's capacity decisions (:class:`ScaleTo`,
+:class:`Restart`). The manager owns one, runs :meth:`Backend.run` in its nursery, and
+calls :meth:`Backend.apply` from a single task, so decisions arrive in order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+from webterm.manager.pool import Event, Restart, ScaleTo
+
+BackendDecision = ScaleTo | Restart
+
+
+class Backend(Protocol):
+    async def run(
+        self,
+        events: trio.MemorySendChannel[Event],
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Report terminals as events until cancelled. ``task_status.started(replicas)``
+        once the current state has been reported in full (after the first list), with
+        the number of terminals the backend already runs (0 for a fresh start)."""
+        ...
+
+    async def apply(self, decision: BackendDecision) -> None:
+        """Carry out a decision. Errors are the backend's to log and retry: the pool's
+        events (a terminal that never appears) tell the manager what happened."""
+        ...

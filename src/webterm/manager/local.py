@@ -1,0 +1,216 @@
+"""The ``local`` backend: each terminal is a ``webterm pty`` child process on loopback.
+
+It behaves like a tiny StatefulSet controller: for every ordinal below ``replicas`` a
+task keeps one instance of ``<prefix>-<ordinal>`` running. An instance gets a fresh
+instance id (the analogue of a pod UID) and a fresh, empty HOME directory, both thrown
+away when it ends, so a recycled terminal never shows the previous user's files. The
+process listens on ``--port 0`` and reports its port on its first line of stdout.
+
+Every process runs inside the manager's nursery: cancelling the manager terminates
+them all (SIGTERM, then SIGKILL after :data:`STOP_GRACE`); nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpx
+import trio
+
+from webterm.config import ManagerConfig
+from webterm.manager.backend import BackendDecision
+from webterm.manager.pool import (
+    Event,
+    Restart,
+    ScaleTo,
+    TerminalAppeared,
+    TerminalFailed,
+    TerminalGone,
+    TerminalReady,
+)
+
+log = logging.getLogger("webterm.manager.local")
+
+START_TIMEOUT: Final = 20.0
+"""Seconds a terminal process may take to listen and answer /healthz (a cold Python
+start on a loaded 2-core machine takes 1-3 s)."""
+
+STOP_GRACE: Final = 3.0
+"""Seconds between SIGTERM and SIGKILL when a terminal is stopped or recycled."""
+
+RESTART_BACKOFF: Final = 1.0
+"""Seconds before restarting a terminal whose process died by itself (crash loops
+must not spin the CPU)."""
+
+
+@dataclass
+class _Instance:
+    uid: str
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class LocalBackend:
+    def __init__(
+        self, config: ManagerConfig, *, manager_url: str, prefix: str = "terminal"
+    ) -> None:
+        self.config = config
+        self.manager_url = manager_url
+        self.prefix = prefix
+        self.replicas = 0
+        self.instances: dict[str, _Instance] = {}
+        self._loops: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self._events: trio.MemorySendChannel[Event] | None = None
+
+    async def run(
+        self,
+        events: trio.MemorySendChannel[Event],
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._events = events
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(0)
+            await trio.sleep_forever()
+
+    async def apply(self, decision: BackendDecision) -> None:
+        assert self._nursery is not None, "apply() before run() started"
+        if isinstance(decision, ScaleTo):
+            self.replicas = decision.replicas
+            for ordinal in range(decision.replicas):
+                name = f"{self.prefix}-{ordinal}"
+                if name not in self._loops:
+                    scope = trio.CancelScope()
+                    self._loops[name] = scope
+                    self._nursery.start_soon(self._keep_running, name, ordinal, scope)
+            for name, instance in list(self.instances.items()):
+                if int(name.rpartition("-")[2]) >= decision.replicas:
+                    instance.scope.cancel()
+        elif isinstance(decision, Restart):
+            current = self.instances.get(decision.name)
+            if current is not None and current.uid == decision.instance:
+                current.scope.cancel()
+
+    async def _keep_running(self, name: str, ordinal: int, loop_scope: trio.CancelScope) -> None:
+        """Keep one instance of ``name`` running while its ordinal is wanted."""
+        try:
+            with loop_scope:
+                while ordinal < self.replicas:
+                    instance = _Instance(uid=str(uuid.uuid4()))
+                    self.instances[name] = instance
+                    ended_by_us = False
+                    with instance.scope:
+                        await self._run_instance(name, instance.uid)
+                    ended_by_us = instance.scope.cancelled_caught or instance.scope.cancel_called
+                    if not ended_by_us and ordinal < self.replicas:
+                        await trio.sleep(RESTART_BACKOFF)
+        finally:
+            self.instances.pop(name, None)
+            self._loops.pop(name, None)
+
+    async def _send(self, event: Event) -> None:
+        assert self._events is not None
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._events.send(event)
+
+    async def _run_instance(self, name: str, uid: str) -> None:
+        home = await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=f"webterm-{name}-"))
+        argv = [
+            sys.executable, "-m", "webterm", "pty",
+            "--host", self.config.terminal_host, "--port", "0",
+            "--name", name, "--instance", uid,
+            "--manager-url", self.manager_url,
+            "--idle-timeout", str(self.config.idle_timeout),
+        ]  # fmt: skip
+        if self.config.shell:
+            argv += ["--shell", subprocess.list2cmdline(self.config.shell)]
+        env = {
+            **os.environ,
+            "WEBTERM_SECRET": self.config.secret.decode(),
+            "HOME": home,
+            "WEBTERM_INSTANCE": uid,
+        }
+        await self._send(TerminalAppeared(name=name, instance=uid))
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=home,
+            start_new_session=True,
+        )
+        try:
+            assert process.stdout is not None
+            try:
+                with trio.fail_after(START_TIMEOUT):
+                    address = await _read_address(process.stdout)
+                    await _wait_healthy(address)
+            except (trio.TooSlowError, OSError, ValueError) as exc:
+                log.warning("terminal %s did not start: %s", name, exc)
+                await self._send(TerminalFailed(name=name, instance=uid, reason=str(exc)))
+                return
+            await self._send(TerminalReady(name=name, instance=uid, address=address))
+            log.info("terminal %s ready at %s", name, address)
+            await _drain(process.stdout)
+            await process.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process)
+                await self._send(TerminalGone(name=name, instance=uid))
+                await trio.to_thread.run_sync(shutil.rmtree, home, True)
+
+
+async def _read_address(stdout: trio.abc.ReceiveStream) -> str:
+    buffer = b""
+    while b"\n" not in buffer:
+        data = await stdout.receive_some(4096)
+        if not data:
+            raise ValueError("terminal process exited before listening")
+        buffer += data
+    line = buffer.split(b"\n", 1)[0].decode()
+    prefix = "webterm-pty listening on "
+    if not line.startswith(prefix):
+        raise ValueError(f"unexpected first line from terminal: {line[:80]!r}")
+    return line[len(prefix) :].strip()
+
+
+async def _wait_healthy(address: str) -> None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                response = await client.get(f"http://{address}/healthz")
+                if response.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await trio.sleep(0.05)
+
+
+async def _drain(stdout: trio.abc.ReceiveStream) -> None:
+    """Read stdout to its end so the child never blocks on a full pipe."""
+    while await stdout.receive_some(65536):
+        pass
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(STOP_GRACE):
+        await process.wait()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()

@@ -1,0 +1,193 @@
+"""The manager over real HTTP with the local backend: real terminal processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import psutil
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from webterm.config import ManagerConfig
+from webterm.manager.app import serve
+from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+
+SECRET = b"manager-test-secret-0123456789"
+
+
+@asynccontextmanager
+async def manager(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    settings: dict[str, object] = {
+        "secret": SECRET,
+        "port": 0,
+        "spares": 1,
+        "max_terminals": 2,
+        "shell": ("/bin/bash", "--norc", "--noprofile", "-i"),
+        **overrides,
+    }
+    config = ManagerConfig(**settings)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve, config)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            yield http
+        nursery.cancel_scope.cancel()
+
+
+async def run_in(answer: dict[str, str], command: str, marker: str) -> str:
+    url = f"ws://{answer['address']}/ws"
+    async with open_websocket_url(url, subprotocols=subprotocols_for(answer["token"])) as ws:
+        await ws.send_message(command.encode() + b"\n")
+        output = b""
+        with trio.fail_after(15):
+            while marker.encode() not in output:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    output += message
+        return output.decode(errors="replace")
+
+
+async def wait_for(http: httpx.AsyncClient, name: str, state: str) -> dict[str, object]:
+    with trio.fail_after(20):
+        while True:
+            described = (await http.get(f"/v1/terminals/{name}")).json()
+            if described.get("state") == state:
+                return described  # type: ignore[no-any-return]
+            await trio.sleep(0.05)
+
+
+async def test_clients_get_their_own_terminal_and_the_same_one_again() -> None:
+    async with manager() as http:
+        a = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        b = (await http.post("/v1/allocations", json={"client": "tab:b"})).json()
+        assert a["terminal"] != b["terminal"]
+        assert a["reconnect"] is False
+        again = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        assert (again["terminal"], again["reconnect"]) == (a["terminal"], True)
+        out = await run_in(a, "echo hi-$((40+2))", "hi-42")
+        assert "hi-42" in out
+        listing = (await http.get("/v1/terminals")).json()["terminals"]
+        assert all("tab:a" not in json.dumps(t) for t in listing)  # never the raw client id
+
+
+async def test_shell_exit_recycles_into_a_fresh_terminal_without_the_old_files() -> None:
+    async with manager(spares=1, max_terminals=1) as http:
+        first = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        await run_in(first, "echo secret > ~/mine.txt; ls ~; echo WROTE-'OK'", "WROTE-OK")
+        async with open_websocket_url(
+            f"ws://{first['address']}/ws", subprotocols=subprotocols_for(first["token"])
+        ) as ws:
+            await ws.send_message(b"exit\n")
+            with trio.fail_after(15):
+                while True:
+                    message = await ws.get_message()
+                    if isinstance(message, str) and json.loads(message)["type"] == "exit":
+                        break
+        with trio.fail_after(30):
+            while True:
+                second = await http.post("/v1/allocations", json={"client": "tab:b"})
+                if second.status_code == 200:
+                    break
+                await trio.sleep(0.2)
+        fresh = second.json()
+        assert fresh["terminal"] == first["terminal"]
+        described = (await http.get(f"/v1/terminals/{fresh['terminal']}")).json()
+        assert (
+            described["instance"]
+            != json.loads(__import__("base64").urlsafe_b64decode(first["token"] + "==")[32:])["i"]
+        )
+        out = await run_in(fresh, "ls ~/mine.txt; echo LISTED-'OK'", "LISTED-OK")
+        assert "No such file" in out
+        with pytest.raises(ConnectionRejected):  # the old token does not open the new instance
+            async with open_websocket_url(
+                f"ws://{fresh['address']}/ws", subprotocols=subprotocols_for(first["token"])
+            ):
+                pass
+
+
+async def test_cap_answers_503_with_retry_after_and_release_frees_capacity() -> None:
+    async with manager(spares=1, max_terminals=1) as http:
+        assert (await http.post("/v1/allocations", json={"client": "a"})).status_code == 200
+        busy = await http.post("/v1/allocations", json={"client": "b"})
+        assert busy.status_code == 503
+        assert int(busy.headers["Retry-After"]) > 0
+        assert busy.json()["retry_after"] > 0
+        assert busy.json()["error"]
+        assert (await http.delete("/v1/allocations/a")).status_code == 200
+        assert (await http.delete("/v1/allocations/a")).status_code == 404
+        with trio.fail_after(30):
+            while (await http.post("/v1/allocations", json={"client": "b"})).status_code != 200:
+                await trio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/v1/allocations", b"not json", 400),
+        ("POST", "/v1/allocations", b"[1,2]", 400),
+        ("POST", "/v1/allocations", b'{"client": 5}', 400),
+        ("POST", "/v1/allocations", b'{"client": ""}', 400),
+        ("POST", "/v1/allocations", json.dumps({"client": "x" * 5000}).encode(), 400),
+        ("POST", "/v1/allocations", b"{" + b" " * 100_000 + b"}", 413),
+        ("GET", "/v1/allocations", b"", 405),
+        ("GET", "/v1/terminals/terminal-99", b"", 404),
+        ("GET", "/v1/terminals/..%2F..%2Fetc", b"", 404),
+        ("POST", "/v1/terminals/terminal-0/recycle", b"{}", 401),
+        ("GET", "/nothing/here", b"", 404),
+    ],
+)
+async def test_bad_input_gets_a_json_4xx(method: str, path: str, body: bytes, status: int) -> None:
+    async with manager() as http:
+        response = await http.request(method, path, content=body)
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/json")
+        assert "error" in response.json()
+
+
+async def test_recycle_needs_a_token_signed_for_that_terminal() -> None:
+    async with manager() as http:
+        await wait_for(http, "terminal-0", "free")
+
+        def token(terminal: str, secret: bytes = SECRET) -> str:
+            claims = TokenClaims(
+                terminal=terminal,
+                instance="x",
+                client="",
+                expires_at=int(time.time()) + 60,
+                audience="manager",
+            )
+            return sign_token(secret, claims)
+
+        for bad in [token("terminal-1"), token("terminal-0", b"forged-secret-0123456789")]:
+            response = await http.post(
+                "/v1/terminals/terminal-0/recycle",
+                json={"reason": "exit"},
+                headers={"Authorization": f"Bearer {bad}"},
+            )
+            assert response.status_code in (401, 403)
+        assert (await http.get("/v1/terminals/terminal-0")).json()["state"] == "free"
+
+
+async def test_no_terminal_process_survives_the_manager() -> None:
+    me = psutil.Process()
+    async with manager(spares=2, max_terminals=3) as http:
+        await wait_for(http, "terminal-1", "free")
+        assert len([c for c in me.children(recursive=True) if "pty" in " ".join(c.cmdline())]) >= 2
+    with trio.fail_after(10):
+        while [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]:
+            await trio.sleep(0.05)
+
+
+async def test_metrics_and_health() -> None:
+    async with manager() as http:
+        await wait_for(http, "terminal-0", "free")
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        await http.post("/v1/allocations", json={"client": "m"})
+        metrics = (await http.get("/metrics")).text
+        assert 'webterm_allocations_total{result="new"} 1.0' in metrics
+        assert 'webterm_terminals{state="in-use"} 1.0' in metrics

@@ -16,7 +16,7 @@ import logging
 import secrets
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,8 @@ async def run_kube_api(
     bookmark_interval: float = 0.5,
     default_watch_timeout: float | None = None,
     terminal_replicas: int | None = None,
+    pod_args: Sequence[str] = (),
+    pod_env: Mapping[str, str] | None = None,
     kube_proxy: bool = True,
     check_internal_errors: bool = True,
 ) -> AsyncIterator[KubeApi]:
@@ -310,6 +312,9 @@ async def run_kube_api(
       (e.g. ``manifests.MANAGER_ROLE_RULES``); None: that user may do anything.
       ``api.admin_token`` always may.
     - ``terminal_replicas``: also create the ``terminal`` StatefulSet + Service.
+    - ``pod_args`` / ``pod_env``: appended to the default ``webterm pty`` command line /
+      added to its environment (also settable later: ``api.kubelet.extra_args`` and
+      ``api.kubelet.extra_env`` apply to containers started afterwards).
     - ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them.
     - ``check_internal_errors``: fail at exit if the stand-in itself crashed on a request.
     """
@@ -324,6 +329,8 @@ async def run_kube_api(
             store.create(R.NAMESPACES, "", {"metadata": {"name": ns}})
         faults = Faults(store=store)
         kube = Kubelet(store, faults, kubelet or KubeletConfig(), secret=secret)
+        kube.extra_args.extend(pod_args)
+        kube.extra_env.update(pod_env or {})
         store.create(
             R.NODES,
             "",

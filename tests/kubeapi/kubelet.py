@@ -59,6 +59,7 @@ RESTART_RESET_AFTER: Final = (
 SHUTDOWN_GRACE: Final = 1.0  # seconds a container gets after SIGTERM when the whole stand-in stops
 FAKEPOD: Final = Path(__file__).with_name("fakepod.py")
 LISTENING_PREFIX: Final = "webterm-pty listening on "
+OCTET_CLAIM_PORT: Final = 29999  # below the NodePort range; bound on 127.A.0.1 to own block A
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,8 +173,25 @@ class PodIPAllocator:
     one machine do not collide; an address whose port is already bound is skipped."""
 
     def __init__(self, octet: int | None = None) -> None:
-        self.octet = octet if octet is not None else random.randint(16, 250)
+        # Claim the block: a socket bound (not listening, no SO_REUSEADDR) to
+        # 127.A.0.1:OCTET_CLAIM_PORT fails to bind in a second stand-in that picked the
+        # same A, in this process or another one, so that one picks again.
+        self._claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        candidates = [octet] if octet is not None else random.sample(range(16, 251), 235)
+        for candidate in candidates:
+            try:
+                self._claim.bind((f"127.{candidate}.0.1", OCTET_CLAIM_PORT))
+            except OSError:
+                continue
+            self.octet = candidate
+            break
+        else:
+            self._claim.close()
+            raise RuntimeError("no free 127.A.0.0/16 block for pod IPs")
         self._next = 254  # 127.A.0.x is kept for the node (127.A.0.1)
+
+    def close(self) -> None:
+        self._claim.close()
 
     @property
     def node_ip(self) -> str:
@@ -348,15 +366,20 @@ class Kubelet:
     # ------------------------------------------------------------------ main loop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient(trust_env=False, timeout=self.config.probe_timeout) as http:
-            self._http = http
-            async with trio.open_nursery() as nursery:
-                with self.store.subscribe(R.PODS) as (_, sub):
-                    for pod in list(self.store.objects(R.PODS)):
-                        self._observe(nursery, "ADDED", pod)
-                    task_status.started()
-                    async for change in sub.receive:
-                        self._on_change(nursery, change)
+        try:
+            async with httpx.AsyncClient(
+                trust_env=False, timeout=self.config.probe_timeout
+            ) as http:
+                self._http = http
+                async with trio.open_nursery() as nursery:
+                    with self.store.subscribe(R.PODS) as (_, sub):
+                        for pod in list(self.store.objects(R.PODS)):
+                            self._observe(nursery, "ADDED", pod)
+                        task_status.started()
+                        async for change in sub.receive:
+                            self._on_change(nursery, change)
+        finally:
+            self.ips.close()
 
     def _on_change(self, nursery: trio.Nursery, change: Change) -> None:
         if change.type == "DELETED":

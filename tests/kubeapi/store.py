@@ -492,12 +492,14 @@ class Store:
         old = self.find(rt, namespace, name)
         if old is None or (uid is not None and old["metadata"]["uid"] != uid):
             return None
+        last = copy.deepcopy(old)
+        if last["metadata"].get("deletionTimestamp"):
+            last["metadata"]["deletionGracePeriodSeconds"] = 0  # the kubelet's final delete
         if old["metadata"].get("finalizers"):
-            new = copy.deepcopy(old)
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            new["metadata"].setdefault("deletionTimestamp", timestamp())
-            return self._commit(rt, "MODIFIED", new, old) if new != old else old
-        return self._remove(rt, old)
+            last["metadata"].setdefault("deletionTimestamp", timestamp())
+            last["metadata"]["deletionGracePeriodSeconds"] = 0
+            return self._commit(rt, "MODIFIED", last, old) if last != old else old
+        return self._remove(rt, old, last=last)
 
     def _remove(self, rt: ResourceType, old: Obj, *, last: Obj | None = None) -> Obj:
         S.release(rt, old, self.alloc)

@@ -272,6 +272,26 @@ async def test_node_port_proxy_reaches_a_ready_pod(papi: KubeApi) -> None:
             await api.wait_until(lambda: node_port not in api.proxy.listening_ports())  # type: ignore[union-attr]
 
 
+async def test_leaving_the_stand_in_stops_every_pod_process(tmp_path: Path) -> None:
+    async with run_kube_api(tmp_path, kubelet=KubeletConfig(command=fake_pod_command())) as api:
+        stubborn = pod_manifest("stubborn")
+        stubborn["metadata"]["annotations"] = {FAKEPOD_ARGS_ANNOTATION: "--ignore-sigterm"}
+        stubborn["spec"]["containers"][0]["readinessProbe"] = {
+            "httpGet": {"path": "/healthz", "port": 7681}
+        }
+        api.create(R.PODS, stubborn)
+        api.create_terminal_statefulset(replicas=2)
+        with trio.fail_after(HANG_GUARD):
+            await api.wait_ready_count(3)
+        pids = [container_pid(api, n) for n in ("terminal-0", "terminal-1", "stubborn")]
+        async with api.client() as client:
+            r = await client.get("/api/v1/namespaces/webterm/pods/terminal-0/log")
+        assert r.status_code == 200
+        assert "webterm-pty listening on" in r.text
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 async def test_thousands_of_fake_pods(api: KubeApi) -> None:
     api.create_terminal_statefulset(replicas=1000)
     with trio.fail_after(120):

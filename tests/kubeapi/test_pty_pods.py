@@ -57,6 +57,7 @@ async def read_until(ws: WebSocketConnection, needle: bytes) -> bytes:
 
 async def test_statefulset_of_webterm_pty(kube_api: KubeApi) -> None:
     api = kube_api
+    api.kubelet.extra_args[:] = ["--idle-timeout", "300"]  # e.g. --manager-url, per test
     api.create_terminal_statefulset(replicas=2)
     with trio.fail_after(HANG_GUARD):
         pods = await api.wait_ready_count(2)
@@ -64,7 +65,9 @@ async def test_statefulset_of_webterm_pty(kube_api: KubeApi) -> None:
         runtime = api.kubelet.runtime("terminal-0")
         assert runtime is not None
         assert runtime.listening == f"{pod['status']['podIP']}:7681"
-        env = psutil.Process(runtime.process.pid).environ()  # type: ignore[union-attr]
+        process = psutil.Process(runtime.process.pid)  # type: ignore[union-attr]
+        assert process.cmdline()[-2:] == ["--idle-timeout", "300"]
+        env = process.environ()
         assert env["WEBTERM_INSTANCE"] == pod["metadata"]["uid"]
         assert env["WEBTERM_SECRET"] == api.secret.decode()
 

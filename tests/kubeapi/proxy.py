@@ -27,9 +27,10 @@ class KubeProxy:
     def __init__(self, store: Store, node_ip: str) -> None:
         self.store = store
         self.node_ip = node_ip
-        self._listeners: dict[
-            int, tuple[str, trio.CancelScope]
-        ] = {}  # nodePort -> (service uid, scope)
+        # nodePort -> (service uid, listener scope); bound: set once it accepts connections
+        self._listeners: dict[int, tuple[str, trio.CancelScope]] = {}
+        self._bound: dict[int, trio.Event] = {}
+        self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -40,7 +41,17 @@ class KubeProxy:
                     self._sync(nursery)
 
     def listening_ports(self) -> list[int]:
-        return sorted(self._listeners)
+        """NodePorts accepting connections now."""
+        return sorted(p for p, e in self._bound.items() if e.is_set())
+
+    async def wait_listening(self, node_port: int, listening: bool = True) -> None:
+        """Until ``node_port`` accepts connections (or, with False, no longer does)."""
+        while (node_port in self.listening_ports()) != listening:
+            await self._changed.wait()
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _sync(self, nursery: trio.Nursery) -> None:
         wanted: dict[int, tuple[str, str, str, int]] = {}
@@ -83,12 +94,22 @@ class KubeProxy:
                     exc,
                 )
                 return
-            async with trio.open_nursery() as handlers:
-                await trio.serve_listeners(
-                    partial(self._forward, namespace, name, index),
-                    listeners,
-                    handler_nursery=handlers,
-                )
+            self._bound[node_port] = bound = trio.Event()
+            bound.set()
+            self._touch()
+            try:
+                async with trio.open_nursery() as handlers:
+                    await trio.serve_listeners(
+                        partial(self._forward, namespace, name, index),
+                        listeners,
+                        handler_nursery=handlers,
+                    )
+            finally:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                if self._bound.get(node_port) is bound:
+                    del self._bound[node_port]
+                self._touch()
 
     def _endpoint(self, namespace: str, name: str, index: int) -> tuple[str, int] | None:
         svc = self.store.find(R.SERVICES, namespace, name)

@@ -260,16 +260,12 @@ async def test_node_port_proxy_reaches_a_ready_pod(papi: KubeApi) -> None:
             created = (await client.post("/api/v1/namespaces/webterm/services", json=svc)).json()
             node_port = created["spec"]["ports"][0]["nodePort"]
             assert api.proxy is not None
-            await api.wait_until(lambda: node_port in api.proxy.listening_ports())  # type: ignore[union-attr]
-            status = None
-            while status is None:  # the listener task binds right after the watch event
-                try:
-                    status = await healthz(api.node_ip, node_port)
-                except httpx.ConnectError:
-                    await trio.sleep(0.01)
-            assert status == 200
+            await api.proxy.wait_listening(node_port)
+            assert await healthz(api.node_ip, node_port) == 200
             await client.delete("/api/v1/namespaces/webterm/services/terminal-0-np")
-            await api.wait_until(lambda: node_port not in api.proxy.listening_ports())  # type: ignore[union-attr]
+            await api.proxy.wait_listening(node_port, listening=False)
+            with pytest.raises(httpx.ConnectError):
+                await healthz(api.node_ip, node_port)
 
 
 async def test_leaving_the_stand_in_stops_every_pod_process(tmp_path: Path) -> None:

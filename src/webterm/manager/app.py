@@ -294,7 +294,7 @@ def _terminal_auth(manager: Manager, name: str) -> _TerminalAuth:
 
 
 def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
-    app = QuartTrio("webterm.manager")
+    app = QuartTrio("webterm.manager", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @app.post("/v1/allocations")

@@ -159,7 +159,7 @@ class Webserver:
     # --- the app ------------------------------------------------------------------------
 
     def _create_app(self) -> QuartTrio:
-        app = QuartTrio("webterm.webserver")
+        app = QuartTrio("webterm.webserver", static_folder=None)
         app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
         @app.after_request

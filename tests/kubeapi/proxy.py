@@ -106,7 +106,7 @@ class KubeProxy:
                     )
             finally:
                 for listener in listeners:
-                    await trio.aclose_forcefully(listener)
+                    listener.socket.close()  # synchronous: we may be cancelled here
                 if self._bound.get(node_port) is bound:
                     del self._bound[node_port]
                 self._touch()

@@ -233,11 +233,15 @@ async def test_orphan_propagation_keeps_the_pods(api: KubeApi) -> None:
 async def test_namespace_deletion_removes_its_content(api: KubeApi) -> None:
     async with api.client() as client:
         await client.post("/api/v1/namespaces", json={"metadata": {"name": "tmp"}})
-        api.create(R.PODS, pod_manifest("p"), namespace="tmp")
+        api.faults.ignore_sigterm("p")  # its pod lingers, so the namespace stays Terminating
+        api.create(R.PODS, pod_manifest("p", terminationGracePeriodSeconds=3600), namespace="tmp")
+        with trio.fail_after(HANG_GUARD):
+            await api.wait_pod_ready("p", namespace="tmp")
         r = await client.delete("/api/v1/namespaces/tmp")
         assert r.json()["status"]["phase"] == "Terminating"
         refused = await client.post("/api/v1/namespaces/tmp/pods", json=pod_manifest("q"))
         assert refused.status_code == 403
+        api.delete(R.PODS, "p", namespace="tmp", grace_period=0)
         with trio.fail_after(HANG_GUARD):
             await api.wait_for(R.NAMESPACES, "tmp", lambda n: n is None, namespace="")
         assert api.pods("tmp") == []

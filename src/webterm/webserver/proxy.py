@@ -59,15 +59,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class AddressBook:
-    """Terminal name → ``host:port``, asked of the manager and cached briefly."""
+    """Terminal name and instance → ``host:port``, asked of the manager and cached
+    briefly. Keyed by instance too: a recycled terminal keeps its name but not its
+    address (a local terminal gets a new port, a pod a new IP)."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
-    async def lookup(self, name: str) -> str | None:
+    async def lookup(self, name: str, instance: str) -> str | None:
+        """The address of ``instance`` of ``name``, or None if that instance is not
+        the terminal's current one (or the manager cannot say)."""
         now = trio.current_time()
-        cached = self._cache.get(name)
+        cached = self._cache.get((name, instance))
         if cached is not None and now - cached[0] < ADDRESS_TTL:
             return cached[1]
         try:
@@ -77,14 +81,17 @@ class AddressBook:
             return None
         if response.status_code != 200:
             return None
-        address = response.json().get("address")
-        if not isinstance(address, str) or not address:
+        described = response.json()
+        address = described.get("address")
+        if described.get("instance") != instance or not isinstance(address, str) or not address:
             return None
-        self._cache[name] = (now, address)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(name, instance)] = (now, address)
         return address
 
-    def forget(self, name: str) -> None:
-        self._cache.pop(name, None)
+    def forget(self, name: str, instance: str) -> None:
+        self._cache.pop((name, instance), None)
 
 
 def origin_allowed(headers: dict[bytes, bytes], allowed: tuple[str, ...]) -> bool:
@@ -145,9 +152,9 @@ class TerminalProxy:
         except TokenError:
             await _refuse(send, CloseCode.UNAUTHORIZED)
             return
-        address = await self.addresses.lookup(name)
-        if address is None:
-            await _refuse(send, CloseCode.TERMINAL_GONE)
+        address = await self.addresses.lookup(name, claims.instance)
+        if address is None:  # recycled since the token was issued: ask for a new one
+            await _refuse(send, CloseCode.UNAUTHORIZED)
             return
         host, _, port = address.rpartition(":")
         connected = False
@@ -175,7 +182,7 @@ class TerminalProxy:
             if connected:
                 log.info("proxied connection to %s ended: %s", name, type(exc).__name__)
                 return
-            self.addresses.forget(name)
+            self.addresses.forget(name, claims.instance)
             log.info("terminal %s unreachable: %s", name, type(exc).__name__)
             await _refuse(send, CloseCode.TERMINAL_GONE)
 

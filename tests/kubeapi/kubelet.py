@@ -366,19 +366,25 @@ class Kubelet:
     # ------------------------------------------------------------------ main loop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Probes open a fresh connection each time, as the kubelet does (no keep-alive
+        # pool to leak when everything is cancelled at once).
+        http = httpx.AsyncClient(
+            trust_env=False,
+            timeout=self.config.probe_timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+        self._http = http
         try:
-            async with httpx.AsyncClient(
-                trust_env=False, timeout=self.config.probe_timeout
-            ) as http:
-                self._http = http
-                async with trio.open_nursery() as nursery:
-                    with self.store.subscribe(R.PODS) as (_, sub):
-                        for pod in list(self.store.objects(R.PODS)):
-                            self._observe(nursery, "ADDED", pod)
-                        task_status.started()
-                        async for change in sub.receive:
-                            self._on_change(nursery, change)
+            async with trio.open_nursery() as nursery:
+                with self.store.subscribe(R.PODS) as (_, sub):
+                    for pod in list(self.store.objects(R.PODS)):
+                        self._observe(nursery, "ADDED", pod)
+                    task_status.started()
+                    async for change in sub.receive:
+                        self._on_change(nursery, change)
         finally:
+            with trio.CancelScope(shield=True):
+                await http.aclose()
             self.ips.close()
 
     def _on_change(self, nursery: trio.Nursery, change: Change) -> None:

@@ -34,6 +34,9 @@ class WatchStream:
                 event: dict[str, Any] = json.loads(line)
                 return event
 
+    async def aclose(self) -> None:
+        await self._lines.aclose()  # type: ignore[attr-defined]
+
     async def next_not_bookmark(self) -> dict[str, Any]:
         while True:
             event = await self.next()
@@ -57,7 +60,11 @@ async def open_watch(
     query = {"watch": "1", **{k: str(v) for k, v in params.items()}}
     async with client.stream("GET", path, params=query, timeout=httpx.Timeout(30.0)) as response:
         assert response.status_code == 200, response.status_code
-        yield WatchStream(response)
+        stream = WatchStream(response)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
 
 
 def pod_manifest(name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:

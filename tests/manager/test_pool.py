@@ -318,3 +318,15 @@ class PoolMachine(RuleBasedStateMachine):
 
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+def test_an_owner_reported_by_the_cluster_wins_over_our_own_assignment() -> None:
+    pool = ready_pool(spares=2, max_terminals=4)
+    pool.handle(Allocate(client="ours", now=1))  # terminal-0, in memory
+    # another manager claimed terminal-0 first (its patch won; ours got a 409)
+    pool.handle(TerminalReady(name="terminal-0", instance="u0", address="a0", owner="theirs"))
+    assert pool.terminal_of("theirs") is pool.terminals["terminal-0"]
+    assert pool.terminal_of("ours") is None
+    again = pool.handle(Allocate(client="ours", now=2))[0]
+    assert isinstance(again, Assign)
+    assert again.name == "terminal-1"

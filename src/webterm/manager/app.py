@@ -19,7 +19,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import trio
@@ -31,7 +31,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import ManagerConfig
-from webterm.manager.backend import Backend
+from webterm.manager.backend import Backend, ClaimLost
 from webterm.manager.pool import (
     Allocate,
     Assign,
@@ -47,6 +47,8 @@ from webterm.manager.pool import (
     Restart,
     ScaleTo,
     State,
+    TerminalGone,
+    TerminalReady,
     Tick,
     UnknownClient,
     Wait,
@@ -70,6 +72,9 @@ LOCAL_WAIT_TIMEOUT: Final = 20.0
 
 RETRY_AFTER_SLOW: Final = 5
 """What a client is told when its terminal did not become ready in time."""
+
+CLAIM_ATTEMPTS: Final = 3
+"""Terminals tried for one request when other managers keep winning the race."""
 
 
 class Manager:
@@ -167,39 +172,66 @@ class Manager:
     async def allocate(self, client_id: str) -> Assign | Reject:
         client = client_hash(self.config.secret, client_id)
         started = trio.current_time()
-        answer = self._first_answer(client, self.handle(Allocate(client=client, now=started)))
-        if isinstance(answer, Wait):
-            got: list[Assign] = []
-            done = trio.Event()
-
-            def resolve(assign: Assign) -> None:
-                got.append(assign)
-                done.set()
-
-            self._waiters[client].append(resolve)
-            with trio.move_on_after(self.wait_timeout):
-                await done.wait()
-            if not got:
-                waiters = self._waiters.get(client, [])
-                if resolve in waiters:
-                    waiters.remove(resolve)
-                if not waiters:
-                    self._waiters.pop(client, None)
-                    self.handle_quietly(CancelWait(client=client))
-                answer = Reject(
-                    client=client,
-                    reason="no terminal became ready in time",
-                    retry_after=RETRY_AFTER_SLOW,
-                )
-            else:
-                answer = got[0]
-        assert not isinstance(answer, Wait)
+        for _ in range(CLAIM_ATTEMPTS):
+            answer = await self._decide(client)
+            if isinstance(answer, Reject):
+                break
+            try:
+                address = await self.backend.claim(answer)
+            except ClaimLost as lost:
+                # another manager won this terminal (or it vanished): learn that, retry
+                log.info("lost the race for %s: %s", answer.name, lost)
+                if lost.owner is not None:
+                    self.handle_quietly(
+                        TerminalReady(
+                            name=answer.name, instance=answer.instance,
+                            address=answer.address, owner=lost.owner,
+                        )
+                    )  # fmt: skip
+                else:
+                    self.handle_quietly(TerminalGone(name=answer.name, instance=answer.instance))
+                continue
+            answer = replace(answer, address=address)
+            break
+        else:
+            answer = Reject(
+                client=client, reason="terminals are contended, try again", retry_after=1
+            )
         self.m_latency.observe(trio.current_time() - started)
         if isinstance(answer, Reject):
             self.m_allocations.labels("rejected").inc()
         else:
             self.m_allocations.labels("reconnect" if answer.reconnect else "new").inc()
         return answer
+
+    async def _decide(self, client: str) -> Assign | Reject:
+        """The pool's answer for ``client``, waiting (under a deadline) if it says Wait."""
+        answer = self._first_answer(
+            client, self.handle(Allocate(client=client, now=trio.current_time()))
+        )
+        if not isinstance(answer, Wait):
+            return answer
+        got: list[Assign] = []
+        done = trio.Event()
+
+        def resolve(assign: Assign) -> None:
+            got.append(assign)
+            done.set()
+
+        self._waiters[client].append(resolve)
+        with trio.move_on_after(self.wait_timeout):
+            await done.wait()
+        if got:
+            return got[0]
+        waiters = self._waiters.get(client, [])
+        if resolve in waiters:
+            waiters.remove(resolve)
+        if not waiters:
+            self._waiters.pop(client, None)
+            self.handle_quietly(CancelWait(client=client))
+        return Reject(
+            client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
+        )
 
     @staticmethod
     def _first_answer(client: str, decisions: list[Decision]) -> Assign | Wait | Reject:
@@ -412,12 +444,11 @@ def install_json_errors(app: QuartTrio) -> None:
         app.register_error_handler(status, make(status, message))
 
 
-def make_backend(config: ManagerConfig) -> Backend:
+def make_backend(config: ManagerConfig, registry: CollectorRegistry) -> Backend:
     if config.backend == "kubernetes":
-        from webterm.manager.kube import create_backend  # type: ignore[attr-defined]
+        from webterm.manager.kube import create_backend
 
-        backend: Backend = create_backend(config)
-        return backend
+        return create_backend(config, registry)
     from webterm.manager.local import LocalBackend
 
     return LocalBackend(config, manager_url="", prefix=config.statefulset)
@@ -433,7 +464,7 @@ async def serve(
     from webterm.manager.local import LocalBackend
 
     registry = CollectorRegistry()
-    the_backend = backend or make_backend(config)
+    the_backend = backend or make_backend(config, registry)
     manager = Manager(config, the_backend, registry)
     app = create_app(manager, registry)
     hyper = HypercornConfig()

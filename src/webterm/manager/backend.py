@@ -12,9 +12,17 @@ from typing import Protocol
 
 import trio
 
-from webterm.manager.pool import Event, Restart, ScaleTo
+from webterm.manager.pool import Assign, Event, Restart, ScaleTo
 
 BackendDecision = ScaleTo | Restart
+
+
+class ClaimLost(Exception):
+    """Another manager holds the terminal (``owner``), or it is gone (None)."""
+
+    def __init__(self, owner: str | None) -> None:
+        super().__init__(f"terminal already claimed by {owner}" if owner else "terminal gone")
+        self.owner = owner
 
 
 class Backend(Protocol):
@@ -32,4 +40,10 @@ class Backend(Protocol):
     async def apply(self, decision: BackendDecision) -> None:
         """Carry out a decision. Errors are the backend's to log and retry: the pool's
         events (a terminal that never appears) tell the manager what happened."""
+        ...
+
+    async def claim(self, assign: Assign) -> str:
+        """Record the assignment where the backend keeps ownership (the pod), and return
+        the address the client should dial. Raises :class:`ClaimLost` when another
+        manager won the terminal first."""
         ...

@@ -30,6 +30,7 @@ import trio
 from webterm.config import ManagerConfig
 from webterm.manager.backend import BackendDecision
 from webterm.manager.pool import (
+    Assign,
     Event,
     Restart,
     ScaleTo,
@@ -101,6 +102,9 @@ class LocalBackend:
             current = self.instances.get(decision.name)
             if current is not None and current.uid == decision.instance:
                 current.scope.cancel()
+
+    async def claim(self, assign: Assign) -> str:
+        return assign.address  # one manager, ownership lives in its pool
 
     async def _keep_running(self, name: str, ordinal: int, loop_scope: trio.CancelScope) -> None:
         """Keep one instance of ``name`` running while its ordinal is wanted."""

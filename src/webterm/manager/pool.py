@@ -503,11 +503,10 @@ def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decisio
     assert isinstance(event, TerminalReady)
     if event.instance in terminal.retired_instances:
         return []  # the recycled instance, still answering while it terminates
-    if terminal.state is State.IN_USE and event.instance == terminal.instance:
+    if terminal.state in (State.IN_USE, State.FREE) and event.instance == terminal.instance:
         terminal.address = event.address
-        return []
-    if terminal.state is State.FREE and event.instance == terminal.instance:
-        terminal.address = event.address
+        if event.owner is not None and event.owner != terminal.owner:
+            _adopt(pool, terminal, event.owner, event.allocated_at)
         return []
     if terminal.instance and terminal.instance != event.instance:
         terminal.retired_instances.add(terminal.instance)
@@ -525,6 +524,22 @@ def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decisio
     else:
         pool._set_state(terminal, State.FREE)
     return []
+
+
+def _adopt(pool: Pool, terminal: Terminal, owner: str, allocated_at: float) -> None:
+    """The cluster says ``owner`` holds this terminal (another manager won a race, or
+    we are rebuilding after a restart): believe it."""
+    if owner in pool.owners:
+        return  # that client already holds another terminal here: keep ours consistent
+    pool._disown(terminal)
+    terminal.owner = owner
+    terminal.allocated_at = allocated_at
+    terminal.connected = False
+    terminal.disconnected_since = max(allocated_at, pool.now)
+    pool.owners[owner] = terminal.name
+    if terminal.state is not State.IN_USE:
+        pool._set_state(terminal, State.IN_USE)
+    pool._unconnected.add(terminal.name)
 
 
 def _gone(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from . import resources as R
-from .controllers import is_ready
+from .controllers import COALESCE_DELAY, is_ready
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import FAKEPOD_ARGS_ANNOTATION, KubeletConfig, fake_pod_command
 from .testing import pod_manifest
@@ -168,6 +168,8 @@ async def test_ordered_ready_creates_one_pod_at_a_time(api: KubeApi) -> None:
         await api.wait_for(
             R.PODS, "terminal-0", lambda p: p is not None and p["status"].get("phase") == "Running"
         )
+        # give the controller ample time to (wrongly) act; it must not: an absence check
+        await trio.sleep(10 * COALESCE_DELAY)
         await trio.testing.wait_all_tasks_blocked()
         assert api.pod("terminal-1") is None  # waits for terminal-0 to be Ready
         api.faults.unblock_readiness("terminal-0")

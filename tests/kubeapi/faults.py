@@ -70,6 +70,9 @@ class Faults:
     """End every watch stream after this many ADDED/MODIFIED/DELETED events."""
     drop_watches_abort: bool = False
     """With ``drop_watches_every``: reset the connection instead of ending cleanly."""
+    unreachable: bool = False
+    """Every request is answered by a TCP reset (the apiserver or its load balancer is
+    down). Open watch streams are not touched: ``go_down()`` also resets those."""
     request_faults: list[RequestFault] = field(default_factory=list)
     watches: set[WatchHandle] = field(default_factory=set)
     # ---- kubelet
@@ -141,6 +144,15 @@ class Faults:
         open: e.g. before dropping them, or to see that a client re-watched."""
         while sum(1 for w in self.watches if path is None or path in w.path) != count:
             await self._changed.wait()
+
+    def go_down(self) -> None:
+        """The apiserver goes away: open watches are reset, new requests too, until
+        :meth:`come_back`."""
+        self.unreachable = True
+        self.drop_watches(abort=True)
+
+    def come_back(self) -> None:
+        self.unreachable = False
 
     def expire_resource_versions(self) -> int:
         """Compact the history: every resourceVersion seen so far answers 410 to a

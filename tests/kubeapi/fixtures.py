@@ -367,7 +367,9 @@ async def run_kube_api(
             ssl_context, ca_pem = _tls_material(where)
             ca_file = where / "ca.crt"
             ca_file.write_bytes(ca_pem)
-        http = HttpServer(server.handle, ssl_context=ssl_context)
+        http = HttpServer(
+            server.handle, ssl_context=ssl_context, unreachable=lambda: faults.unreachable
+        )
         proxy = KubeProxy(store, kube.ips.node_ip) if kube_proxy else None
         async with trio.open_nursery() as nursery:
             port = await nursery.start(http.run, "127.0.0.1", 0)

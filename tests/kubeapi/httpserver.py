@@ -105,9 +105,16 @@ async def _reset(stream: trio.abc.Stream) -> None:
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        unreachable: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._handler = handler
         self._ssl_context = ssl_context
+        self._unreachable = unreachable  # when true, every request is answered by a TCP reset
 
     async def run(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -137,6 +144,9 @@ class HttpServer:
             while True:
                 request = await self._receive_request(conn, stream, client)
                 if request is None:
+                    return
+                if self._unreachable():
+                    await _reset(stream)
                     return
                 response = await self._handler(request)
                 if isinstance(response, StreamResponse):

@@ -83,6 +83,21 @@ async def test_drop_watches_abort_resets_the_connection(
         assert (await client.get(PODS)).status_code == 200  # new connections are fine
 
 
+async def test_go_down_resets_everything_until_it_comes_back(
+    client: httpx.AsyncClient, api: KubeApi
+) -> None:
+    with trio.fail_after(10):
+        async with open_watch(client, PODS) as watch:
+            await api.faults.wait_for_watches(1)
+            api.faults.go_down()
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await watch.rest()
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await client.get(PODS)
+        api.faults.come_back()
+        assert (await client.get(PODS)).status_code == 200
+
+
 async def test_drop_every_n_events(client: httpx.AsyncClient, api: KubeApi) -> None:
     for name in ("a", "b", "c"):
         api.faults.hold_pending(name)

@@ -27,7 +27,6 @@ from .errors import (
     forbidden,
     internal_error,
     method_not_allowed,
-    not_found,
     route_not_found,
     too_large_resource_version,
     too_many_requests,
@@ -700,6 +699,5 @@ __all__ = [
     "Route",
     "convert_change",
     "error_response",
-    "not_found",
     "parse_route",
 ]

@@ -1,5 +1,16 @@
-// The webterm page: ask for a terminal, connect, and keep the connection alive.
-// Wire protocol: ARCHITECTURE.md ("Browser ↔ terminal") and src/webterm/protocol.py.
+// The webterm page: ask for a terminal, connect to it, and keep the connection alive.
+//
+// Wire protocol: ARCHITECTURE.md ("Browser ↔ terminal", "Browser ↔ webserver") and
+// src/webterm/protocol.py. Binary frames are terminal bytes both ways; text frames are
+// JSON control messages. The page is one small state machine whose state is public as
+// `window.webterm.state` (for automation, tests and the console):
+//
+//   starting ──hello──▶ live ◀──hello── reconnecting ◀── socket dropped (not 1000/4401/4409)
+//      │                 │ ▲
+//      │ 503/429         │ idle ──▶ idle-warning ──input or "stay"──▶ live
+//      ▼                 │
+//    busy (countdown,    ├── exit / 1000 / idle timeout ──▶ ended ("new terminal")
+//    then retry)         └── 4409, 4401 twice, 4403, HTTP error ──▶ error (a button)
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { WebglAddon } from "@xterm/addon-webgl";
@@ -13,79 +24,118 @@ interface Allocation {
   url: string;
   token: string;
   reconnect: boolean;
-  client: string | null;
+  client?: string | null;
+}
+
+interface Refusal {
+  status: number;
+  error: string;
+  retryAfter: number | null; // seconds; null: retrying will not help
+}
+
+interface ControlMessage {
+  type: string;
+  [key: string]: unknown;
 }
 
 const CLIENT_KEY = "webterm.client"; // per tab: sessionStorage survives reloads, not new tabs
-const ACK_EVERY = 64 * 1024; // bytes rendered between two acks
-const ACK_DELAY_MS = 50; // ...or this long after the last render, whichever comes first
-const BACKOFF_START_MS = 500;
-const BACKOFF_MAX_MS = 10_000;
-const CLOSE_NORMAL = 1000;
-const CLOSE_UNAUTHORIZED = 4401;
+const ACK_EVERY = 64 * 1024; // bytes rendered before an ack goes out at once...
+const ACK_DELAY_MS = 100; // ...else this long after the first unacknowledged render
+const INPUT_CHUNK = 64 * 1024; // bytes per input frame; the server refuses frames over 1 MiB
+const BACKOFF_START_MS = 500; // first reconnect delay, doubled per failure...
+const BACKOFF_MAX_MS = 10_000; // ...up to this; each delay is jittered ±25 %
+const STABLE_MS = 10_000; // live this long: the next drop starts from the first delay again
+const KEEPALIVE_MS = 25_000; // a ping keeps idle-timeout proxies (nginx: 60 s) from cutting us
+const FIT_DELAY_MS = 50; // debounce of window resizes (a drag fires dozens)
+const DEFAULT_RETRY_S = 5; // when a busy answer names no delay
+
+const CLOSE_NORMAL = 1000; // the shell exited: the session is over
+const CLOSE_UNAUTHORIZED = 4401; // bad or expired token: ask for a fresh one, once
 const CLOSE_FORBIDDEN_ORIGIN = 4403;
-const CLOSE_SUPERSEDED = 4409;
+const CLOSE_SUPERSEDED = 4409; // another tab or window took this terminal over
+
+const THEME = {
+  background: "#0f1419",
+  foreground: "#d7dde5",
+  cursor: "#5ccfe6",
+  cursorAccent: "#0f1419",
+  selectionBackground: "#2d4a5f",
+  black: "#1c2530",
+  red: "#f07178",
+  green: "#bae67e",
+  yellow: "#ffd580",
+  blue: "#73d0ff",
+  magenta: "#d4bfff",
+  cyan: "#95e6cb",
+  white: "#c7cdd5",
+  brightBlack: "#5c6773",
+  brightRed: "#ff8f95",
+  brightGreen: "#d1f5a0",
+  brightYellow: "#ffe6a6",
+  brightBlue: "#a3e0ff",
+  brightMagenta: "#e6d9ff",
+  brightCyan: "#b8f2df",
+  brightWhite: "#ffffff",
+};
 
 const $ = (id: string): HTMLElement => document.getElementById(id) as HTMLElement;
+const encoder = new TextEncoder();
+
+// --- the terminal ------------------------------------------------------------------------
 
 const term = new Terminal({
-  allowProposedApi: true,
+  allowProposedApi: true, // the unicode11 addon uses term.unicode
   cursorBlink: true,
-  fontFamily: getComputedStyle(document.documentElement).getPropertyValue("--mono") || "monospace",
+  fontFamily: getComputedStyle(document.documentElement).getPropertyValue("--mono").trim() || "monospace",
   fontSize: 14,
   scrollback: 10_000,
-  theme: {
-    background: "#0f1419", foreground: "#d7dde5", cursor: "#5ccfe6", cursorAccent: "#0f1419",
-    selectionBackground: "#2d4a5f",
-    black: "#1c2530", red: "#f07178", green: "#bae67e", yellow: "#ffd580",
-    blue: "#73d0ff", magenta: "#d4bfff", cyan: "#95e6cb", white: "#c7cdd5",
-    brightBlack: "#5c6773", brightRed: "#ff8f95", brightGreen: "#d1f5a0", brightYellow: "#ffe6a6",
-    brightBlue: "#a3e0ff", brightMagenta: "#e6d9ff", brightCyan: "#b8f2df", brightWhite: "#ffffff",
-  },
+  theme: THEME,
 });
 const fit = new FitAddon();
 term.loadAddon(fit);
 term.loadAddon(new WebLinksAddon());
-const unicode = new Unicode11Addon();
-term.loadAddon(unicode);
+term.loadAddon(new Unicode11Addon());
 term.unicode.activeVersion = "11";
 term.open($("terminal"));
+
+let renderer: "webgl" | "dom" = "dom";
 try {
   const webgl = new WebglAddon();
-  webgl.onContextLoss(() => webgl.dispose()); // the DOM renderer takes over
+  webgl.onContextLoss(() => {
+    webgl.dispose(); // the DOM renderer takes over
+    renderer = "dom";
+  });
   term.loadAddon(webgl);
+  renderer = "webgl";
 } catch {
-  // no WebGL here: the DOM renderer is fine
+  // no WebGL2 here (e.g. a GPU-less browser): the DOM renderer is fine
 }
 fit.fit();
 
-const encoder = new TextEncoder();
-let socket: WebSocket | null = null;
-let state: State = "starting";
-let backoff = BACKOFF_START_MS;
-let retryTimer: number | undefined;
-let countdownTimer: number | undefined;
-let rendered = 0; // bytes rendered since the last ack
-let ackTimer: number | undefined;
-let tokenRetried = false;
+// --- page state ------------------------------------------------------------------------------
 
-const webterm = {
-  terminal: term,
-  get state(): State {
-    return state;
-  },
-  get socket(): WebSocket | null {
-    return socket;
-  },
-  connect: () => start(),
-};
-(window as unknown as { webterm: typeof webterm }).webterm = webterm;
+let state: State = "starting";
+let socket: WebSocket | null = null;
+let backoff = BACKOFF_START_MS;
+let liveSince = 0;
+let tokenRetried = false;
+let timer: number | undefined; // the one pending retry/reconnect/countdown
+let idleDeadline = 0;
+let idleTimer: number | undefined;
+let keepalive: number | undefined;
+let unacked = 0; // bytes rendered but not yet acknowledged
+let ackTimer: number | undefined;
 
 function setState(next: State, text: string): void {
+  const changed = next !== state;
   state = next;
   const status = $("status");
   status.dataset.state = next;
   status.textContent = text;
+  document.body.dataset.state = next;
+  if (changed) {
+    window.dispatchEvent(new CustomEvent("webterm:state", { detail: { state: next } }));
+  }
 }
 
 function showOverlay(title: string, text: string, button: string | null, action?: () => void): void {
@@ -93,14 +143,15 @@ function showOverlay(title: string, text: string, button: string | null, action?
   $("overlay-text").textContent = text;
   const btn = $("overlay-button") as HTMLButtonElement;
   btn.hidden = button === null;
-  if (button !== null) {
-    btn.textContent = button;
-    btn.onclick = () => {
-      hideOverlay();
-      action?.();
-    };
-  }
+  btn.textContent = button ?? "";
+  btn.onclick = () => {
+    hideOverlay();
+    action?.();
+  };
   $("overlay").hidden = false;
+  if (button !== null) {
+    btn.focus();
+  }
 }
 
 function hideOverlay(): void {
@@ -117,71 +168,54 @@ function showBanner(text: string, button: string, action: () => void): void {
 
 function hideBanner(): void {
   $("banner").hidden = true;
+  window.clearInterval(idleTimer);
 }
 
-function clearTimers(): void {
-  window.clearTimeout(retryTimer);
-  window.clearInterval(countdownTimer);
+function clearTimer(): void {
+  window.clearTimeout(timer);
+  window.clearInterval(timer);
+  timer = undefined;
 }
 
-function countdown(seconds: number, render: (left: number) => void, done: () => void): void {
-  clearTimers();
-  let left = Math.max(1, Math.round(seconds));
-  render(left);
-  countdownTimer = window.setInterval(() => {
-    left -= 1;
-    if (left <= 0) {
-      window.clearInterval(countdownTimer);
-      done();
-    } else {
-      render(left);
-    }
-  }, 1000);
-}
+// --- asking for a terminal ---------------------------------------------------------------------
 
-async function requestTerminal(): Promise<Allocation | { error: string; retryAfter: number }> {
+async function requestTerminal(): Promise<Allocation | Refusal> {
   const client = sessionStorage.getItem(CLIENT_KEY);
   const response = await fetch("/api/terminal", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(client ? { client } : {}),
     credentials: "same-origin",
+    cache: "no-store",
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
     return body as Allocation;
   }
-  const header = Number(response.headers.get("Retry-After"));
-  const retryAfter = Number(body.retry_after) || header || 5;
-  return { error: String(body.error || `HTTP ${response.status}`), retryAfter };
+  const busy = response.status === 503 || response.status === 429;
+  const seconds = Number(body.retry_after) || Number(response.headers.get("Retry-After"));
+  return {
+    status: response.status,
+    error: String(body.error || `HTTP ${response.status}`),
+    retryAfter: busy ? Math.max(1, Math.ceil(seconds || DEFAULT_RETRY_S)) : null,
+  };
 }
 
 async function start(): Promise<void> {
-  clearTimers();
+  clearTimer();
   hideOverlay();
   if (state !== "reconnecting") {
     setState("starting", "starting your terminal…");
   }
-  let answer: Awaited<ReturnType<typeof requestTerminal>>;
+  let answer: Allocation | Refusal;
   try {
     answer = await requestTerminal();
   } catch {
     scheduleReconnect("cannot reach the server");
     return;
   }
-  if ("error" in answer) {
-    setState("busy", "no terminal available");
-    countdown(
-      answer.retryAfter,
-      (left) =>
-        showOverlay(
-          "All terminals are busy",
-          `${answer.error}. Retrying in ${left} s…`,
-          "retry now",
-          () => void start(),
-        ),
-      () => void start(),
-    );
+  if ("status" in answer) {
+    refused(answer);
     return;
   }
   if (answer.client) {
@@ -190,18 +224,61 @@ async function start(): Promise<void> {
   connect(answer);
 }
 
+function refused(refusal: Refusal): void {
+  hideBanner();
+  if (refusal.retryAfter === null) {
+    setState("error", refusal.error);
+    showOverlay("Cannot start a terminal", `${refusal.error} (HTTP ${refusal.status}).`, "try again", () => void start());
+    return;
+  }
+  let left = refusal.retryAfter;
+  const render = (): void => {
+    setState("busy", `no terminal available, retrying in ${left} s`);
+    showOverlay("All terminals are busy", `${refusal.error} — retrying in ${left} s…`, "retry now", () => void start());
+  };
+  render();
+  timer = window.setInterval(() => {
+    left -= 1;
+    if (left > 0) {
+      render();
+    } else {
+      void start();
+    }
+  }, 1000);
+}
+
+// --- the connection ---------------------------------------------------------------------------
+
 function connect(allocation: Allocation): void {
+  const old = socket;
+  socket = null; // its close event is no longer ours to handle
+  old?.close(CLOSE_NORMAL);
   const ws = new WebSocket(allocation.url, ["webterm.v1", `webterm.token.${allocation.token}`]);
   ws.binaryType = "arraybuffer";
   socket = ws;
-  rendered = 0;
-  ws.onopen = () => sendResize();
+  unacked = 0;
+  window.clearTimeout(ackTimer);
+  ackTimer = undefined;
   ws.onmessage = (event: MessageEvent) => {
+    if (socket !== ws) {
+      return;
+    }
     if (event.data instanceof ArrayBuffer) {
       const bytes = new Uint8Array(event.data);
-      term.write(bytes, () => acknowledge(bytes.length));
+      // Acknowledge once xterm.js has parsed them: that is what paces the server.
+      term.write(bytes, () => {
+        if (socket === ws) {
+          acknowledge(bytes.length);
+        }
+      });
     } else {
-      control(JSON.parse(event.data as string));
+      let message: ControlMessage;
+      try {
+        message = JSON.parse(event.data as string) as ControlMessage;
+      } catch {
+        return;
+      }
+      control(message);
     }
   };
   ws.onclose = (event: CloseEvent) => {
@@ -209,13 +286,55 @@ function connect(allocation: Allocation): void {
       return; // an older socket we replaced
     }
     socket = null;
+    window.clearInterval(keepalive);
     closed(event.code, event.reason);
   };
 }
 
+function control(message: ControlMessage): void {
+  switch (message.type) {
+    case "hello":
+      hello(String(message.terminal), message.reattached === true);
+      break;
+    case "idle":
+      idle(Number(message.seconds_left));
+      break;
+    case "exit":
+      ended(
+        state === "idle-warning"
+          ? "Your terminal was closed after a while without input."
+          : `The shell exited with status ${String(message.status)}.`,
+      );
+      break;
+    case "error":
+      console.warn("webterm:", message.message);
+      break;
+    default: // pong, and whatever a newer server adds
+      break;
+  }
+}
+
+function hello(name: string, reattached: boolean): void {
+  // Start from a clean screen: a reattach replays the scrollback, which would otherwise
+  // land below the same output already on screen; a new terminal owes nothing to the
+  // old screen. In-band (RIS), so that output still queued in xterm.js goes first.
+  term.write("\x1bc");
+  clearTimer();
+  tokenRetried = false;
+  liveSince = Date.now();
+  hideOverlay();
+  hideBanner();
+  setState("live", reattached ? `reconnected to ${name}` : `connected to ${name}`);
+  send(JSON.stringify({ type: "ack", bytes: 0 })); // announce flow control right away
+  sendResize();
+  window.clearInterval(keepalive);
+  keepalive = window.setInterval(() => send(JSON.stringify({ type: "ping" })), KEEPALIVE_MS);
+  term.focus();
+}
+
 function acknowledge(bytes: number): void {
-  rendered += bytes;
-  if (rendered >= ACK_EVERY) {
+  unacked += bytes;
+  if (unacked >= ACK_EVERY) {
     flushAck();
   } else if (ackTimer === undefined) {
     ackTimer = window.setTimeout(flushAck, ACK_DELAY_MS);
@@ -225,54 +344,14 @@ function acknowledge(bytes: number): void {
 function flushAck(): void {
   window.clearTimeout(ackTimer);
   ackTimer = undefined;
-  if (rendered > 0 && socket?.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify({ type: "ack", bytes: rendered }));
-    rendered = 0;
+  if (unacked > 0 && send(JSON.stringify({ type: "ack", bytes: unacked }))) {
+    unacked = 0;
   }
-}
-
-function control(message: { type: string; [key: string]: unknown }): void {
-  switch (message.type) {
-    case "hello":
-      if (message.reattached) {
-        term.reset(); // the scrollback replay follows: show it once, not twice
-      }
-      backoff = BACKOFF_START_MS;
-      tokenRetried = false;
-      hideOverlay();
-      hideBanner();
-      setState("live", `connected to ${String(message.terminal)}`);
-      sendResize();
-      term.focus();
-      // announce flow control right away: the server then paces output by our acks
-      socket?.send(JSON.stringify({ type: "ack", bytes: 0 }));
-      break;
-    case "idle": {
-      const left = Number(message.seconds_left);
-      setState("idle-warning", `idle: ends in ${left} s`);
-      showBanner(`Your terminal ends in ${left} s unless you type.`, "stay", stayActive);
-      break;
-    }
-    case "exit":
-      ended(`The shell exited with status ${String(message.status)}.`);
-      break;
-    case "error":
-      console.warn("webterm:", message.message);
-      break;
-  }
-}
-
-function stayActive(): void {
-  // Only input counts as activity. NUL is harmless to a shell's line editor.
-  sendInput("\u0000");
-  hideBanner();
-  setState("live", "connected");
-  term.focus();
 }
 
 function closed(code: number, reason: string): void {
   hideBanner();
-  if (state === "ended") {
+  if (state === "ended" || state === "error" || state === "busy") {
     return;
   }
   if (code === CLOSE_NORMAL) {
@@ -280,8 +359,8 @@ function closed(code: number, reason: string): void {
   } else if (code === CLOSE_SUPERSEDED) {
     setState("error", "opened elsewhere");
     showOverlay(
-      "Opened elsewhere",
-      "This terminal was opened in another tab or window.",
+      "This terminal was opened elsewhere",
+      "Another tab or window took it over. Take it back here?",
       "take it back",
       () => void start(),
     );
@@ -300,49 +379,151 @@ function closed(code: number, reason: string): void {
 }
 
 function ended(text: string): void {
-  clearTimers();
+  clearTimer();
+  hideBanner();
   setState("ended", "session ended");
+  // "new terminal" asks again as the same tab: the old terminal was recycled, so the
+  // manager hands out a fresh one.
   showOverlay("Session ended", text, "new terminal", () => void start());
 }
 
 function scheduleReconnect(why: string): void {
-  setState("reconnecting", `${why}: reconnecting…`);
+  if (liveSince && Date.now() - liveSince > STABLE_MS) {
+    backoff = BACKOFF_START_MS;
+  }
+  liveSince = 0;
   const delay = backoff * (0.75 + Math.random() * 0.5);
   backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-  clearTimers();
-  retryTimer = window.setTimeout(() => void start(), delay);
+  setState("reconnecting", `${why}: reconnecting…`);
+  showBanner(`Connection lost — reconnecting in ${Math.ceil(delay / 1000)} s…`, "now", () => void start());
+  clearTimer();
+  timer = window.setTimeout(() => void start(), delay);
 }
 
-function sendInput(data: string | Uint8Array): void {
-  if (socket?.readyState === WebSocket.OPEN) {
-    socket.send(typeof data === "string" ? encoder.encode(data) : data);
-  }
+// --- idle warnings ---------------------------------------------------------------------------
+
+function idle(secondsLeft: number): void {
+  idleDeadline = Date.now() + secondsLeft * 1000;
+  const render = (): void => {
+    const left = Math.max(0, Math.ceil((idleDeadline - Date.now()) / 1000));
+    setState("idle-warning", `idle: closing in ${left} s`);
+    showBanner(`No input for a while: this terminal closes in ${left} s.`, "stay", stay);
+  };
+  render();
+  window.clearInterval(idleTimer);
+  idleTimer = window.setInterval(render, 250);
 }
 
-function sendResize(): void {
-  if (socket?.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
-  }
+function stay(): void {
+  signalActivity();
+  active();
+  term.focus();
 }
 
-term.onData((data) => {
+function active(): void {
   if (state === "idle-warning") {
     hideBanner();
     setState("live", "connected");
   }
-  sendInput(data);
+}
+
+/** Tells the server the user is here without typing anything. The server counts only
+ * input as activity; an empty binary frame is input that writes nothing to the shell
+ * (unlike any key, even NUL, which vim, readline or a running program would see). */
+function signalActivity(): void {
+  send(new Uint8Array(0));
+}
+
+// --- sending -------------------------------------------------------------------------------------
+
+function send(data: string | Uint8Array): boolean {
+  if (socket?.readyState !== WebSocket.OPEN) {
+    return false;
+  }
+  socket.send(data);
+  return true;
+}
+
+function sendInput(bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.length; offset += INPUT_CHUNK) {
+    send(bytes.subarray(offset, offset + INPUT_CHUNK));
+  }
+}
+
+function sendResize(): void {
+  send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
+}
+
+term.onData((data) => {
+  active();
+  sendInput(encoder.encode(data));
 });
-term.onBinary((data) => sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+term.onBinary((data) => {
+  active();
+  sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff));
+});
 term.onResize(() => sendResize());
 term.onTitleChange((title) => {
   document.title = title ? `${title} — webterm` : "webterm";
   $("title").textContent = title;
 });
 
+// Ctrl+Shift+C copies the selection, Ctrl+Shift+V pastes (the browser's own paste
+// event, which xterm.js handles); plain Ctrl+C and Ctrl+V stay the shell's keys.
+term.attachCustomKeyEventHandler((event) => {
+  if (!event.ctrlKey || !event.shiftKey || event.altKey || event.metaKey) {
+    return true;
+  }
+  const key = event.key.toLowerCase();
+  if (key === "c") {
+    if (event.type === "keydown" && term.hasSelection()) {
+      copy(term.getSelection());
+    }
+    event.preventDefault();
+    return false;
+  }
+  return key !== "v";
+});
+
+function copy(text: string): void {
+  // The async clipboard needs a secure context (https or localhost); elsewhere the
+  // legacy command copies xterm.js's selection through its own copy handler.
+  const legacy = (): void => void document.execCommand("copy");
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(text).catch(legacy);
+  } else {
+    legacy();
+  }
+}
+
 let fitTimer: number | undefined;
 new ResizeObserver(() => {
   window.clearTimeout(fitTimer);
-  fitTimer = window.setTimeout(() => fit.fit(), 50);
+  fitTimer = window.setTimeout(() => fit.fit(), FIT_DELAY_MS);
 }).observe($("terminal"));
+void document.fonts?.ready.then(() => fit.fit());
+
+// --- for automation, tests and the console --------------------------------------------------
+
+const api = {
+  terminal: term,
+  get state(): State {
+    return state;
+  },
+  get socket(): WebSocket | null {
+    return socket;
+  },
+  get renderer(): "webgl" | "dom" {
+    return renderer;
+  },
+  get client(): string | null {
+    return sessionStorage.getItem(CLIENT_KEY);
+  },
+  /** Ask for the terminal again and (re)connect, whatever the state. */
+  connect: (): Promise<void> => start(),
+  /** What the idle banner's "stay" button does. */
+  stay,
+};
+(window as unknown as { webterm: typeof api }).webterm = api;
 
 void start();

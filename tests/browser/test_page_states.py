@@ -1,0 +1,350 @@
+"""The page's states in headless Chromium, against ``fakeserver`` (real shells behind a
+fake webserver/manager that can inject faults): busy, dropped network, another tab taking
+over, refused tokens, idle warnings and timeouts, reloads, flow control, big pastes.
+
+The tests wait for conditions (``wait_for_function``), never for time. Each test gets a
+new browser context, so a new tab identity and a new terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("WEBTERM_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]  # fmt: skip
+WAIT = 20_000  # ms: a hang guard for a loaded 2-core machine, not a timing assertion
+
+BUFFER_TEXT = """() => {
+  const buffer = window.webterm.terminal.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+  return lines.join("\\n");
+}"""
+
+# Every state the page goes through, in order (the page fires `webterm:state` events).
+RECORD_STATES = """() => {
+  window.__states = [window.webterm.state];
+  window.addEventListener("webterm:state", (e) => window.__states.push(e.detail.state));
+}"""
+
+
+class Fake:
+    """The fake backend's control API, as seen from a test."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def config(self, **settings: Any) -> None:
+        self._call("POST", "/fake/config", settings)
+
+    def drop(self) -> int:
+        return int(self._call("POST", "/fake/drop", {})["dropped"])
+
+    def takeover(self) -> dict[str, Any]:
+        return dict(self._call("POST", "/fake/takeover", {}))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/fake/stats"))
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    """Base URL of the server under test: here the fake backend (see module docstring)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.browser.fakeserver"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("fakeserver listening on "), line
+        yield line.split()[-1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        assert code == 0, f"fakeserver exited with {code}"
+
+
+@pytest.fixture
+def fake(base: str) -> Fake:
+    fake = Fake(base)
+    fake.config(busy=0, bad_tokens=0, busy_status=503, retry_after=3, pty_args=[])
+    return fake
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(browser: Browser, base: str, fake: Fake) -> Iterator[Page]:
+    """A fresh tab (own sessionStorage, so its own terminal), not yet opened."""
+    # bypass_csp only lets Playwright evaluate its helpers (wait_for_function compiles
+    # strings); the page's own scripts are what test_page.py::test_csp_allows_the_page checks.
+    context = browser.new_context(viewport={"width": 900, "height": 540}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+def open_live(page: Page, base: str) -> None:
+    page.goto(f"{base}/")
+    wait_state(page, "live")
+    page.evaluate(RECORD_STATES)
+
+
+def wait_state(page: Page, state: str) -> None:
+    page.wait_for_function(f"window.webterm && window.webterm.state === {state!r}", timeout=WAIT)
+
+
+def wait_for_text(page: Page, text: str) -> None:
+    page.wait_for_function(f"() => ({BUFFER_TEXT})().includes({text!r})", timeout=WAIT)
+
+
+def screen(page: Page) -> str:
+    return str(page.evaluate(BUFFER_TEXT))
+
+
+def run(page: Page, command: str) -> None:
+    page.keyboard.type(command + "\n")
+
+
+def states(page: Page) -> list[str]:
+    return list(page.evaluate("window.__states"))
+
+
+def wait_for_stats(page: Page, condition: str) -> None:
+    """Wait until ``condition`` (JS, over the fake's stats ``s``) holds: what the page
+    sends reaches the fake a moment after the click or keypress that caused it."""
+    page.wait_for_function(
+        f"""async () => {{
+            const s = await (await fetch("/fake/stats")).json();
+            return {condition};
+        }}""",
+        timeout=WAIT,
+    )
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_busy_shows_a_countdown_then_retries(tab: Page, base: str, fake: Fake, status: int) -> None:
+    fake.config(busy=2, busy_status=status, retry_after=2)
+    tab.goto(f"{base}/")
+    wait_state(tab, "busy")
+    overlay = tab.locator("#overlay")
+    tab.wait_for_function(
+        "document.getElementById('overlay-text').textContent.includes('retrying in 2 s')",
+        timeout=WAIT,
+    )
+    assert "busy" in overlay.inner_text().lower()
+    tab.wait_for_function(  # the countdown counts
+        "document.getElementById('overlay-text').textContent.includes('retrying in 1 s')",
+        timeout=WAIT,
+    )
+    wait_state(tab, "live")  # two refusals later, without anybody clicking
+    assert overlay.is_hidden()
+    statuses = [r["status"] for r in fake.stats()["requests"][-3:]]
+    assert statuses == [status, status, 200]
+    run(tab, "echo after-busy-$((40+2))")
+    wait_for_text(tab, "after-busy-42")
+
+
+def test_a_network_drop_reconnects_to_the_same_shell_without_duplicating_output(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    open_live(tab, base)
+    run(tab, "MARK=$((1000+1)); echo drop-$MARK")
+    wait_for_text(tab, "drop-1001")
+    first = fake.stats()["requests"][-1]
+    assert fake.drop() == 1  # TCP cut, no close frame: the page sees 1006
+    wait_state(tab, "reconnecting")
+    assert tab.locator("#banner").is_visible()
+    wait_state(tab, "live")
+    wait_for_text(tab, "drop-1001")
+    assert tab.locator("#banner").is_hidden()
+    # the page asked again as the same tab and got the same terminal back
+    again = fake.stats()["requests"][-1]
+    assert again["client"] is not None
+    assert again["terminal"] == first["terminal"]
+    # the scrollback replaced the screen instead of being appended to it
+    assert screen(tab).count("drop-1001") == 1  # the output once (the command says $MARK)
+    run(tab, "echo $MARK-still-here")  # the same shell: its variables survived
+    wait_for_text(tab, "1001-still-here")
+    assert states(tab)[:3] == ["live", "reconnecting", "live"]
+
+
+def test_another_tab_taking_over_offers_to_take_it_back(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    run(tab, "echo mine-$((7*6))")
+    wait_for_text(tab, "mine-42")
+    assert fake.takeover()["hello"]["reattached"] is True
+    tab.wait_for_selector("#overlay:not([hidden])", timeout=WAIT)
+    assert "elsewhere" in tab.locator("#overlay").inner_text().lower()
+    assert tab.evaluate("window.webterm.state") == "error"
+    assert "reconnecting" not in states(tab)  # 4409 is final: no fight between tabs
+    tab.locator("#overlay-button").click()  # "take it back"
+    wait_state(tab, "live")
+    wait_for_text(tab, "mine-42")
+    assert screen(tab).count("mine-42") == 1
+
+
+def test_a_refused_token_is_retried_once_with_a_fresh_one(tab: Page, base: str, fake: Fake) -> None:
+    fake.config(bad_tokens=1)
+    tab.goto(f"{base}/")
+    wait_state(tab, "live")
+    assert [r["status"] for r in fake.stats()["requests"][-2:]] == [200, 200]
+    run(tab, "echo token-ok-$((2*21))")
+    wait_for_text(tab, "token-ok-42")
+
+
+def test_a_token_refused_twice_shows_an_error_screen(tab: Page, base: str, fake: Fake) -> None:
+    fake.config(bad_tokens=2)
+    tab.goto(f"{base}/")
+    wait_state(tab, "error")
+    assert tab.locator("#overlay").is_visible()
+    before = len(fake.stats()["requests"])
+    tab.locator("#overlay-button").click()  # "try again"
+    wait_state(tab, "live")
+    assert len(fake.stats()["requests"]) == before + 1
+
+
+def test_idle_warning_counts_down_and_stay_keeps_the_shell(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    fake.config(pty_args=["--idle-timeout", "4", "--idle-warning", "3"])
+    open_live(tab, base)
+    run(tab, "KEEP=$((20+3))")
+    wait_state(tab, "idle-warning")
+    banner = tab.locator("#banner")
+    assert banner.is_visible()
+    tab.wait_for_function(
+        "document.getElementById('banner-text').textContent.includes(' 1 s')", timeout=WAIT
+    )
+    empty_before = fake.stats()["empty_input_frames"]
+    tab.locator("#banner-button").click()  # "stay": an empty input frame, nothing typed
+    wait_for_stats(tab, f"s.empty_input_frames === {empty_before + 1}")
+    # The server restarted its idle clock: the next warning starts again from the full
+    # 3 s. Without the activity the shell would have ended instead.
+    tab.wait_for_function(
+        "document.getElementById('banner-text').textContent.includes(' 3 s')", timeout=WAIT
+    )
+    assert "ended" not in states(tab)
+    run(tab, "echo kept-$KEEP")
+    wait_for_text(tab, "kept-23")
+    assert "\x00" not in screen(tab)
+
+
+def test_idle_timeout_ends_the_session_and_new_terminal_starts_fresh(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    fake.config(pty_args=["--idle-timeout", "2", "--idle-warning", "1"])
+    open_live(tab, base)
+    run(tab, "echo old-$((5*5))")
+    wait_for_text(tab, "old-25")
+    first = fake.stats()["requests"][-1]["terminal"]
+    wait_state(tab, "ended")
+    assert "ended" in tab.locator("#overlay").inner_text().lower()
+    fake.config(pty_args=[])
+    tab.locator("#overlay-button").click()  # "new terminal"
+    wait_state(tab, "live")
+    assert fake.stats()["requests"][-1]["terminal"] != first
+    run(tab, "echo new-$((6*6))")
+    wait_for_text(tab, "new-36")
+    assert "old-25" not in screen(tab)  # a fresh terminal starts on a clean screen
+
+
+def test_a_reload_keeps_the_terminal(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    run(tab, "RELOADED=$((9*9)); echo before-reload-$RELOADED")
+    wait_for_text(tab, "before-reload-81")
+    first = fake.stats()["requests"][-1]
+    tab.reload()
+    wait_state(tab, "live")
+    wait_for_text(tab, "before-reload-81")
+    again = fake.stats()["requests"][-1]
+    assert again["client"] is not None
+    assert again["terminal"] == first["terminal"]
+    run(tab, "echo after-reload-$RELOADED")
+    wait_for_text(tab, "after-reload-81")
+
+
+def test_rendered_output_is_acknowledged_in_batches(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    before = fake.stats()
+    assert before["ack_messages"] >= 1  # the first ack announces flow control
+    run(tab, "seq 1 30000; echo seq-$((3*11))-done")  # ~170 KB of output
+    wait_for_text(tab, "seq-33-done")
+    # acks follow rendering; wait until they cover the output
+    wait_for_stats(tab, f"s.ack_bytes - {before['ack_bytes']} >= 160000")
+    after = fake.stats()
+    assert after["ack_messages"] - before["ack_messages"] < 40  # batched, not per frame
+
+
+def test_a_paste_larger_than_a_frame_arrives_whole(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    # Raw-ish mode so the tty does not cap line length; wc counts what arrived.
+    run(tab, "stty -icanon -echo; head -c 1200000 | wc -c; stty sane")
+    wait_for_text(tab, "stty sane")
+    frames = fake.stats()["input_frames"]
+    tab.evaluate("window.webterm.terminal.paste(('a'.repeat(99) + '\\n').repeat(12000))")
+    wait_for_text(tab, "1200000")
+    assert fake.stats()["input_frames"] - frames > 1  # split below the 1 MiB frame limit
+    assert tab.evaluate("window.webterm.state") == "live"
+
+
+def test_the_shell_sets_the_title(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    run(tab, "printf '\\033]0;%s\\007' title-$((8*8))")
+    tab.wait_for_function("document.title.includes('title-64')", timeout=WAIT)
+    assert "title-64" in tab.locator("#title").inner_text()
+
+
+def test_resize_messages_follow_the_window(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    cols, rows = tab.evaluate("[window.webterm.terminal.cols, window.webterm.terminal.rows]")
+    assert [cols, rows] in fake.stats()["resizes"]
+    tab.set_viewport_size({"width": 640, "height": 400})
+    tab.wait_for_function(f"window.webterm.terminal.cols < {cols}", timeout=WAIT)
+    new = tab.evaluate("[window.webterm.terminal.cols, window.webterm.terminal.rows]")
+    run(tab, "stty size")
+    wait_for_text(tab, f"{new[1]} {new[0]}")
+    assert fake.stats()["resizes"][-1] == new

@@ -232,9 +232,10 @@ function refused(refusal: Refusal): void {
     return;
   }
   let left = refusal.retryAfter;
+  const title = refusal.status === 429 ? "Too many requests" : "All terminals are busy";
   const render = (): void => {
     setState("busy", `no terminal available, retrying in ${left} s`);
-    showOverlay("All terminals are busy", `${refusal.error} — retrying in ${left} s…`, "retry now", () => void start());
+    showOverlay(title, `Retrying in ${left} s…`, "retry now", () => void start());
   };
   render();
   timer = window.setInterval(() => {
@@ -319,6 +320,9 @@ function hello(name: string, reattached: boolean): void {
   // land below the same output already on screen; a new terminal owes nothing to the
   // old screen. In-band (RIS), so that output still queued in xterm.js goes first.
   term.write("\x1bc");
+  if (!reattached) {
+    setTitle(""); // a new shell: the old one's title means nothing
+  }
   clearTimer();
   tokenRetried = false;
   liveSince = Date.now();
@@ -436,7 +440,7 @@ function signalActivity(): void {
 
 // --- sending -------------------------------------------------------------------------------------
 
-function send(data: string | Uint8Array): boolean {
+function send(data: string | Uint8Array<ArrayBuffer>): boolean {
   if (socket?.readyState !== WebSocket.OPEN) {
     return false;
   }
@@ -444,7 +448,7 @@ function send(data: string | Uint8Array): boolean {
   return true;
 }
 
-function sendInput(bytes: Uint8Array): void {
+function sendInput(bytes: Uint8Array<ArrayBuffer>): void {
   for (let offset = 0; offset < bytes.length; offset += INPUT_CHUNK) {
     send(bytes.subarray(offset, offset + INPUT_CHUNK));
   }
@@ -463,10 +467,11 @@ term.onBinary((data) => {
   sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff));
 });
 term.onResize(() => sendResize());
-term.onTitleChange((title) => {
+function setTitle(title: string): void {
   document.title = title ? `${title} — webterm` : "webterm";
   $("title").textContent = title;
-});
+}
+term.onTitleChange(setTitle);
 
 // Ctrl+Shift+C copies the selection, Ctrl+Shift+V pastes (the browser's own paste
 // event, which xterm.js handles); plain Ctrl+C and Ctrl+V stay the shell's keys.

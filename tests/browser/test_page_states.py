@@ -345,3 +345,54 @@ def test_resize_messages_follow_the_window(tab: Page, base: str, fake: Fake) -> 
     run(tab, "stty size")
     wait_for_text(tab, f"{new[1]} {new[0]}")
     assert fake.stats()["resizes"][-1] == new
+
+
+def test_ctrl_c_stops_a_flood(tab: Page, base: str, fake: Fake) -> None:
+    """Under `yes` the server keeps at most 512 KiB unacknowledged: the page's acks are
+    what keeps output coming, and what lets Ctrl-C through promptly."""
+    open_live(tab, base)
+    acked = fake.stats()["ack_bytes"]
+    run(tab, "yes flood-line")
+    wait_for_stats(tab, f"s.ack_bytes - {acked} > 2 * 1024 * 1024")  # well past one window
+    tab.keyboard.press("Control+c")
+    run(tab, "echo flood-$((4*4))-over")
+    wait_for_text(tab, "flood-16-over")
+
+
+def test_webgl_context_loss_falls_back_to_the_dom_renderer(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    open_live(tab, base)
+    if tab.evaluate("window.webterm.renderer") != "webgl":
+        pytest.fail("this Chromium gave the page no WebGL2 context; the test needs one")
+    tab.evaluate(
+        """() => {
+        const contexts = [...document.querySelectorAll("#terminal canvas")]
+            .map((canvas) => canvas.getContext("webgl2"))  // null for 2D canvases
+            .filter((gl) => gl !== null);
+        contexts[0].getExtension("WEBGL_lose_context").loseContext();
+    }"""
+    )
+    tab.wait_for_function("window.webterm.renderer === 'dom'", timeout=WAIT)
+    run(tab, "echo dom-$((10+10))")
+    wait_for_text(tab, "dom-20")
+    tab.wait_for_function(  # drawn as DOM rows now, not on a canvas
+        "document.querySelector('#terminal .xterm-rows').textContent.includes('dom-20')",
+        timeout=WAIT,
+    )
+    assert tab.evaluate("window.webterm.state") == "live"
+
+
+def test_without_webgl_the_page_uses_the_dom_renderer(browser: Browser, base: str) -> None:
+    no_gl = browser.browser_type.launch(executable_path=CHROMIUM, args=[*ARGS, "--disable-3d-apis"])
+    try:
+        page = no_gl.new_context(bypass_csp=True).new_page()
+        open_live(page, base)
+        assert page.evaluate("window.webterm.renderer") == "dom"
+        run(page, "echo no-gl-$((3+4))")
+        page.wait_for_function(
+            "document.querySelector('#terminal .xterm-rows').textContent.includes('no-gl-7')",
+            timeout=WAIT,
+        )
+    finally:
+        no_gl.close()

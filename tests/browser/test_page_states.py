@@ -247,23 +247,19 @@ def test_a_token_refused_twice_shows_an_error_screen(tab: Page, base: str, fake:
 def test_idle_warning_counts_down_and_stay_keeps_the_shell(
     tab: Page, base: str, fake: Fake
 ) -> None:
-    fake.config(pty_args=["--idle-timeout", "4", "--idle-warning", "3"])
+    fake.config(pty_args=["--idle-timeout", "8", "--idle-warning", "6"])
     open_live(tab, base)
     run(tab, "KEEP=$((20+3))")
     wait_state(tab, "idle-warning")
-    banner = tab.locator("#banner")
-    assert banner.is_visible()
-    tab.wait_for_function(
-        "document.getElementById('banner-text').textContent.includes(' 1 s')", timeout=WAIT
-    )
+    assert tab.locator("#banner").is_visible()
+    banner_says = "document.getElementById('banner-text').textContent.includes(' {} s')"
+    tab.wait_for_function(banner_says.format(5), timeout=WAIT)  # counting down from 6
     empty_before = fake.stats()["empty_input_frames"]
     tab.locator("#banner-button").click()  # "stay": an empty input frame, nothing typed
     wait_for_stats(tab, f"s.empty_input_frames === {empty_before + 1}")
     # The server restarted its idle clock: the next warning starts again from the full
-    # 3 s. Without the activity the shell would have ended instead.
-    tab.wait_for_function(
-        "document.getElementById('banner-text').textContent.includes(' 3 s')", timeout=WAIT
-    )
+    # 6 s. Without the activity the shell would have ended instead.
+    tab.wait_for_function(banner_says.format(6), timeout=WAIT)
     assert "ended" not in states(tab)
     run(tab, "echo kept-$KEEP")
     wait_for_text(tab, "kept-23")

@@ -87,9 +87,10 @@ class _KubernetesAuth(httpx.Auth):
         hook = getattr(self.configuration, "refresh_api_key_hook", None)
         if hook is not None:
             hook(self.configuration)
-        header = self.configuration.get_api_key_with_prefix("authorization")
-        if header:
-            request.headers["Authorization"] = header
+        # kubernetes >= 30 keys the token "BearerToken"; auth_settings() names the header
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                request.headers[setting["key"]] = setting["value"]
         yield request
 
 

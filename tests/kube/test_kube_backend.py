@@ -1,0 +1,276 @@
+"""The kubernetes backend against the Kubernetes API stand-in: the same client code as
+against a cluster, through a kubeconfig; pods are real `webterm pty` processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from tests.kubeapi import MANAGER_ROLE_RULES, PODS, SERVICES, KubeApi, run_kube_api
+from webterm.config import ManagerConfig, WebserverConfig
+from webterm.manager.app import serve as serve_manager
+from webterm.protocol import client_hash, subprotocols_for
+from webterm.webserver.app import serve as serve_webserver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path, **api_options: Any) -> AsyncIterator[tuple[KubeApi, int]]:
+    """The stand-in with the terminal StatefulSet at 0 replicas; yields it and the port
+    the manager must use (the pods call it back for recycles)."""
+    manager_port = free_port()
+    async with run_kube_api(
+        tmp_path,
+        terminal_replicas=0,
+        rbac=MANAGER_ROLE_RULES,
+        pod_args=("--manager-url", f"http://127.0.0.1:{manager_port}"),
+        **api_options,
+    ) as api:
+        yield api, manager_port
+
+
+@asynccontextmanager
+async def manager(api: KubeApi, port: int, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    config = ManagerConfig(
+        **{
+            "secret": api.secret, "backend": "kubernetes", "port": port,
+            "kubeconfig": str(api.kubeconfig), "spares": 1, "max_terminals": 3,
+            "ready_timeout": 20.0, **overrides,
+        }
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_manager, config)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            yield http
+        nursery.cancel_scope.cancel()
+
+
+async def shell(url: str, token: str, command: str, marker: str, origin: str | None = None) -> str:
+    headers = [(b"origin", origin.encode())] if origin else []
+    async with open_websocket_url(
+        url, subprotocols=subprotocols_for(token), extra_headers=headers
+    ) as ws:
+        await ws.send_message(command.encode() + b"\n")
+        out = b""
+        with trio.fail_after(20):
+            while marker.encode() not in out:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    out += message
+        return out.decode(errors="replace")
+
+
+async def test_end_to_end_webserver_manager_and_pods(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port), manager(api, port):
+        config = WebserverConfig(secret=api.secret, manager_url=f"http://127.0.0.1:{port}", port=0)
+        async with trio.open_nursery() as nursery:
+            web_port = await nursery.start(serve_webserver, config)
+            base = f"http://127.0.0.1:{web_port}"
+            async with httpx.AsyncClient(base_url=base, timeout=60) as web:
+                answer = (await web.post("/api/terminal", json={})).json()
+                assert (
+                    answer["url"] == f"ws://127.0.0.1:{web_port}/terminals/{answer['terminal']}/ws"
+                )
+                out = await shell(
+                    answer["url"], answer["token"], "echo pod-$((6*7)); hostname", "pod-42", base
+                )
+                assert "pod-42" in out
+            pod = api.pod(answer["terminal"])
+            assert pod is not None
+            annotations = pod["metadata"]["annotations"]
+            assert annotations["webterm.dev/client"] == client_hash(
+                api.secret, f"tab:{answer['client'].split('.')[0]}"
+            )
+            assert pod["metadata"]["labels"]["webterm.dev/state"] == "in-use"
+            # one in use + one spare
+            await api.wait_ready_count(2)
+            nursery.cancel_scope.cancel()
+
+
+async def test_scale_up_when_spares_run_out_never_past_the_cap(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=2) as http,
+    ):
+        first = await http.post("/v1/allocations", json={"client": "a"})
+        second = await http.post("/v1/allocations", json={"client": "b"})
+        assert first.status_code == second.status_code == 200
+        assert first.json()["terminal"] != second.json()["terminal"]
+        third = await http.post("/v1/allocations", json={"client": "c"})
+        assert third.status_code == 503
+        assert (
+            api.get(
+                __import__("tests.kubeapi", fromlist=["STATEFULSETS"]).STATEFULSETS, "terminal"
+            )["spec"]["replicas"]
+            == 2
+        )
+
+
+async def test_recycle_brings_a_fresh_pod_the_old_token_cannot_open(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=1) as http,
+    ):
+        answer = (await http.post("/v1/allocations", json={"client": "a"})).json()
+        old_uid = api.pod(answer["terminal"])["metadata"]["uid"]
+        assert (await http.delete("/v1/allocations/a")).status_code == 200
+        await api.wait_pod_gone(answer["terminal"], uid=old_uid)
+        fresh = await api.wait_pod_ready(answer["terminal"], not_uid=old_uid)
+        new_address = f"{fresh['status']['podIP']}:7681"
+        with pytest.raises(ConnectionRejected):
+            async with open_websocket_url(
+                f"ws://{new_address}/ws", subprotocols=subprotocols_for(answer["token"])
+            ):
+                pass
+        with trio.fail_after(30):
+            while (
+                again := await http.post("/v1/allocations", json={"client": "b"})
+            ).status_code != 200:
+                await trio.sleep(0.2)
+        assert again.json()["terminal"] == answer["terminal"]
+        out = await shell(
+            f"ws://{again.json()['address']}/ws",
+            again.json()["token"],
+            "echo fresh-$((1+2))",
+            "fresh-3",
+        )
+        assert "fresh-3" in out
+
+
+async def test_restarted_manager_keeps_every_allocation(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port):
+        async with manager(api, port) as http:
+            first = (await http.post("/v1/allocations", json={"client": "keep-me"})).json()
+        async with manager(api, port) as http:
+            again = (await http.post("/v1/allocations", json={"client": "keep-me"})).json()
+            assert (again["terminal"], again["reconnect"]) == (first["terminal"], True)
+            other = (await http.post("/v1/allocations", json={"client": "someone-else"})).json()
+            assert other["terminal"] != first["terminal"]
+
+
+async def test_two_managers_racing_never_double_allocate(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port):
+        port_b = free_port()
+        async with (
+            manager(api, port, spares=4, max_terminals=4) as a,
+            manager(api, port_b, spares=4, max_terminals=4) as b,
+        ):
+            await api.wait_ready_count(4)
+            results: list[tuple[str, httpx.Response]] = []
+
+            async def ask(http: httpx.AsyncClient, client: str) -> None:
+                results.append(
+                    (client, await http.post("/v1/allocations", json={"client": client}))
+                )
+
+            async with trio.open_nursery() as nursery:
+                for i in range(4):
+                    nursery.start_soon(ask, a, f"a{i}")
+                    nursery.start_soon(ask, b, f"b{i}")
+            granted = {c: r.json()["terminal"] for c, r in results if r.status_code == 200}
+            assert len(set(granted.values())) == len(granted), granted  # no terminal twice
+            owners = [
+                p["metadata"].get("annotations", {}).get("webterm.dev/client") for p in api.pods()
+            ]
+            owners = [o for o in owners if o]
+            assert len(owners) == len(set(owners)) == len(granted)
+
+
+async def test_pod_stuck_pending_fails_cleanly_and_is_replaced(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port):
+        api.faults.hold_pending("terminal-0")
+        async with manager(api, port, spares=1, max_terminals=1, ready_timeout=2.0) as http:
+            answer = await http.post("/v1/allocations", json={"client": "a"})
+            assert answer.status_code == 503
+            assert answer.json()["retry_after"] > 0
+            first_uid = api.pod("terminal-0")["metadata"]["uid"]
+            await api.wait_for(
+                PODS, "terminal-0", lambda p: p is None or p["metadata"]["uid"] != first_uid
+            )
+            api.faults.release_pending("terminal-0")
+            with trio.fail_after(30):
+                while (await http.post("/v1/allocations", json={"client": "a"})).status_code != 200:
+                    await trio.sleep(0.2)
+
+
+async def test_reflector_survives_dropped_watches_and_410_storms(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=2, max_terminals=3) as http,
+    ):
+        await api.wait_ready_count(2)
+        for _ in range(3):
+            api.faults.drop_watches(abort=True)
+            api.faults.expire_resource_versions()
+            await trio.sleep(0.2)
+        api.faults.drop_watches_every = 2
+        answer = (await http.post("/v1/allocations", json={"client": "x"})).json()  # scale to 3
+        await api.wait_ready_count(3)
+        api.faults.drop_watches_every = 0
+        with trio.fail_after(30):
+            while True:
+                listing = {
+                    t["name"]: t for t in (await http.get("/v1/terminals")).json()["terminals"]
+                }
+                server = {p["metadata"]["name"]: p["metadata"]["uid"] for p in api.pods()}
+                if set(listing) == set(server) and all(
+                    listing[n]["instance"] == uid and listing[n]["state"] in ("free", "in-use")
+                    for n, uid in server.items()
+                ):
+                    break
+                await trio.sleep(0.1)
+        assert listing[answer["terminal"]]["state"] == "in-use"
+        assert api.requests(verb="list", path="pods")  # it relisted after the 410s
+
+
+async def test_nodeport_services_are_created_and_deleted(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(
+            api, port, address_mode="nodeport", public_host=api.node_ip, spares=1, max_terminals=1
+        ) as http,
+    ):
+        answer = (await http.post("/v1/allocations", json={"client": "np"})).json()
+        service = api.get(SERVICES, f"{answer['terminal']}-np")
+        assert service is not None
+        node_port = service["spec"]["ports"][0]["nodePort"]
+        assert answer["address"] == f"{api.node_ip}:{node_port}"
+        out = await shell(
+            f"ws://{answer['address']}/ws", answer["token"], "echo np-$((2*4))", "np-8"
+        )
+        assert "np-8" in out
+        await http.delete("/v1/allocations/np")
+        await api.wait_for(SERVICES, f"{answer['terminal']}-np", lambda s: s is None)
+
+
+async def test_shell_exit_in_a_pod_recycles_it(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=1) as http,
+    ):
+        answer = (await http.post("/v1/allocations", json={"client": "a"})).json()
+        uid = api.pod(answer["terminal"])["metadata"]["uid"]
+        async with open_websocket_url(
+            f"ws://{answer['address']}/ws", subprotocols=subprotocols_for(answer["token"])
+        ) as ws:
+            await ws.send_message(b"exit\n")
+            with trio.fail_after(20), pytest.raises(ConnectionClosed):
+                while True:
+                    message = await ws.get_message()
+                    if isinstance(message, str):
+                        json.loads(message)
+        await api.wait_pod_ready(answer["terminal"], not_uid=uid)

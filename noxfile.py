@@ -61,3 +61,11 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "src/webterm")
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """The simulated cluster: Kubernetes API stand-in + manager (kubernetes backend) +
+    webserver, for trying webterm-on-Kubernetes in a browser. Ctrl-C stops it."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.kube.cluster", *session.posargs)

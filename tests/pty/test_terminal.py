@@ -474,3 +474,20 @@ async def test_session_ends_at_its_maximum_lifetime_despite_activity() -> None:
         assert "exit" in kinds
         error = next(c for c in client.controls if c["type"] == "error")
         assert "maximum lifetime" in str(error["message"])
+
+
+async def test_an_empty_input_frame_counts_as_activity() -> None:
+    """The page's "stay" button sends an empty binary frame: activity, no keystroke."""
+    async with (
+        running_server(pty_config(idle_timeout=2.0, idle_warning=1.0)) as port,
+        connect(port) as client,
+    ):
+        await client.expect_control("hello")
+        with trio.move_on_after(4.0):
+            while True:  # twice the idle timeout, kept alive by empty frames only
+                await client.ws.send_message(b"")
+                with trio.move_on_after(0.3):
+                    while True:
+                        await client.next()
+        assert not any(c["type"] == "exit" for c in client.controls)
+        await client.run("echo STILL-'ALIVE'", "STILL-ALIVE")

@@ -274,3 +274,16 @@ async def test_shell_exit_in_a_pod_recycles_it(tmp_path: Path) -> None:
                     if isinstance(message, str):
                         json.loads(message)
         await api.wait_pod_ready(answer["terminal"], not_uid=uid)
+
+
+async def test_metrics_count_watches_and_relists(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port), manager(api, port) as http:
+        await api.wait_ready_count(1)
+        api.faults.drop_watches()
+        with trio.fail_after(20):
+            while "webterm_watch_requests 2.0" not in (
+                metrics := (await http.get("/metrics")).text
+            ):
+                await trio.sleep(0.1)
+        assert "webterm_watch_lists 1.0" in metrics  # a dropped watch resumes, no relist
+        assert 'webterm_terminals{state="free"}' in metrics

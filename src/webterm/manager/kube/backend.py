@@ -23,10 +23,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Final, ParamSpec, TypeVar
 
 import trio
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Gauge
 
 from webterm.config import ManagerConfig
 from webterm.manager.backend import BackendDecision, ClaimLost
@@ -83,9 +84,15 @@ class KubernetesBackend:
         self._public: dict[str, str] = {}  # pod -> host:nodePort
         self.stats = ReflectorStats()
         registry = registry or CollectorRegistry()
-        self.m_relists = Counter("webterm_watch_relists", "Full pod lists", registry=registry)
-        self.m_watch_restarts = Counter(
-            "webterm_watch_restarts", "Watch requests started", registry=registry
+        stats = self.stats
+        Gauge("webterm_watch_lists", "Full pod lists so far", registry=registry).set_function(
+            lambda: stats.lists
+        )
+        Gauge("webterm_watch_requests", "Watch requests so far", registry=registry).set_function(
+            lambda: stats.watches
+        )
+        Gauge("webterm_watch_errors", "Watches that broke", registry=registry).set_function(
+            lambda: stats.watch_errors
         )
 
     @property
@@ -109,7 +116,10 @@ class KubernetesBackend:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(
-                    reflect, self.client, self.selector, self._on_listed, self._on_event,
+                    partial(
+                        reflect, self.client, self.selector, self._on_listed, self._on_event,
+                        stats=self.stats,
+                    )
                 )  # fmt: skip
                 replicas = await self._retry(self.client.get_replicas, self.config.statefulset)
                 if self.config.address_mode == "nodeport":
@@ -224,7 +234,6 @@ class KubernetesBackend:
     # --- events from the reflector ----------------------------------------------------------
 
     async def _on_listed(self, pods: dict[str, PodInfo]) -> None:
-        self.m_relists.inc()
         self.pods = pods
         for pod in pods.values():
             await self._emit(pod)

@@ -174,6 +174,22 @@ def up(
 @option(
     "--allowed-origin", "allowed_origins", multiple=True, help="Extra WebSocket Origin allowed."
 )
+@option(
+    "--access",
+    default="none",
+    type=click.Choice(["none", "password", "header"]),
+    help="Gate for the page: none (public), a shared password, or a trusted proxy's header.",
+)
+@option(
+    "--access-password-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File with the shared password (else WEBTERM_ACCESS_PASSWORD).",
+)
+@option("--access-header", default="X-Forwarded-User", help="Header a trusted proxy sets.")
+@option(
+    "--max-per-address", default=5, type=int, help="Terminals per source address (0: no limit)."
+)
 @secret_option
 def webserver(
     manager_url: str,
@@ -184,22 +200,37 @@ def webserver(
     public_host: str | None,
     trusted_proxies: tuple[str, ...],
     allowed_origins: tuple[str, ...],
+    access: str,
+    access_password_file: str | None,
+    access_header: str,
+    max_per_address: int,
     secret_file: str | None,
 ) -> None:
     """The browser-facing service: page, API, WebSocket proxy."""
     from webterm.webserver.app import serve
 
-    config = WebserverConfig(
-        secret=_secret(secret_file),
-        manager_url=manager_url,
-        host=host,
-        port=port,
-        identity=identity,  # type: ignore[arg-type]
-        address_mode=address_mode,  # type: ignore[arg-type]
-        public_host=public_host,
-        trusted_proxies=trusted_proxies,
-        allowed_origins=allowed_origins,
-    )
+    password = os.environ.get("WEBTERM_ACCESS_PASSWORD", "").encode() or None
+    if access_password_file is not None:
+        with open(access_password_file, "rb") as f:
+            password = f.read().strip() or None
+    try:
+        config = WebserverConfig(
+            secret=_secret(secret_file),
+            manager_url=manager_url,
+            host=host,
+            port=port,
+            identity=identity,  # type: ignore[arg-type]
+            address_mode=address_mode,  # type: ignore[arg-type]
+            public_host=public_host,
+            trusted_proxies=trusted_proxies,
+            allowed_origins=allowed_origins,
+            access=access,  # type: ignore[arg-type]
+            access_password=password,
+            access_header=access_header,
+            max_per_address=max_per_address,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     _run(serve, config)
 
 

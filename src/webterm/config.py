@@ -15,6 +15,7 @@ from typing import Final, Literal
 IdentityMode = Literal["tab", "browser", "ip"]
 AddressMode = Literal["proxy", "nodeport"]
 BackendName = Literal["local", "kubernetes"]
+AccessMode = Literal["none", "password", "header"]
 
 SECRET_ENV: Final = "WEBTERM_SECRET"
 MIN_SECRET_BYTES: Final = 16
@@ -109,6 +110,18 @@ class WebserverConfig:
     public_host: str | None = None
     trusted_proxies: tuple[str, ...] = ()  # X-Forwarded-For is believed only from these
     allowed_origins: tuple[str, ...] = ()  # besides the page's own origin
+    access: AccessMode = "none"  # who may use the page at all
+    access_password: bytes | None = field(default=None, repr=False)  # access == "password"
+    access_header: str = "X-Forwarded-User"  # access == "header": set by a trusted proxy
+    max_per_address: int = 5  # terminals one source address may hold (0: no limit)
+
+    def __post_init__(self) -> None:
+        if self.access == "password" and not self.access_password:
+            raise ConfigError(
+                "--access password needs --access-password-file or WEBTERM_ACCESS_PASSWORD"
+            )
+        if self.access == "header" and not self.trusted_proxies:
+            raise ConfigError("--access header needs --trusted-proxy (who sets the header)")
 
 
 @dataclass(frozen=True, kw_only=True)

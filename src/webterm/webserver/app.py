@@ -8,6 +8,9 @@ its transport is injectable so tests can stand the manager in.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -40,6 +43,14 @@ MANAGER_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=150.0, write=5.0, pool=
 """The manager may hold an allocation while a terminal starts (--ready-timeout)."""
 
 RETRY_AFTER_MANAGER_DOWN: Final = 5
+RETRY_AFTER_CAP: Final = 60
+
+OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+"""Probes stay reachable behind the access gate."""
+
+HOLD_SECONDS: Final = 15 * 60
+"""An address is counted as holding a terminal for a client that asked for one within
+this long (pages ask again on every reconnect, so live sessions stay counted)."""
 
 RATE_PER_CLIENT: Final = (1.0, 10)
 """Terminal requests per second and burst, per client identity: a page asks once per
@@ -107,6 +118,7 @@ class Webserver:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self._held: dict[str, dict[str, float]] = {}  # address -> identity -> last request
         self.proxy = TerminalProxy(
             secret=config.secret,
             addresses=AddressBook(manager),
@@ -116,10 +128,62 @@ class Webserver:
         self.app = self._create_app()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"].startswith("/terminals/"):
+        if scope["type"] in ("http", "websocket") and not self._admitted(scope):
+            await self._refuse(scope, send)
+        elif scope["type"] == "websocket" and scope["path"].startswith("/terminals/"):
             await self.proxy(scope, receive, send)
         else:
             await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    # --- the access gate ------------------------------------------------------------------
+
+    def _admitted(self, scope: Scope) -> bool:
+        """The optional gate in front of everything but the probes."""
+        mode = self.config.access
+        if mode == "none" or scope["path"] in OPEN_PATHS:
+            return True
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        if mode == "password":
+            scheme, _, encoded = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"basic":
+                return False
+            try:
+                _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
+            except ValueError:
+                return False
+            expected = self.config.access_password or b""
+            return hmac.compare_digest(
+                hashlib.sha256(password).digest(), hashlib.sha256(expected).digest()
+            )
+        # header: believed only from a trusted proxy, which must have set it
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer is None or remote_address(peer, "0.0.0.0", self.config.trusted_proxies) == peer:
+            return False
+        return bool(headers.get(self.config.access_header.lower().encode(), b"").strip())
+
+    async def _refuse(self, scope: Scope, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401})  # before accept: HTTP 403
+            return
+        headers = [(b"content-type", b"application/json")]
+        if self.config.access == "password":
+            status = 401
+            headers.append((b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"'))
+        else:
+            status = 403
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"error":"not allowed"}'})
+
+    # --- how many terminals one address holds ---------------------------------------------
+
+    def _over_address_cap(self, address: str, identity: str, now: float) -> bool:
+        if self.config.max_per_address <= 0:
+            return False
+        held = self._held.setdefault(address, {})
+        for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
+            del held[other]
+        return identity not in held and len(held) >= self.config.max_per_address
 
     # --- identity -----------------------------------------------------------------------
 
@@ -198,7 +262,12 @@ class Webserver:
                     return _error(
                         429, "too many terminal requests", int(verdict.retry_after_header)
                     )
+            address = self._address()
+            if self._over_address_cap(address, identity, now):
+                return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
             response = await self._allocate(identity, tab_id)
+            if response.status_code == 200:
+                self._held.setdefault(address, {})[identity] = now
             if cookie is not None:
                 response.set_cookie(
                     COOKIE_NAME,
@@ -218,6 +287,7 @@ class Webserver:
             if isinstance(body, Response):
                 return body
             identity, _, _ = self._identity(body)
+            self._held.get(self._address(), {}).pop(identity, None)
             try:
                 answer = await self.manager.delete(f"/v1/allocations/{identity}")
             except httpx.HTTPError:

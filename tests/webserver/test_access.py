@@ -1,0 +1,116 @@
+"""The webserver's access gate and per-address cap, over real HTTP, with the manager
+stood in by an httpx MockTransport."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from webterm.config import ConfigError, WebserverConfig
+from webterm.webserver.app import serve
+
+SECRET = b"webserver-test-secret-0123456789"
+
+
+def fake_manager() -> httpx.MockTransport:
+    names = itertools.count()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/allocations":
+            return httpx.Response(200, json={
+                "terminal": f"terminal-{next(names)}", "address": "127.0.0.1:1",
+                "token": "t", "reconnect": False,
+            })  # fmt: skip
+        return httpx.Response(200, json={"status": "ready"})
+
+    return httpx.MockTransport(handler)
+
+
+@asynccontextmanager
+async def webserver(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    config = WebserverConfig(secret=SECRET, manager_url="http://manager", port=0, **overrides)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lambda task_status: serve(
+            config, task_status=task_status, manager_transport=fake_manager()
+        ))  # fmt: skip
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            yield http
+        nursery.cancel_scope.cancel()
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"me:{password}".encode()).decode()}
+
+
+async def test_password_gate_challenges_and_admits_the_right_password() -> None:
+    async with webserver(access="password", access_password=b"open sesame") as http:
+        refused = await http.post("/api/terminal", json={})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert (await http.get("/", headers=basic("wrong"))).status_code == 401
+        assert (
+            await http.post("/api/terminal", json={}, headers=basic("open sesame"))
+        ).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200  # probes stay open
+
+
+async def test_header_gate_trusts_only_the_trusted_proxy() -> None:
+    async with webserver(access="header", trusted_proxies=("10.9.9.9",)) as http:
+        # we connect from 127.0.0.1, which is not the trusted proxy: the header is not believed
+        response = await http.post("/api/terminal", json={}, headers={"X-Forwarded-User": "eve"})
+        assert response.status_code == 403
+    async with webserver(access="header", trusted_proxies=("127.0.0.1",)) as http:
+        assert (await http.post("/api/terminal", json={})).status_code == 403  # no header
+        ok = await http.post("/api/terminal", json={}, headers={"X-Forwarded-User": "ada"})
+        assert ok.status_code == 200
+
+
+def test_gates_need_their_settings() -> None:
+    with pytest.raises(ConfigError):
+        WebserverConfig(secret=SECRET, manager_url="http://m", access="password")
+    with pytest.raises(ConfigError):
+        WebserverConfig(secret=SECRET, manager_url="http://m", access="header")
+
+
+async def test_one_address_may_hold_only_so_many_terminals() -> None:
+    async with webserver(max_per_address=3) as http:
+        answers = [await http.post("/api/terminal", json={}) for _ in range(3)]
+        assert all(a.status_code == 200 for a in answers)
+        refused = await http.post("/api/terminal", json={})
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "address" in refused.json()["error"]
+        # a client that already holds one still gets it back
+        again = await http.post("/api/terminal", json={"client": answers[0].json()["client"]})
+        assert again.status_code == 200
+        # giving one back makes room
+        await http.request("DELETE", "/api/terminal", json={"client": answers[1].json()["client"]})
+        assert (await http.post("/api/terminal", json={})).status_code == 200
+
+
+async def test_requests_are_rate_limited_per_client() -> None:
+    async with webserver(max_per_address=0) as http:
+        first = (await http.post("/api/terminal", json={})).json()
+        statuses = [
+            (await http.post("/api/terminal", json={"client": first["client"]})).status_code
+            for _ in range(15)
+        ]
+        assert 429 in statuses
+        assert statuses[0] == 200
+
+
+async def test_tab_identities_are_server_issued() -> None:
+    async with webserver() as http:
+        forged = await http.post("/api/terminal", json={"client": "guessed-id"})
+        assert forged.json()["client"] != "guessed-id"
+        tampered = forged.json()["client"][:-2] + "xx"
+        assert (await http.post("/api/terminal", json={"client": tampered})).json()[
+            "client"
+        ] != tampered

@@ -287,3 +287,41 @@ async def test_metrics_count_watches_and_relists(tmp_path: Path) -> None:
                 await trio.sleep(0.1)
         assert "webterm_watch_lists 1.0" in metrics  # a dropped watch resumes, no relist
         assert 'webterm_terminals{state="free"}' in metrics
+
+
+async def test_api_errors_and_a_slow_api_are_ridden_out(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (api, port):
+        api.faults.fail_next(2, status=429, verb="list", retry_after=1)  # at start-up
+        api.faults.fail_next(2, status=500, verb="watch")
+        async with manager(api, port, spares=1, max_terminals=2) as http:
+            await api.wait_ready_count(1)
+            api.faults.fail_next(2, status=500, verb="patch")  # the claim and the scale
+            api.faults.latency = 0.2
+            answer = await http.post("/v1/allocations", json={"client": "steady"})
+            assert answer.status_code == 200
+            api.faults.latency = 0
+            pod = api.pod(answer.json()["terminal"])
+            assert pod["metadata"]["annotations"]["webterm.dev/client"]
+            await api.wait_ready_count(2)  # the scale-up went through despite the 500s
+
+
+async def test_a_pod_deleted_under_a_user_frees_its_owner(tmp_path: Path) -> None:
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=2) as http,
+    ):
+        first = (await http.post("/v1/allocations", json={"client": "victim"})).json()
+        uid = api.pod(first["terminal"])["metadata"]["uid"]
+        api.delete(PODS, first["terminal"], grace_period=0)
+        await api.wait_pod_ready(first["terminal"], not_uid=uid)
+        with trio.fail_after(30):
+            while True:
+                again = (await http.post("/v1/allocations", json={"client": "victim"})).json()
+                if again.get("reconnect") is False:
+                    break  # not the dead pod again: a fresh terminal
+                await trio.sleep(0.2)
+        with pytest.raises(ConnectionRejected):  # the old token dies with the old pod
+            async with open_websocket_url(
+                f"ws://{again['address']}/ws", subprotocols=subprotocols_for(first["token"])
+            ):
+                pass

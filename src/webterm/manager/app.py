@@ -273,6 +273,8 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     response = Response(
         _json({"error": message, **extra}), status=status, content_type="application/json"
     )
+    if status == 413:  # the rest of the body is never read: this connection is done
+        response.headers["Connection"] = "close"
     if "retry_after" in extra:
         response.headers["Retry-After"] = str(extra["retry_after"])
     return response

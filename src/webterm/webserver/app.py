@@ -86,6 +86,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:
+    if status == 413:  # the rest of the body is never read: this connection is done
+        return _json({"error": message}, status, {"Connection": "close"})
     if retry_after is None:
         return _json({"error": message}, status)
     return _json(
@@ -243,7 +245,10 @@ class Webserver:
 
         @app.get("/static/<path:filename>")
         async def static_file(filename: str) -> Response:
-            response = await send_from_directory(self.static_dir, filename)
+            try:
+                response = await send_from_directory(self.static_dir, filename)
+            except (OSError, ValueError):  # e.g. a name too long for the filesystem
+                return _error(404, "not found")
             # Assets are rebuilt with each release; revalidate cheaply (ETag) after an hour.
             response.headers["Cache-Control"] = "public, max-age=3600, must-revalidate"
             return response

@@ -69,3 +69,23 @@ def cluster(session: nox.Session) -> None:
     webserver, for trying webterm-on-Kubernetes in a browser. Ctrl-C stops it."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.kube.cluster", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against terminado and a node-pty + ws reference, in the same run.
+    `nox -s bench -- --quick` for a fast smoke run."""
+    session.install("-e", ".[bench]")
+    peer = ROOT / "bench" / "peers" / "node-reference"
+    if shutil.which("npm"):
+        with session.chdir(peer):
+            # node-pty compiles against the Node headers the distribution ships
+            session.run(
+                "npm",
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                external=True,
+                env={"npm_config_nodedir": "/usr"},
+            )
+    session.run("python", "bench/run.py", *session.posargs)

@@ -197,8 +197,6 @@ class Shell:
                 raise
             if not data:
                 return b""
-            if len(data) < READ_BYTES // 16:
-                return data
             chunks = [data]
             total = len(data)
             while total < COALESCE_BYTES:

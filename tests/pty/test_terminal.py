@@ -340,6 +340,20 @@ async def test_connect_disconnect_cycles_leave_no_zombie_and_no_fd_growth() -> N
     assert not _bash_children()
 
 
+def start_cli_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
+    """`webterm pty` as a subprocess on a free port; returns it and its port."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1", "--port", "0",
+         "--name", NAME, "--instance", INSTANCE, *extra],
+        env={**os.environ, "WEBTERM_SECRET": SECRET.decode()},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("webterm-pty listening on 127.0.0.1:"), line
+    return server, int(line.rsplit(":", 1)[1])
+
+
 def _bash_children() -> list[psutil.Process]:
     return [c for c in psutil.Process().children(recursive=True) if c.name() == "bash"]
 
@@ -347,33 +361,8 @@ def _bash_children() -> list[psutil.Process]:
 async def test_flood_with_slow_reader_keeps_memory_bounded(tmp_path: Path) -> None:
     """`yes` prints without end; the client reads slowly and never acks. The server's
     buffers must stay bounded: the shell is made to wait instead."""
-    env = {**os.environ, "WEBTERM_SECRET": SECRET.decode()}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webterm",
-            "pty",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--name",
-            NAME,
-            "--instance",
-            INSTANCE,
-            "--shell",
-            "/bin/bash --norc -i",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    server, port = start_cli_server("--shell", "/bin/bash --norc -i")
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        port = int(line.rsplit(":", 1)[1])
         proc = psutil.Process(server.pid)
         async with connect(port) as client:
             await client.expect_control("hello")
@@ -396,32 +385,9 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(tmp_path: Path) -> No
 
 
 async def test_cli_sigterm_closes_clients_with_1001_and_exits_0() -> None:
+    server, port = start_cli_server()
     env = {**os.environ, "WEBTERM_SECRET": SECRET.decode()}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webterm",
-            "pty",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--name",
-            NAME,
-            "--instance",
-            INSTANCE,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("webterm-pty listening on 127.0.0.1:")
-        port = int(line.rsplit(":", 1)[1])
         token = subprocess.run(
             [sys.executable, "-m", "webterm", "token", "--terminal", NAME, "--instance", INSTANCE],
             env=env,

@@ -313,8 +313,9 @@ async def test_a_pod_deleted_under_a_user_frees_its_owner(tmp_path: Path) -> Non
         first = (await http.post("/v1/allocations", json={"client": "victim"})).json()
         uid = api.pod(first["terminal"])["metadata"]["uid"]
         api.delete(PODS, first["terminal"], grace_period=1)
-        with trio.fail_after(30):
-            await api.wait_pod_ready(first["terminal"], not_uid=uid)
+        await api.wait_for(
+            PODS, first["terminal"], lambda p: p is None or p["metadata"]["uid"] != uid
+        )
         with trio.fail_after(30):
             while True:
                 again = (await http.post("/v1/allocations", json={"client": "victim"})).json()

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent
 PEERS = ROOT / "peers"
 SECRET = "bench-secret-0123456789abcdef"
 SENTINEL = b"BENCH-DONE-42"
+ACK_EVERY = 64 * 1024  # what the page batches its acks to
 FLOOD = "yes 'webterm throughput benchmark: the quick brown fox jumps over the lazy dog 0123' | head -c {n}; echo BENCH-DONE-$((6*7))\n"
 
 
@@ -48,6 +49,7 @@ class Session:
 
     ws: WebSocketConnection
     kind: str  # "webterm" | "terminado" | "node"
+    unacked: int = 0  # webterm: bytes received but not yet acknowledged
 
     async def send(self, data: str) -> None:
         if self.kind == "terminado":
@@ -68,7 +70,11 @@ class Session:
             if self.kind == "webterm":
                 if isinstance(message, str):
                     continue  # control messages
-                await self.ws.send_message(f'{{"type":"ack","bytes":{len(message)}}}')
+                # acknowledge in 64 KiB batches, as the page does
+                self.unacked += len(message)
+                if self.unacked >= ACK_EVERY:
+                    await self.ws.send_message(f'{{"type":"ack","bytes":{self.unacked}}}')
+                    self.unacked = 0
                 return message
             return message.encode() if isinstance(message, str) else message
 

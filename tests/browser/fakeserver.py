@@ -63,6 +63,7 @@ from webterm.protocol import (
     subprotocols_for,
     token_from_subprotocols,
 )
+from webterm.pty.server import ReplayStream
 from webterm.webserver.app import CONTENT_SECURITY_POLICY
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -370,7 +371,7 @@ class FakeBackend:
             async with trio.open_nursery() as nursery:
                 ws_request = await wrap_server_stream(
                     nursery,
-                    _ReplayStream(stream, request.head),
+                    ReplayStream(stream, request.head),
                     max_message_size=MAX_FRAME_BYTES,
                 )
                 token = token_from_subprotocols(ws_request.proposed_subprotocols)
@@ -483,30 +484,6 @@ async def _run_terminal(
         check=False,
         task_status=task_status,
     )
-
-
-class _ReplayStream(trio.abc.Stream):
-    """``prefix`` (the request head we already read), then the rest of ``stream``."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream, self._prefix = stream, prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 async def _read_request(stream: trio.abc.Stream) -> Request | None:

@@ -401,7 +401,7 @@ async def _close(ws: WebSocketConnection, code: int) -> None:
 # --- HTTP: peek, health, upgrade ------------------------------------------------------------------
 
 
-class _ReplayStream(trio.abc.Stream):
+class ReplayStream(trio.abc.Stream):
     """A stream that first yields ``prefix`` (bytes we already read), then ``stream``."""
 
     def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
@@ -504,7 +504,7 @@ class TerminalServer:
         if request.path == "/healthz" and not upgrade:
             await _respond(stream, 200, "OK", b"ok\n")
         elif request.path == "/ws" and upgrade:
-            await self._websocket(_ReplayStream(stream, head))
+            await self._websocket(ReplayStream(stream, head))
         else:
             await _respond(stream, 404, "Not Found", b"not found\n")
 

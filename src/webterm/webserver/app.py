@@ -1,20 +1,45 @@
 """The webserver: the page, ``POST /api/terminal``, and the terminal WebSocket proxy.
 
-One ASGI callable in front: WebSocket requests for ``/terminals/{name}/ws`` go to the
-raw :class:`~webterm.webserver.proxy.TerminalProxy`; everything else is the Quart app.
-The manager is reached through one ``httpx.AsyncClient`` opened in the service nursery;
-its transport is injectable so tests can stand the manager in.
+Theory of operation
+-------------------
+One raw ASGI callable, :class:`Webserver`, sits in front of everything:
+
+* WebSocket scopes for ``/terminals/...`` go straight to the
+  :class:`~webterm.webserver.proxy.TerminalProxy` (the hot path: no framework);
+* every other HTTP request goes to a small Quart app, wrapped so that each answer
+  carries the security headers and is counted and logged once
+  (``method path status ms``: never a query string, body, token or identity).
+
+The manager is reached through one ``httpx.AsyncClient`` opened in :func:`serve`
+(transport injectable, so tests stand the manager in).
+
+Identity (``--identity``): ``tab`` — the server issues each tab a signed id in the
+answer's ``client`` field and the page sends it back; ``browser`` — a signed id in an
+HttpOnly, SameSite=Strict cookie (Secure over https), never shown to scripts (the
+answer's ``client`` is null); ``ip`` — the remote address. The manager sees
+``tab:<id>``, ``browser:<id>`` or ``ip:<address>`` (see
+:mod:`webterm.webserver.identity`).
+
+Error tree: every error answer is JSON ``{"error": TEXT}``; 429 and 503 add
+``retry_after`` (seconds) and a ``Retry-After`` header. The manager's own 429/503 are
+passed through; a manager that cannot be reached or answers nonsense is a 503 with a
+short retry, so the page shows "busy, retrying" rather than an error.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -22,28 +47,66 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from quart import Response, request, send_from_directory
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
+from webterm.protocol import MAX_FRAME_BYTES
 from webterm.ratelimit import TokenBucketLimiter
-from webterm.webserver.identity import (
-    COOKIE_NAME,
-    issue_id,
+from webterm.webserver.forwarding import (
+    TrustedProxies,
+    is_secure,
+    limit_key,
+    public_host,
     remote_address,
-    verified_id,
+    same_origin,
 )
-from webterm.webserver.proxy import AddressBook, Scope, TerminalProxy
+from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
+from webterm.webserver.proxy import PATH as TERMINAL_PATH
+from webterm.webserver.proxy import AddressBook, Receive, Scope, Send, TerminalProxy
+from webterm.webserver.security import (
+    CONTENT_SECURITY_POLICY,
+    SECURITY_HEADERS,
+    connect_sources,
+    content_security_policy,
+)
+from webterm.webserver.static import (
+    CACHE_INDEX,
+    CACHE_UNVERSIONED,
+    CACHE_VERSIONED,
+    VERSION_PARAM,
+    Asset,
+    StaticSite,
+    accepts_gzip,
+    not_modified,
+)
 
 log = logging.getLogger("webterm.webserver")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
+
 MAX_BODY_BYTES: Final = 16 * 1024
+"""Request bodies: the API's are ~100 bytes; 16 KiB is h11's own header cap."""
+
 MANAGER_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=150.0, write=5.0, pool=10.0)
-"""The manager may hold an allocation while a terminal starts (--ready-timeout)."""
+"""The manager may hold an allocation while a terminal starts (its --ready-timeout,
+120 s by default), so reads may take that long; connecting may not."""
+
+READY_TIMEOUT: Final = 2.0
+"""Seconds /readyz waits for the manager's /readyz: probes have short deadlines."""
+
+SHUTDOWN_GRACE: Final = 3.0
+"""Seconds after cancellation for open connections to finish: relays close both sides
+with 1001 at once; idle keep-alive connections are closed by Hypercorn."""
 
 RETRY_AFTER_MANAGER_DOWN: Final = 5
+"""Seconds the page waits before asking again when the manager cannot be reached."""
+
 RETRY_AFTER_CAP: Final = 60
+"""Seconds before asking again when this address already holds its share of terminals."""
+
+MAX_RETRY_AFTER: Final = 3600
+"""A Retry-After from the manager beyond an hour is a bug; clamp what we pass on."""
 
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 """Probes stay reachable behind the access gate."""
@@ -52,37 +115,53 @@ HOLD_SECONDS: Final = 15 * 60
 """An address is counted as holding a terminal for a client that asked for one within
 this long (pages ask again on every reconnect, so live sessions stay counted)."""
 
+MAX_HELD_ADDRESSES: Final = 100_000
+"""Addresses tracked for the per-address cap before expired entries are swept."""
+
 RATE_PER_CLIENT: Final = (1.0, 10)
 """Terminal requests per second and burst, per client identity: a page asks once per
 load and once per reconnect; ten in a burst covers a flaky network."""
 
 RATE_PER_ADDRESS: Final = (5.0, 60)
-"""Per source address: a shared NAT may carry many users; a single script may not."""
+"""Per source address (IPv6: per /64): a shared NAT may carry many users; a single
+script may not."""
 
-CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self' data:; connect-src 'self' ws: wss:; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
-)
-"""xterm.js sets inline styles on its elements (hence 'unsafe-inline' for styles only);
-scripts come only from our own origin."""
+COOKIE_MAX_AGE: Final = 30 * 24 * 3600
+"""Seconds a browser-mode identity cookie lives: a month of coming back to the same
+terminal (which the manager recycles after its idle timeout anyway)."""
 
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
+MAX_CLIENT_FIELD: Final = 200
+"""A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
+
+_ROUTES: Final = {
+    "/": "/",
+    "/api/terminal": "/api/terminal",
+    "/getPseudoTerminalAddress": "/getPseudoTerminalAddress",
+    "/healthz": "/healthz",
+    "/readyz": "/readyz",
+    "/metrics": "/metrics",
 }
+"""Paths counted under their own label in the request metric; others are ``/static/*``
+or ``other``, so a scan of random paths cannot explode the metric's cardinality."""
+
+
+class _BadRequest(Exception):
+    """An answer to give instead of going on (raised by body parsing)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
+    response = Response(
         json.dumps(body, separators=(",", ":")),
         status=status,
         content_type="application/json",
         headers=headers or {},
     )
+    response.headers.setdefault("Cache-Control", "no-store")  # answers carry tokens
+    return response
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:
@@ -90,64 +169,129 @@ def _error(status: int, message: str, retry_after: int | None = None) -> Respons
         return _json({"error": message}, status, {"Connection": "close"})
     if retry_after is None:
         return _json({"error": message}, status)
+    retry_after = min(max(1, retry_after), MAX_RETRY_AFTER)
     return _json(
         {"error": message, "retry_after": retry_after},
         status,
-        {"Retry-After": str(max(1, retry_after))},
+        {"Retry-After": str(retry_after)},
     )
 
 
 class Webserver:
+    """The ASGI application: dispatcher, proxy and Quart app, over one manager client.
+
+    ``closing`` is set when the service shuts down (see :func:`serve`)."""
+
     def __init__(
         self,
         config: WebserverConfig,
         manager: httpx.AsyncClient,
+        *,
         registry: CollectorRegistry,
         static_dir: Path,
+        closing: trio.Event,
     ) -> None:
         self.config = config
         self.manager = manager
         self.registry = registry
-        self.static_dir = static_dir
+        self.site = StaticSite(static_dir)
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.allowed_origins = frozenset(config.allowed_origins)
         self.per_client = TokenBucketLimiter(rate=RATE_PER_CLIENT[0], burst=RATE_PER_CLIENT[1])
         self.per_address = TokenBucketLimiter(rate=RATE_PER_ADDRESS[0], burst=RATE_PER_ADDRESS[1])
         self.m_requests = Counter(
             "webterm_http_requests", "HTTP requests", ["route", "status"], registry=registry
         )
         self.m_allocation = Histogram(
-            "webterm_terminal_request_seconds",
-            "Time to answer POST /api/terminal",
+            "webterm_allocation_seconds",
+            "Time the manager took to answer an allocation",
+            ["outcome"],
             registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
-        self._held: dict[str, dict[str, float]] = {}  # address -> identity -> last request
+        self._held: dict[str, dict[str, float]] = {}  # limit key -> identity -> last request
         self.proxy = TerminalProxy(
             secret=config.secret,
             addresses=AddressBook(manager),
             allowed_origins=config.allowed_origins,
+            trusted=self.trusted,
             registry=registry,
+            closing=closing,
         )
         self.app = self._create_app()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and not self._admitted(scope):
-            await self._refuse(scope, send)
-        elif scope["type"] == "websocket" and scope["path"].startswith("/terminals/"):
-            await self.proxy(scope, receive, send)
-        else:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"].startswith("/terminals/"):
+            if self._admitted(scope):
+                await self.proxy(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 4401})  # before accept: 403
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)
             await self.app(scope, receive, send)  # type: ignore[arg-type]
 
-    # --- the access gate ------------------------------------------------------------------
+    # --- every HTTP answer: headers, metric, one log line ----------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 0
+        extra = self._response_headers(scope)
+
+        async def send_wrapped(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                headers = list(message.get("headers", []))
+                headers.extend(h for h in extra if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if self._admitted(scope):
+                await self.app(scope, receive, send_wrapped)  # type: ignore[arg-type]
+            else:
+                await self._refuse(send_wrapped)
+        finally:
+            path = scope.get("path", "")
+            route = _ROUTES.get(path) or ("/static/*" if path.startswith("/static/") else "other")
+            self.m_requests.labels(route, str(status)).inc()
+            log.info(
+                "method=%s path=%s status=%d ms=%.1f",
+                scope.get("method", "?"),
+                _loggable(path),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def _response_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        host = self._host_of(scope)
+        policy = content_security_policy(
+            connect_sources(self.config.address_mode, host, self.config.public_host)
+        )
+        headers = [(b"content-security-policy", policy.encode())]
+        headers.extend((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())
+        return headers
+
+    def _host_of(self, scope: Scope) -> str | None:
+        headers = _headers(scope)
+        return public_host(
+            headers.get("host"), headers.get("x-forwarded-host"), _peer(scope), self.trusted
+        )
+
+    # --- the access gate ----------------------------------------------------------------
 
     def _admitted(self, scope: Scope) -> bool:
         """The optional gate in front of everything but the probes."""
         mode = self.config.access
         if mode == "none" or scope["path"] in OPEN_PATHS:
             return True
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        headers = _headers(scope)
         if mode == "password":
-            scheme, _, encoded = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() != b"basic":
+            scheme, _, encoded = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "basic":
                 return False
             try:
                 _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
@@ -158,17 +302,12 @@ class Webserver:
                 hashlib.sha256(password).digest(), hashlib.sha256(expected).digest()
             )
         # header: believed only from a trusted proxy, which must have set it
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if peer is None or remote_address(peer, "0.0.0.0", self.config.trusted_proxies) == peer:
+        if _peer(scope) not in self.trusted:
             return False
-        return bool(headers.get(self.config.access_header.lower().encode(), b"").strip())
+        return bool(headers.get(self.config.access_header.lower(), "").strip())
 
-    async def _refuse(self, scope: Scope, send: Any) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4401})  # before accept: HTTP 403
-            return
-        headers = [(b"content-type", b"application/json")]
+    async def _refuse(self, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         if self.config.access == "password":
             status = 401
             headers.append((b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"'))
@@ -177,146 +316,226 @@ class Webserver:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"error":"not allowed"}'})
 
-    # --- how many terminals one address holds ---------------------------------------------
-
-    def _over_address_cap(self, address: str, identity: str, now: float) -> bool:
-        if self.config.max_per_address <= 0:
-            return False
-        held = self._held.setdefault(address, {})
-        for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
-            del held[other]
-        return identity not in held and len(held) >= self.config.max_per_address
-
-    # --- identity -----------------------------------------------------------------------
+    # --- who is asking --------------------------------------------------------------------
 
     def _address(self) -> str:
-        peer = request.remote_addr
         return remote_address(
-            peer, request.headers.get("X-Forwarded-For"), self.config.trusted_proxies
+            request.remote_addr, request.headers.get("X-Forwarded-For"), self.trusted
         )
 
-    def _identity(self, body: dict[str, Any]) -> tuple[str, str | None, str | None]:
-        """``(identity for the manager, id to hand back to the tab, cookie to set)``."""
+    def _secure(self) -> bool:
+        return is_secure(
+            request.scheme,
+            request.headers.get("X-Forwarded-Proto"),
+            request.remote_addr,
+            self.trusted,
+        )
+
+    def _identity(self, body: dict[str, Any], *, issue: bool) -> tuple[str | None, str | None]:
+        """``(identity for the manager, id to hand the tab / cookie to set)``.
+
+        A missing or forged id is replaced by a fresh one when ``issue``; otherwise
+        (giving a terminal back) there is nobody to speak for: ``(None, None)``."""
         secret = self.config.secret
         mode = self.config.identity
         if mode == "ip":
-            return f"ip:{self._address()}", None, None
-        if mode == "browser":
-            presented = request.cookies.get(COOKIE_NAME)
-            random_part = verified_id(secret, presented)
-            if random_part is not None:
-                return f"browser:{random_part}", None, None
-            fresh = issue_id(secret)
-            return f"browser:{verified_id(secret, fresh)}", None, fresh
-        random_part = verified_id(secret, body.get("client"))
+            return manager_identity("ip", self._address()), None
+        presented = request.cookies.get(COOKIE_NAME) if mode == "browser" else body.get("client")
+        random_part = verified_id(secret, mode, presented)
         if random_part is not None:
-            return f"tab:{random_part}", str(body["client"]), None
-        fresh = issue_id(secret)
-        return f"tab:{verified_id(secret, fresh)}", fresh, None
+            return manager_identity(mode, random_part), presented if mode == "tab" else None
+        if not issue:
+            return None, None
+        fresh = issue_id(secret, mode)
+        random_part = fresh.partition(".")[0]
+        return manager_identity(mode, random_part), fresh
 
-    def _secure(self) -> bool:
-        if request.scheme == "https":
-            return True
-        proto = request.headers.get("X-Forwarded-Proto", "")
-        peer = request.remote_addr
-        trusted = remote_address(peer, "0.0.0.0", self.config.trusted_proxies) != peer
-        return trusted and proto.lower() == "https"
+    def _foreign_origin(self) -> bool:
+        """A browser request from another site's page (defence in depth against CSRF:
+        browsers send Origin with every POST and DELETE)."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin in self.allowed_origins:
+            return False
+        host = self._host_of_request()
+        return host is None or not same_origin(origin, host)
 
-    # --- the app ------------------------------------------------------------------------
+    # --- limits ---------------------------------------------------------------------------
+
+    def _limited(self, identity: str, address: str) -> Response | None:
+        """A 429 if this request is over a rate or the address is over its cap."""
+        now = trio.current_time()
+        key = limit_key(address)
+        for limiter, bucket in ((self.per_address, key), (self.per_client, identity)):
+            verdict = limiter.take(bucket, now)
+            if not verdict.allowed:
+                return _error(
+                    429, "too many terminal requests", math.ceil(verdict.retry_after) or 1
+                )
+        if self.config.max_per_address > 0:
+            held = self._held.get(key, {})
+            for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
+                del held[other]
+            if identity not in held and len(held) >= self.config.max_per_address:
+                return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
+        return None
+
+    def _hold(self, identity: str, address: str) -> None:
+        if self.config.max_per_address <= 0:
+            return
+        now = trio.current_time()
+        if len(self._held) >= MAX_HELD_ADDRESSES:
+            for key in [k for k, held in self._held.items() if not _fresh(held, now)]:
+                del self._held[key]
+        self._held.setdefault(limit_key(address), {})[identity] = now
+
+    def _release(self, identity: str, address: str) -> None:
+        held = self._held.get(limit_key(address))
+        if held is not None:
+            held.pop(identity, None)
+            if not held:
+                del self._held[limit_key(address)]
+
+    # --- the manager ----------------------------------------------------------------------
+
+    async def _allocate(self, identity: str) -> dict[str, Any] | Response:
+        """The manager's allocation for ``identity`` (validated), or the error answer."""
+        started = trio.current_time()
+        try:
+            answer = await self.manager.post("/v1/allocations", json={"client": identity})
+        except httpx.HTTPError as exc:
+            self.m_allocation.labels("unreachable").observe(trio.current_time() - started)
+            log.warning("manager unreachable: %s", type(exc).__name__)
+            return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
+        outcome = "ok" if answer.status_code == 200 else str(answer.status_code)
+        self.m_allocation.labels(outcome).observe(trio.current_time() - started)
+        if answer.status_code != 200:
+            return _passthrough_error(answer)
+        got = _allocation(answer)
+        if got is None:
+            log.warning("manager answered an allocation with an unexpected body")
+            return _error(503, "terminal manager answered badly", RETRY_AFTER_MANAGER_DOWN)
+        return got
+
+    def _terminal_url(self, name: str, address: str, host: str | None) -> str:
+        """What the browser dials for terminal ``name`` at ``address``; ``host`` is the
+        page's own (validated) host, needed in proxy mode."""
+        if self.config.address_mode == "nodeport":
+            terminal_host, _, port = address.rpartition(":")
+            if self.config.public_host:
+                terminal_host = self.config.public_host
+            if ":" in terminal_host and not terminal_host.startswith("["):
+                terminal_host = f"[{terminal_host}]"
+            return f"ws://{terminal_host}:{port}/ws"
+        scheme = "wss" if self._secure() else "ws"
+        return f"{scheme}://{host}/terminals/{name}/ws"
+
+    # --- the app --------------------------------------------------------------------------
 
     def _create_app(self) -> QuartTrio:
         app = QuartTrio("webterm.webserver", static_folder=None)
         app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-
-        @app.after_request
-        async def headers(response: Response) -> Response:
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            self.m_requests.labels(route, str(response.status_code)).inc()
-            log.info("%s %s %d", request.method, route, response.status_code)
-            return response
+        app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
 
         @app.get("/")
         async def index() -> Response:
-            response = await send_from_directory(self.static_dir, "index.html")
-            response.headers["Cache-Control"] = "no-cache"
-            return response
+            asset = self.site.index()
+            if asset is None:
+                return _error(404, "the page is not built (no index.html)")
+            return _asset_response(asset, CACHE_INDEX)
 
         @app.get("/static/<path:filename>")
         async def static_file(filename: str) -> Response:
-            try:
-                response = await send_from_directory(self.static_dir, filename)
-            except (OSError, ValueError):  # e.g. a name too long for the filesystem
+            asset = self.site.asset(filename)
+            if asset is None:
                 return _error(404, "not found")
-            # Assets are rebuilt with each release; revalidate cheaply (ETag) after an hour.
-            response.headers["Cache-Control"] = "public, max-age=3600, must-revalidate"
-            return response
+            versioned = request.args.get(VERSION_PARAM) == asset.version
+            return _asset_response(asset, CACHE_VERSIONED if versioned else CACHE_UNVERSIONED)
 
         @app.post("/api/terminal")
         async def terminal() -> Response:
-            started = trio.current_time()
-            body = await _json_body()
-            if isinstance(body, Response):
-                return body
-            identity, tab_id, cookie = self._identity(body)
-            now = trio.current_time()
-            for limiter, key in ((self.per_address, self._address()), (self.per_client, identity)):
-                verdict = limiter.take(key, now)
-                if not verdict.allowed:
-                    return _error(
-                        429, "too many terminal requests", int(verdict.retry_after_header)
-                    )
-            address = self._address()
-            if self._over_address_cap(address, identity, now):
-                return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
-            response = await self._allocate(identity, tab_id)
-            if response.status_code == 200:
-                self._held.setdefault(address, {})[identity] = now
-            if cookie is not None:
+            try:
+                if self._foreign_origin():
+                    return _error(403, "origin not allowed")
+                host = self._host_of_request()
+                if self.config.address_mode == "proxy" and host is None:
+                    return _error(400, "bad Host header")
+                body = await _json_body()
+                if "client" in body and not _short_string_or_null(body["client"]):
+                    return _error(400, "'client' must be a string")
+                identity, handed = self._identity(body, issue=True)
+                assert identity is not None
+                address = self._address()
+                refusal = self._limited(identity, address)
+                if refusal is not None:
+                    return refusal
+                got = await self._allocate(identity)
+                if isinstance(got, Response):
+                    return got
+                self._hold(identity, address)
+                response = _json(
+                    {
+                        "terminal": got["terminal"],
+                        "url": self._terminal_url(got["terminal"], got["address"], host),
+                        "token": got["token"],
+                        "reconnect": got["reconnect"],
+                        "client": handed if self.config.identity == "tab" else None,
+                    }
+                )
+            except _BadRequest as bad:
+                return bad.response
+            if self.config.identity == "browser" and handed is not None:
                 response.set_cookie(
                     COOKIE_NAME,
-                    cookie,
+                    handed,
+                    max_age=COOKIE_MAX_AGE,
+                    path="/",
+                    secure=self._secure(),
                     httponly=True,
                     samesite="Strict",
-                    secure=self._secure(),
-                    path="/",
-                    max_age=30 * 24 * 3600,
                 )
-            self.m_allocation.observe(trio.current_time() - started)
             return response
 
         @app.delete("/api/terminal")
         async def give_back() -> Response:
-            body = await _json_body()
-            if isinstance(body, Response):
-                return body
-            identity, _, _ = self._identity(body)
-            self._held.get(self._address(), {}).pop(identity, None)
             try:
-                answer = await self.manager.delete(f"/v1/allocations/{identity}")
+                if self._foreign_origin():
+                    return _error(403, "origin not allowed")
+                body = await _json_body()
+            except _BadRequest as bad:
+                return bad.response
+            if "client" in body and not _short_string_or_null(body["client"]):
+                return _error(400, "'client' must be a string")
+            identity, _ = self._identity(body, issue=False)
+            if identity is None:
+                return _json({"released": False})
+            self._release(identity, self._address())
+            try:
+                answer = await self.manager.delete(f"/v1/allocations/{quote(identity, safe='')}")
             except httpx.HTTPError:
                 return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
             return _json({"released": answer.status_code == 200})
 
         @app.post("/getPseudoTerminalAddress")
         async def legacy() -> Response:
-            """The original project's call. The claimed ``IP`` is not trusted: the
-            caller's identity is its own remote address, as in ``ip`` mode."""
-            body = await _json_body()
-            if isinstance(body, Response):
-                return body
-            if not isinstance(body.get("IP"), str):
-                return _error(400, "'IP' must be a string")
+            """The original project's call, kept for its clients. The ``IP`` it sends
+            was the caller's own address; it is not believed (anyone could name anyone):
+            the caller's identity is its real remote address, exactly as in ``ip``
+            mode, and it can never name a tab's or browser's terminal."""
             try:
-                answer = await self.manager.post(
-                    "/v1/allocations", json={"client": f"ip:{self._address()}"}
-                )
-            except httpx.HTTPError:
-                return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
-            if answer.status_code != 200:
-                return _passthrough_error(answer)
-            got = answer.json()
+                body = await _json_body()
+            except _BadRequest as bad:
+                return bad.response
+            if not isinstance(body.get("IP"), str) or len(body["IP"]) > MAX_CLIENT_FIELD:
+                return _error(400, "'IP' must be a string")
+            address = self._address()
+            identity = manager_identity("ip", address)
+            refusal = self._limited(identity, address)
+            if refusal is not None:
+                return refusal
+            got = await self._allocate(identity)
+            if isinstance(got, Response):
+                return got
+            self._hold(identity, address)
             return _json({"podName": got["terminal"], "ip": got["address"]})
 
         @app.get("/healthz")
@@ -325,11 +544,11 @@ class Webserver:
 
         @app.get("/readyz")
         async def readyz() -> Response:
-            try:
-                answer = await self.manager.get("/readyz", timeout=2.0)
-            except httpx.HTTPError:
-                return _error(503, "terminal manager unavailable")
-            if answer.status_code != 200:
+            answer = None
+            with trio.move_on_after(READY_TIMEOUT):
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await self.manager.get("/readyz")
+            if answer is None or answer.status_code != 200:
                 return _error(503, "terminal manager not ready")
             return _json({"status": "ready"})
 
@@ -347,62 +566,120 @@ class Webserver:
             app.register_error_handler(status, _error_handler(status, message))
         return app
 
-    async def _allocate(self, identity: str, tab_id: str | None) -> Response:
-        try:
-            answer = await self.manager.post("/v1/allocations", json={"client": identity})
-        except httpx.HTTPError as exc:
-            log.warning("manager unreachable: %s", type(exc).__name__)
-            return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
-        if answer.status_code != 200:
-            return _passthrough_error(answer)
-        got = answer.json()
-        name = got["terminal"]
-        if self.config.address_mode == "nodeport":
-            url = f"ws://{got['address']}/ws"
-        else:
-            scheme = "wss" if self._secure() else "ws"
-            url = f"{scheme}://{request.host}/terminals/{name}/ws"
-        return _json(
-            {
-                "terminal": name,
-                "url": url,
-                "token": got["token"],
-                "reconnect": bool(got.get("reconnect")),
-                "client": tab_id,
-            }
+    def _host_of_request(self) -> str | None:
+        return public_host(
+            request.headers.get("Host"),
+            request.headers.get("X-Forwarded-Host"),
+            request.remote_addr,
+            self.trusted,
         )
 
 
+def _fresh(held: dict[str, float], now: float) -> bool:
+    return any(now - seen <= HOLD_SECONDS for seen in held.values())
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, lowercased names; the last value wins."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _loggable(path: str) -> str:
+    return path[:200].encode("unicode_escape").decode("ascii")
+
+
+def _short_string_or_null(value: object) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= MAX_CLIENT_FIELD)
+
+
+def _allocation(answer: httpx.Response) -> dict[str, Any] | None:
+    """The manager's allocation if it has the contract's shape, else None."""
+    try:
+        got = answer.json()
+    except ValueError:
+        return None
+    if not isinstance(got, dict):
+        return None
+    name, address, token = got.get("terminal"), got.get("address"), got.get("token")
+    if not isinstance(name, str) or TERMINAL_PATH.match(f"/terminals/{name}/ws") is None:
+        return None
+    if not isinstance(address, str) or ":" not in address or not isinstance(token, str):
+        return None
+    return {
+        "terminal": name,
+        "address": address,
+        "token": token,
+        "reconnect": bool(got.get("reconnect")),
+    }
+
+
+def _asset_response(asset: Asset, cache_control: str) -> Response:
+    gzipped = asset.gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding"))
+    etag = asset.gzip_etag if gzipped else asset.etag
+    headers = {
+        "Cache-Control": cache_control,
+        "ETag": etag,
+        "Last-Modified": asset.last_modified,
+        "Vary": "Accept-Encoding",
+    }
+    if not_modified(
+        etag,
+        asset.last_modified,
+        request.headers.get("If-None-Match"),
+        request.headers.get("If-Modified-Since"),
+    ):
+        return Response(b"", status=304, headers=headers)
+    if gzipped:
+        assert asset.gzipped is not None
+        headers["Content-Encoding"] = "gzip"
+        return Response(asset.gzipped, content_type=asset.content_type, headers=headers)
+    return Response(asset.body, content_type=asset.content_type, headers=headers)
+
+
 def _passthrough_error(answer: httpx.Response) -> Response:
+    """The manager's refusal, as the page expects it: 429 stays 429, anything else is
+    "no terminal now" (503), each with the manager's message and retry delay."""
+    message, retry_after = "no terminal available", RETRY_AFTER_MANAGER_DOWN
     try:
         body = answer.json()
-        message = str(body.get("error", "no terminal available"))
-        retry_after = int(body.get("retry_after", answer.headers.get("Retry-After", 5)))
-    except (ValueError, TypeError, AttributeError):
-        message, retry_after = "no terminal available", 5
-    status = answer.status_code if answer.status_code in (429, 503) else 503
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"][:200]
+        raw = body.get("retry_after") if isinstance(body, dict) else None
+        if raw is None:
+            raw = answer.headers.get("Retry-After")
+        if raw is not None:
+            retry_after = math.ceil(float(raw))
+    except (ValueError, TypeError, OverflowError):
+        pass
+    status = 429 if answer.status_code == 429 else 503
     return _error(status, message, retry_after)
 
 
-def _error_handler(status: int, message: str) -> Any:
+def _error_handler(status: int, message: str) -> Callable[[Exception], Awaitable[Response]]:
     async def handler(_: Exception) -> Response:
         return _error(status, message)
 
     return handler
 
 
-async def _json_body() -> dict[str, Any] | Response:
+async def _json_body() -> dict[str, Any]:
+    """The request's JSON object ({} for an empty body), or raise :class:`_BadRequest`."""
     raw = await request.get_data(as_text=False)
     if len(raw) > MAX_BODY_BYTES:
-        return _error(413, "request body too large")
+        raise _BadRequest(_error(413, "request body too large"))
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
-        return _error(400, "request body must be JSON")
+    except (ValueError, RecursionError):
+        raise _BadRequest(_error(400, "request body must be JSON")) from None
     if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object")
+        raise _BadRequest(_error(400, "request body must be a JSON object"))
     return body
 
 
@@ -413,31 +690,60 @@ async def serve(
     manager_transport: httpx.AsyncBaseTransport | None = None,
     static_dir: Path | None = None,
 ) -> None:
-    """Serve the page, the API and the proxy until cancelled."""
+    """Serve the page, the API and the proxy until cancelled; reports the bound port.
+
+    Cancellation is a graceful shutdown: Hypercorn stops listening, every relay closes
+    both of its sockets with 1001, keep-alive connections are closed, and whatever is
+    still running after :data:`SHUTDOWN_GRACE` seconds is cancelled.
+
+    ``manager_transport`` stands the manager in (tests); ``static_dir`` replaces the
+    built page's directory (default: the package's ``static/``)."""
     registry = CollectorRegistry()
+    closing = trio.Event()
     hyper = HypercornConfig()
-    hyper.bind = [f"{config.host}:{config.port}"]
-    hyper.accesslog = None
-    hyper.graceful_timeout = 2.0
-    hyper.websocket_max_message_size = 1024 * 1024
+    hyper.bind = [
+        f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    ]
+    hyper.accesslog = None  # we log one line per request ourselves
+    hyper.graceful_timeout = SHUTDOWN_GRACE - 1.0
+    hyper.include_server_header = False
+    hyper.websocket_max_message_size = MAX_FRAME_BYTES
+    http_scope = trio.CancelScope(shield=True)
     async with httpx.AsyncClient(
         base_url=config.manager_url,
         transport=manager_transport,
         timeout=MANAGER_TIMEOUT,
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     ) as manager:
-        webserver = Webserver(config, manager, registry, static_dir or STATIC_DIR)
+        webserver = Webserver(
+            config,
+            manager,
+            registry=registry,
+            static_dir=static_dir or STATIC_DIR,
+            closing=closing,
+        )
+
+        async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            # Shielded: outside cancellation must not cut connections mid-frame; the
+            # `finally` below asks Hypercorn to stop and bounds how long it may take.
+            with http_scope:
+                await hypercorn_serve(
+                    webserver,  # type: ignore[arg-type]  # a plain ASGI callable, loosely typed
+                    hyper,
+                    shutdown_trigger=closing.wait,
+                    task_status=task_status,
+                )
+
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(_serve_http, webserver, hyper)
+            binds = await nursery.start(run_http)
             port = int(binds[0].rsplit(":", 1)[1])
             log.info("webserver listening on %s", binds[0])
             task_status.started(port)
+            try:
+                await trio.sleep_forever()
+            finally:
+                closing.set()
+                http_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
 
 
-async def _serve_http(
-    app: Any, hyper: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]
-) -> None:
-    await hypercorn_serve(app, hyper, task_status=task_status)
-
-
-__all__ = ["Webserver", "serve"]
+__all__ = ["CONTENT_SECURITY_POLICY", "Webserver", "serve"]

@@ -2,10 +2,15 @@
 
 An identity the browser carries (``tab`` mode: an id the page keeps in
 sessionStorage; ``browser`` mode: an HttpOnly cookie) is ``<random>.<mac>``: 128 random
-bits and an HMAC of them under the shared secret. The server accepts back only ids it
-issued, so a client can neither pick a weak id nor guess another's; a missing or
-forged one is simply replaced by a fresh one. ``ip`` mode uses the remote address,
-believing ``X-Forwarded-For`` only from configured trusted proxies.
+bits (base64url) and a 128-bit HMAC-SHA256 of them, keyed with the shared secret and
+bound to the mode. The server accepts back only ids it issued, so a client can neither
+pick a weak id nor guess another's; a missing or forged one is simply replaced by a
+fresh one. The MAC is compared in constant time.
+
+The string the manager sees is namespaced by mode — ``tab:<random>``,
+``browser:<random>``, ``ip:<address>`` — so no kind of identity can ever be taken
+for another (see :func:`manager_identity`). ``ip`` mode (the remote address) lives in
+:mod:`webterm.webserver.forwarding`.
 """
 
 from __future__ import annotations
@@ -13,69 +18,55 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
+import re
 import secrets
-from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal
 
-ID_RANDOM_BYTES: Final = 16  # 128 bits: far beyond guessing
+ID_RANDOM_BYTES: Final = 16
+"""128 bits: far beyond guessing, and the size of a UUID."""
+
+MAC_BYTES: Final = 16
+"""128 bits of HMAC-SHA256: forging one is as hard as guessing the id itself."""
+
 COOKIE_NAME: Final = "webterm_client"
 
+MAX_ID_CHARS: Final = 100
+"""A genuine id is 22 + 1 + 22 characters; anything much longer is not worth hashing."""
 
-def _mac(secret: bytes, random_part: str) -> str:
-    digest = hmac.new(secret, b"identity\x00" + random_part.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+_RANDOM_PART: Final = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
-
-def issue_id(secret: bytes) -> str:
-    random_part = secrets.token_urlsafe(ID_RANDOM_BYTES)
-    return f"{random_part}.{_mac(secret, random_part)}"
+IssuedKind = Literal["tab", "browser"]
 
 
-def verified_id(secret: bytes, presented: object) -> str | None:
-    """The random part of a genuine id, or None for anything else."""
-    if not isinstance(presented, str) or len(presented) > 100:
+def _mac(secret: bytes, kind: IssuedKind, random_part: str) -> str:
+    message = b"identity\x00" + kind.encode() + b"\x00" + random_part.encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:MAC_BYTES]).rstrip(b"=").decode()
+
+
+def issue_id(secret: bytes, kind: IssuedKind) -> str:
+    """A fresh ``<random>.<mac>`` id for a tab or a browser."""
+    random_part = base64.urlsafe_b64encode(secrets.token_bytes(ID_RANDOM_BYTES))
+    text = random_part.rstrip(b"=").decode()
+    return f"{text}.{_mac(secret, kind, text)}"
+
+
+def verified_id(secret: bytes, kind: IssuedKind, presented: object) -> str | None:
+    """The random part of an id this server issued for ``kind``; None for anything else
+    (not a string, malformed, another kind's id, a bad MAC)."""
+    if not isinstance(presented, str) or len(presented) > MAX_ID_CHARS:
         return None
     random_part, dot, mac = presented.partition(".")
-    if not dot or not random_part:
+    if not dot or not _RANDOM_PART.match(random_part):
         return None
-    if not hmac.compare_digest(mac.encode(), _mac(secret, random_part).encode()):
+    if not hmac.compare_digest(mac.encode(), _mac(secret, kind, random_part).encode()):
         return None
     return random_part
 
 
-def remote_address(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[str]
-) -> str:
-    """The client's address: the peer, or — only when the peer is a trusted proxy —
-    the right-most address in ``X-Forwarded-For`` that is not itself trusted."""
-    if peer is None:
-        return "unknown"
-    if not forwarded_for or not _is_trusted(peer, trusted_proxies):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted_proxies):
-            return _normalise(hop)
-    return _normalise(hops[0]) if hops else peer
+def manager_identity(kind: Literal["tab", "browser", "ip"], value: str) -> str:
+    """The identity string sent to the manager (which stores only its keyed hash)."""
+    return f"{kind}:{value}"
 
 
-def _normalise(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return "invalid"
-
-
-def _is_trusted(address: str, trusted: Sequence[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in trusted:
-        try:
-            if ip in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+__all__ = ["COOKIE_NAME", "ID_RANDOM_BYTES", "issue_id", "manager_identity", "verified_id"]

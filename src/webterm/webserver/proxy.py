@@ -1,61 +1,127 @@
 """The terminal WebSocket proxy: ``/terminals/{name}/ws`` → the terminal's ``/ws``.
 
+Theory of operation
+-------------------
 A raw ASGI handler, not a Quart route: the proxy is on the hot path of every byte a
-terminal prints, and Quart's websocket layer adds queues and per-message work we do
-not need. Each direction is one loop that awaits its send before receiving again, so
-backpressure crosses the proxy: a slow browser stalls the terminal's socket, and the
-terminal stops reading its pty (see ``webterm.pty.server``).
+terminal prints, and Quart's websocket layer adds queues, a task and per-message
+work we do not need. The app's dispatcher hands it WebSocket scopes whose path starts
+with ``/terminals/``.
 
-Before anything is dialed, the token offered as a subprotocol must be genuine,
-unexpired and for this terminal, and the Origin must be the page's own (or listed):
-unauthenticated floods never reach a terminal. Refusals are sent as close codes
-after the handshake (4401, 4403, 4404) so the page can tell them apart; a browser
-sees nothing of an HTTP rejection.
+*Admission*, before anything is dialed, so unauthenticated floods never reach a
+terminal:
+
+1. the path names a terminal (a DNS label), else 4404;
+2. the ``Origin`` is the page's own host (scheme-agnostic ``host:port`` compare; a
+   trusted proxy's ``X-Forwarded-Host`` counts) or listed in ``--allowed-origin``,
+   else 4403 — a request without ``Origin`` is not from a browser and still needs a
+   token;
+3. the token offered as subprotocol ``webterm.token.<token>`` is genuine, unexpired,
+   for audience "terminal" and names this terminal, else 4401
+   (:func:`webterm.protocol.read_token`: the proxy cannot check the *instance*, the
+   terminal does);
+4. the manager knows the terminal (``GET /v1/terminals/{name}``, cached for
+   :data:`ADDRESS_TTL`) and its current instance is the token's, else 4404 (unknown)
+   or 4401 (recycled since the token was issued: the page asks for a fresh one).
+
+Refusals are close codes after an accepted handshake, because a page can read a close
+code but sees nothing of an HTTP status; a client that does not even offer
+``webterm.v1`` gets HTTP 403.
+
+*Relay*: the terminal is dialed with trio-websocket offering the browser's own
+subprotocols; the browser is accepted with ``webterm.v1``. Then one task per
+direction, each awaiting its send before receiving again — no queue of our own, so
+backpressure crosses the proxy: a slow browser stalls the terminal's socket (and the
+terminal stops reading its pty); a fast typist is paced by the terminal. The only
+buffers are trio-websocket's bounded message queue (:data:`UPSTREAM_QUEUE` messages)
+and Hypercorn's bounded app queue. Binary stays binary, text stays text, bytes are
+not touched.
+
+*Closes*: the terminal's close code and reason go to the browser as they are (4409,
+1000, ...; a close without a frame, 1006, becomes 4404 so the page reconnects). The
+browser's close goes to the terminal as 1001: Hypercorn reports every client close as
+1000 or 1006 whatever the code was (pgjones/hypercorn#127), and "going away" is what
+it means for a terminal. When the webserver shuts down, both sides get 1001.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import httpx
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket,
+)
 
 from webterm.protocol import (
     CLOSE_REASONS,
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
     CloseCode,
+    TokenClaims,
     TokenError,
     read_token,
     token_from_subprotocols,
 )
+from webterm.webserver.forwarding import TrustedProxies, public_host, same_origin
 
 log = logging.getLogger("webterm.webserver.proxy")
 
-PATH: Final = re.compile(r"^/terminals/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/ws$")
+PATH: Final = re.compile(r"^/terminals/([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)/ws$")
 """Terminal names are DNS labels (pod names); anything else never reaches a lookup."""
 
 ADDRESS_TTL: Final = 5.0
-"""Seconds a terminal's address is cached; a failed dial forgets it at once."""
+"""Seconds a terminal's address is cached: long enough that a reconnect storm asks the
+manager once, short enough that a moved terminal is found again quickly. A failed dial
+forgets the entry at once."""
+
+MAX_CACHED_ADDRESSES: Final = 10_000
+"""Entries kept at most; a terminal fleet is hundreds, so this only bounds abuse."""
+
+LOOKUP_TIMEOUT: Final = 5.0
+"""Seconds to wait for the manager's ``GET /v1/terminals/{name}``: it answers from
+memory, so a slow answer means it is in trouble and the page should retry later
+(4404, which the page answers by reconnecting)."""
 
 DIAL_TIMEOUT: Final = 10.0
-"""Seconds to open the WebSocket to the terminal (TCP + handshake)."""
+"""Seconds to open the WebSocket to the terminal (TCP + handshake). A live terminal
+answers in milliseconds; a pod that is gone may leave a SYN unanswered."""
 
 CLOSE_TIMEOUT: Final = 2.0
+"""Seconds to wait for the terminal's side of a closing handshake before dropping TCP."""
+
+UPSTREAM_QUEUE: Final = 4
+"""Messages trio-websocket may buffer from the terminal ahead of the browser: a little
+slack so one slow send does not stall the terminal's reader, and bounded."""
+
+UPSTREAM_RECEIVE_BYTES: Final = 256 * 1024
+"""Bytes per socket read from the terminal: big reads keep floods cheap (trio-websocket's
+default is 4 KiB)."""
 
 _RESERVED_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
-"""Codes that describe a close but may not be sent in a close frame."""
+"""Codes that describe a close but may not be sent in a close frame (RFC 6455 7.4.1)."""
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Lookup(enum.Enum):
+    """Why a terminal has no address for a token."""
+
+    UNKNOWN = "unknown"  # the manager has no such terminal
+    STALE = "stale"  # the terminal was recycled since the token was issued
+    UNAVAILABLE = "unavailable"  # the manager cannot say (down, slow, no address yet)
 
 
 class AddressBook:
@@ -67,9 +133,7 @@ class AddressBook:
         self.http = http
         self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
-    async def lookup(self, name: str, instance: str) -> str | None:
-        """The address of ``instance`` of ``name``, or None if that instance is not
-        the terminal's current one (or the manager cannot say)."""
+    async def lookup(self, name: str, instance: str) -> str | Lookup:
         now = trio.current_time()
         cached = self._cache.get((name, instance))
         if cached is not None and now - cached[0] < ADDRESS_TTL:
@@ -77,53 +141,108 @@ class AddressBook:
         try:
             response = await self.http.get(f"/v1/terminals/{name}")
         except httpx.HTTPError as exc:
-            log.warning("manager unreachable for %s: %s", name, exc)
-            return None
-        if response.status_code != 200:
-            return None
-        described = response.json()
+            log.warning("manager unreachable looking up %s: %s", name, type(exc).__name__)
+            return Lookup.UNAVAILABLE
+        if response.status_code == 404:
+            return Lookup.UNKNOWN
+        try:
+            described = response.json() if response.status_code == 200 else None
+        except ValueError:
+            described = None
+        if not isinstance(described, dict):
+            return Lookup.UNAVAILABLE
+        if described.get("instance") != instance:
+            return Lookup.STALE
         address = described.get("address")
-        if described.get("instance") != instance or not isinstance(address, str) or not address:
-            return None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[(name, instance)] = (now, address)
+        if not isinstance(address, str) or not _split_address(address):
+            return Lookup.UNAVAILABLE
+        self._remember((name, instance), now, address)
         return address
 
     def forget(self, name: str, instance: str) -> None:
         self._cache.pop((name, instance), None)
 
+    def _remember(self, key: tuple[str, str], now: float, address: str) -> None:
+        if len(self._cache) >= MAX_CACHED_ADDRESSES:
+            for old in [k for k, (seen, _) in self._cache.items() if now - seen >= ADDRESS_TTL]:
+                del self._cache[old]
+            if len(self._cache) >= MAX_CACHED_ADDRESSES:
+                self._cache.clear()
+        self._cache[key] = (now, address)
 
-def origin_allowed(headers: dict[bytes, bytes], allowed: tuple[str, ...]) -> bool:
-    """Same origin as the Host the browser dialed, or explicitly allowed. A request
-    without Origin is not from a browser page, and carries its token anyway."""
-    origin = headers.get(b"origin")
-    if origin is None:
-        return True
-    text = origin.decode("latin-1")
-    if text in allowed:
-        return True
-    host = headers.get(b"host", b"").decode("latin-1")
-    return bool(host) and urlsplit(text).netloc == host
+
+def _split_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` too) → ``(host, port)``, or None."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+class _Refusal(Exception):
+    """This connection must not reach a terminal: close the browser with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason  # for the log and the metric label; never a token
+
+
+class _Browser:
+    """The browser's side of one proxied connection: sends go through here so that
+    nothing is sent after the close (Hypercorn raises on a send after a close)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.closed = False
+
+    async def send(self, data: bytes | str) -> None:
+        if self.closed:
+            raise ConnectionClosed(None)
+        if isinstance(data, bytes):
+            await self._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self._send({"type": "websocket.send", "text": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 class TerminalProxy:
+    """The ASGI handler for ``/terminals/{name}/ws`` (see the module docstring).
+
+    ``closing`` is set when the webserver shuts down: every relay then closes both
+    sides with 1001 and returns, so Hypercorn's graceful shutdown finds it done."""
+
     def __init__(
         self,
         *,
         secret: bytes,
         addresses: AddressBook,
         allowed_origins: tuple[str, ...],
+        trusted: TrustedProxies,
         registry: CollectorRegistry,
+        closing: trio.Event,
     ) -> None:
         self.secret = secret
         self.addresses = addresses
-        self.allowed_origins = allowed_origins
+        self.allowed_origins = frozenset(allowed_origins)
+        self.trusted = trusted
+        self.closing = closing
         self.m_open = Gauge(
             "webterm_proxied_connections", "Open proxied WebSockets", registry=registry
         )
         self.m_bytes = Counter(
             "webterm_proxied_bytes", "Bytes proxied", ["direction"], registry=registry
+        )
+        self.m_refused = Counter(
+            "webterm_proxy_refusals",
+            "WebSocket connections refused before reaching a terminal",
+            ["reason"],
+            registry=registry,
         )
         self._to_browser = self.m_bytes.labels("to_browser")
         self._to_terminal = self.m_bytes.labels("to_terminal")
@@ -132,86 +251,169 @@ class TerminalProxy:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        match = PATH.match(scope["path"])
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        offered: list[str] = list(scope.get("subprotocols", []))
-        if match is None:
-            await _refuse(send, CloseCode.TERMINAL_GONE)
-            return
-        name = match.group(1)
-        if not origin_allowed(headers, self.allowed_origins):
-            await _refuse(send, CloseCode.FORBIDDEN_ORIGIN)
-            return
-        token = token_from_subprotocols(offered)
+        started = time.perf_counter()
+        offered = [str(p) for p in scope.get("subprotocols", [])]
+        browser = _Browser(send)
+        outcome = "relayed"
         try:
-            if token is None:
-                raise TokenError("no token offered")
+            name, claims = self._admit(scope, offered)
+            address = await self._address(name, claims)
+            outcome = await self._relay(name, claims, address, offered, receive, browser)
+        except _Refusal as refusal:
+            outcome = f"refused {refusal.code} {refusal.reason}"
+            self.m_refused.labels(refusal.reason).inc()
+            await self._refuse(send, offered, refusal.code)
+        finally:
+            log.info(
+                "WS %s %s %.0fms",
+                _loggable(scope.get("path", "")),
+                outcome,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    # --- admission ----------------------------------------------------------------------
+
+    def _admit(self, scope: Scope, offered: list[str]) -> tuple[str, TokenClaims]:
+        match = PATH.match(scope.get("path", ""))
+        if match is None:
+            raise _Refusal(CloseCode.TERMINAL_GONE, "bad-path")
+        name = match.group(1)
+        if not self._origin_allowed(scope):
+            raise _Refusal(CloseCode.FORBIDDEN_ORIGIN, "origin")
+        token = token_from_subprotocols(offered)
+        if token is None:
+            raise _Refusal(CloseCode.UNAUTHORIZED, "no-token")
+        try:
             claims = read_token(self.secret, token, now=time.time(), audience="terminal")
-            if claims.terminal != name:
-                raise TokenError("token is for another terminal")
-        except TokenError:
-            await _refuse(send, CloseCode.UNAUTHORIZED)
-            return
-        address = await self.addresses.lookup(name, claims.instance)
-        if address is None:  # recycled since the token was issued: ask for a new one
-            await _refuse(send, CloseCode.UNAUTHORIZED)
-            return
-        host, _, port = address.rpartition(":")
+        except (TokenError, ValueError):
+            raise _Refusal(CloseCode.UNAUTHORIZED, "bad-token") from None
+        if claims.terminal != name:
+            raise _Refusal(CloseCode.UNAUTHORIZED, "other-terminal")
+        return name, claims
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        origin = host = forwarded_host = None
+        for key, value in scope.get("headers", []):
+            key = key.lower()
+            if key == b"origin":
+                origin = value.decode("latin-1")
+            elif key == b"host":
+                host = value.decode("latin-1")
+            elif key == b"x-forwarded-host":
+                forwarded_host = value.decode("latin-1")
+        if origin is None:
+            return True  # not a browser page; the token still decides
+        if origin in self.allowed_origins:
+            return True
+        client = scope.get("client")
+        peer = client[0] if client else None
+        dialed = public_host(host, forwarded_host, peer, self.trusted)
+        return dialed is not None and same_origin(origin, dialed)
+
+    async def _address(self, name: str, claims: TokenClaims) -> str:
+        with trio.move_on_after(LOOKUP_TIMEOUT):
+            found = await self.addresses.lookup(name, claims.instance)
+            if found is Lookup.STALE:
+                raise _Refusal(CloseCode.UNAUTHORIZED, "stale-token")
+            if isinstance(found, Lookup):
+                raise _Refusal(CloseCode.TERMINAL_GONE, found.value)
+            return found
+        raise _Refusal(CloseCode.TERMINAL_GONE, "unavailable")
+
+    async def _refuse(self, send: Send, offered: list[str], code: int) -> None:
+        """Accept, then close with ``code`` (a page can read a close code, not an HTTP
+        status); a client that does not speak webterm.v1 gets HTTP 403 instead."""
+        if SUBPROTOCOL in offered:
+            await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+            await send(
+                {"type": "websocket.close", "code": code, "reason": CLOSE_REASONS.get(code, "")}
+            )
+        else:
+            await send({"type": "websocket.close", "code": code})
+
+    # --- relay --------------------------------------------------------------------------
+
+    async def _relay(
+        self,
+        name: str,
+        claims: TokenClaims,
+        address: str,
+        offered: list[str],
+        receive: Receive,
+        browser: _Browser,
+    ) -> str:
+        """Dial the terminal and copy frames both ways until either side closes;
+        returns how it ended, for the log."""
+        host, port = _split_address(address) or ("", 0)
         connected = False
         try:
             async with open_websocket(
-                host.strip("[]"),
-                int(port),
+                host,
+                port,
                 "/ws",
                 use_ssl=False,
                 subprotocols=offered,
                 max_message_size=MAX_FRAME_BYTES,
-                receive_buffer_size=256 * 1024,
-                message_queue_size=4,
+                receive_buffer_size=UPSTREAM_RECEIVE_BYTES,
+                message_queue_size=UPSTREAM_QUEUE,
                 connect_timeout=DIAL_TIMEOUT,
                 disconnect_timeout=CLOSE_TIMEOUT,
             ) as upstream:
                 connected = True
                 self.m_open.inc()
                 try:
-                    await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-                    await self._pump(upstream, receive, send)
+                    await browser._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+                    return await self._pump(upstream, receive, browser)
                 finally:
                     self.m_open.dec()
-        except (HandshakeError, OSError, ValueError) as exc:
+        except ConnectionRejected as exc:
             if connected:
-                log.info("proxied connection to %s ended: %s", name, type(exc).__name__)
-                return
+                raise
+            # The terminal checks what we cannot (the instance): its refusal is the page's
+            # cue to ask for a fresh token; anything else means it is not serving.
+            if exc.status_code in (401, 403):
+                raise _Refusal(CloseCode.UNAUTHORIZED, "terminal-refused") from None
             self.addresses.forget(name, claims.instance)
-            log.info("terminal %s unreachable: %s", name, type(exc).__name__)
-            await _refuse(send, CloseCode.TERMINAL_GONE)
+            raise _Refusal(CloseCode.TERMINAL_GONE, "terminal-refused") from None
+        except (HandshakeError, OSError) as exc:
+            if connected:
+                return f"ended: {type(exc).__name__}"
+            self.addresses.forget(name, claims.instance)
+            raise _Refusal(CloseCode.TERMINAL_GONE, "unreachable") from None
 
-    async def _pump(self, upstream: Any, receive: Receive, send: Send) -> None:
+    async def _pump(
+        self, upstream: WebSocketConnection, receive: Receive, browser: _Browser
+    ) -> str:
+        ended = "browser closed"
+
+        async def terminal_to_browser(cancel: trio.CancelScope) -> None:
+            nonlocal ended
+            count = self._to_browser.inc
+            try:
+                while True:
+                    data = await upstream.get_message()
+                    await browser.send(data)
+                    count(len(data))
+            except ConnectionClosed as closed:
+                code, reason = _terminal_close(closed)
+                ended = f"terminal closed {code}"
+                await browser.close(code, reason)
+            cancel.cancel()
+
+        async def on_shutdown(cancel: trio.CancelScope) -> None:
+            nonlocal ended
+            await self.closing.wait()
+            ended = "shutdown"
+            reason = CLOSE_REASONS[CloseCode.GOING_AWAY]
+            await browser.close(CloseCode.GOING_AWAY, reason)
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await upstream.aclose(CloseCode.GOING_AWAY, reason)
+            cancel.cancel()
+
         async with trio.open_nursery() as nursery:
-
-            async def terminal_to_browser() -> None:
-                to_browser = self._to_browser
-                try:
-                    while True:
-                        data = await upstream.get_message()
-                        if isinstance(data, bytes):
-                            await send({"type": "websocket.send", "bytes": data})
-                        else:
-                            await send({"type": "websocket.send", "text": data})
-                        to_browser.inc(len(data))
-                except ConnectionClosed as closed:
-                    reason = closed.reason
-                    code = reason.code if reason is not None else CloseCode.TERMINAL_GONE
-                    if code in _RESERVED_CLOSE_CODES:
-                        code = CloseCode.TERMINAL_GONE
-                    text = (reason.reason if reason is not None else None) or CLOSE_REASONS.get(
-                        code, ""
-                    )
-                    await send({"type": "websocket.close", "code": code, "reason": text})
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(terminal_to_browser)
-            to_terminal = self._to_terminal
+            nursery.start_soon(terminal_to_browser, nursery.cancel_scope)
+            nursery.start_soon(on_shutdown, nursery.cancel_scope)
+            count = self._to_terminal.inc
             while True:
                 message = await receive()
                 kind = message["type"]
@@ -222,19 +424,31 @@ class TerminalProxy:
                     try:
                         await upstream.send_message(data)
                     except ConnectionClosed:
-                        break  # the other task reports the terminal's close
-                    to_terminal.inc(len(data))
+                        # The terminal is closing: terminal_to_browser reports its code
+                        # and ends the relay. Stop reading from the browser meanwhile.
+                        await trio.sleep_forever()
+                    count(len(data))
                 elif kind == "websocket.disconnect":
-                    code = int(message.get("code", 1000))
-                    if code in _RESERVED_CLOSE_CODES or code < 1000:
-                        code = CloseCode.GOING_AWAY
+                    browser.closed = True
                     with trio.move_on_after(CLOSE_TIMEOUT):
-                        await upstream.aclose(code)
+                        await upstream.aclose(CloseCode.GOING_AWAY, "browser went away")
                     nursery.cancel_scope.cancel()
-                    return
+                    return ended
+        return ended
 
 
-async def _refuse(send: Send, code: int) -> None:
-    """Accept, then close with ``code``: a page can read a close code, not an HTTP status."""
-    await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-    await send({"type": "websocket.close", "code": code, "reason": CLOSE_REASONS.get(code, "")})
+def _terminal_close(closed: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason to show the browser for the terminal's close."""
+    reason = closed.reason
+    code = reason.code if reason is not None else CloseCode.TERMINAL_GONE
+    if code in _RESERVED_CLOSE_CODES or not 1000 <= code < 5000:
+        code = CloseCode.TERMINAL_GONE
+    text = (reason.reason if reason is not None else None) or CLOSE_REASONS.get(code, "")
+    return code, text
+
+
+def _loggable(path: str) -> str:
+    return path[:200].encode("unicode_escape").decode("ascii")
+
+
+__all__ = ["ADDRESS_TTL", "AddressBook", "Lookup", "TerminalProxy"]

@@ -644,20 +644,26 @@ def _asset_response(asset: Asset, cache_control: str) -> Response:
 def _passthrough_error(answer: httpx.Response) -> Response:
     """The manager's refusal, as the page expects it: 429 stays 429, anything else is
     "no terminal now" (503), each with the manager's message and retry delay."""
-    message, retry_after = "no terminal available", RETRY_AFTER_MANAGER_DOWN
     try:
         body = answer.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            message = body["error"][:200]
-        raw = body.get("retry_after") if isinstance(body, dict) else None
-        if raw is None:
-            raw = answer.headers.get("Retry-After")
-        if raw is not None:
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    message = body.get("error")
+    if not isinstance(message, str) or not message:
+        message = "no terminal available"
+    retry_after = RETRY_AFTER_MANAGER_DOWN
+    for raw in (body.get("retry_after"), answer.headers.get("Retry-After")):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            continue
+        try:
             retry_after = math.ceil(float(raw))
-    except (ValueError, TypeError, OverflowError):
-        pass
+            break
+        except (ValueError, OverflowError):
+            continue
     status = 429 if answer.status_code == 429 else 503
-    return _error(status, message, retry_after)
+    return _error(status, message[:200], retry_after)
 
 
 def _error_handler(status: int, message: str) -> Callable[[Exception], Awaitable[Response]]:

@@ -43,6 +43,8 @@ async def test_random_frames_never_break_the_server() -> None:
         async with running_server(pty_config()) as port:
             async with connect(port) as client:
                 await client.expect_control("hello")
+                # let bash finish starting: a ^C before it installs its handlers kills it
+                await client.run("echo READY-$((1+1))", "READY-2")
                 for frame in batch:
                     await client.ws.send_message(frame)
             async with connect(port) as client:

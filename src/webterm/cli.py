@@ -350,8 +350,10 @@ def pty(
     secret_file: str | None,
 ) -> None:
     """One terminal server: a shell on a pty, over a WebSocket."""
+    from webterm.pty.privacy import hide_from_same_user
     from webterm.pty.server import serve
 
+    hide_from_same_user()  # before the secret is read: the shell shares our uid
     config = PtyConfig(
         secret=_secret(secret_file),
         name=name or socket.gethostname(),

@@ -14,7 +14,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
 WEB = ROOT / "web"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("WEBTERM_CHROMIUM", "/usr/bin/chromium")
 
 
 def build_frontend(session: nox.Session) -> None:

@@ -72,6 +72,15 @@ def cluster(session: nox.Session) -> None:
 
 
 @nox.session
+def kind(session: nox.Session) -> None:
+    """webterm on a local kind cluster: build and load the images, apply
+    k8s/overlays/kind, run the end-to-end tests, print the URL. Needs Docker, kind and
+    kubectl. `nox -s kind -- --help` for options (--no-tests, --plan, --down)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.kind.run", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against terminado and a node-pty + ws reference, in the same run.
     `nox -s bench -- --quick` for a fast smoke run."""

@@ -13,7 +13,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    open_websocket_url,
+)
 
 from tests.kubeapi import MANAGER_ROLE_RULES, PODS, SERVICES, KubeApi, run_kube_api
 from webterm.config import ManagerConfig, WebserverConfig
@@ -327,3 +332,56 @@ async def test_a_pod_deleted_under_a_user_frees_its_owner(tmp_path: Path) -> Non
                 f"ws://{again['address']}/ws", subprotocols=subprotocols_for(first["token"])
             ):
                 pass
+
+
+async def test_a_killed_terminal_server_restarts_and_its_owner_gets_a_working_shell(
+    tmp_path: Path,
+) -> None:
+    """The container dies mid-session (kubelet restarts it): the client's socket closes, and
+    asking again gives this client a working shell — never one somebody else holds."""
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=3) as http,
+    ):
+        first = (await http.post("/v1/allocations", json={"client": "crashy"})).json()
+        other = (await http.post("/v1/allocations", json={"client": "bystander"})).json()
+        name = first["terminal"]
+        async with open_websocket_url(
+            f"ws://{first['address']}/ws", subprotocols=subprotocols_for(first["token"])
+        ) as ws:
+            await ws.send_message(b"echo BEFORE-$((1+1))\n")
+            with trio.fail_after(20), pytest.raises(ConnectionClosed):
+                seen = b""
+                while True:
+                    message = await ws.get_message()
+                    seen += message if isinstance(message, bytes) else b""
+                    if b"BEFORE-2" in seen:
+                        assert api.faults.kill_pod_process(name)
+                        seen = b""
+        await api.wait_for(
+            PODS,
+            name,
+            lambda p: p is not None and p["status"]["containerStatuses"][0]["restartCount"] >= 1,
+        )
+        with trio.fail_after(60):
+            while True:
+                again = await http.post("/v1/allocations", json={"client": "crashy"})
+                if again.status_code == 200:
+                    try:
+                        out = await shell(
+                            f"ws://{again.json()['address']}/ws",
+                            again.json()["token"],
+                            "echo AFTER-$((2+2))",
+                            "AFTER-4",
+                        )
+                        break
+                    except (ConnectionRejected, ConnectionClosed, HandshakeError, OSError):
+                        pass  # the restarted container is not listening yet
+                await trio.sleep(0.3)
+        assert "AFTER-4" in out
+        assert again.json()["terminal"] != other["terminal"]
+        owners = [
+            p["metadata"].get("annotations", {}).get("webterm.dev/client") for p in api.pods()
+        ]
+        owned = [owner for owner in owners if owner]
+        assert len(owned) == len(set(owned))  # no terminal with two owners

@@ -119,6 +119,7 @@ let socket: WebSocket | null = null;
 let backoff = BACKOFF_START_MS;
 let liveSince = 0;
 let tokenRetried = false;
+let lastTerminal: string | null = null; // the terminal we were live on, until it ends
 let timer: number | undefined; // the one pending retry/reconnect/countdown
 let idleDeadline = 0;
 let idleTimer: number | undefined;
@@ -221,7 +222,26 @@ async function start(): Promise<void> {
   if (answer.client) {
     sessionStorage.setItem(CLIENT_KEY, answer.client);
   }
+  if (lastTerminal !== null && !answer.reconnect) {
+    // We were on a terminal and the manager no longer has it for us: it was deleted,
+    // crashed or recycled. Say so rather than slip the user into a stranger's fresh shell.
+    terminalGone(lastTerminal);
+    return;
+  }
   connect(answer);
+}
+
+function terminalGone(name: string): void {
+  lastTerminal = null;
+  clearTimer();
+  hideBanner();
+  setState("ended", "terminal gone");
+  showOverlay(
+    "Your terminal is gone",
+    `${name} was stopped (deleted, restarted or recycled) and its shell and files went with it.`,
+    "new terminal",
+    () => void start(),
+  );
 }
 
 function refused(refusal: Refusal): void {
@@ -316,6 +336,8 @@ function control(message: ControlMessage): void {
 }
 
 function hello(name: string, reattached: boolean): void {
+  const restarted = !reattached && lastTerminal === name && state === "reconnecting";
+  lastTerminal = name;
   // Start from a clean screen: a reattach replays the scrollback, which would otherwise
   // land below the same output already on screen; a new terminal owes nothing to the
   // old screen. In-band (RIS), so that output still queued in xterm.js goes first.
@@ -329,6 +351,10 @@ function hello(name: string, reattached: boolean): void {
   hideOverlay();
   hideBanner();
   setState("live", reattached ? `reconnected to ${name}` : `connected to ${name}`);
+  if (restarted) {
+    // same terminal, new shell: its server restarted and the old shell did not survive
+    showBanner(`${name} restarted: this is a new shell.`, "ok", hideBanner);
+  }
   send(JSON.stringify({ type: "ack", bytes: 0 })); // announce flow control right away
   sendResize();
   window.clearInterval(keepalive);
@@ -383,6 +409,7 @@ function closed(code: number, reason: string): void {
 }
 
 function ended(text: string): void {
+  lastTerminal = null; // the next terminal is a new one, and expected to be
   clearTimer();
   hideBanner();
   setState("ended", "session ended");

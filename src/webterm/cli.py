@@ -48,6 +48,15 @@ def _shell(value: str | None) -> tuple[str, ...] | None:
     return tuple(shlex.split(value)) if value else None
 
 
+def _rate(_: click.Context, __: click.Parameter, value: str) -> tuple[float, int]:
+    """``RATE/BURST``, e.g. ``5/60``: a token bucket refilled RATE times a second."""
+    try:
+        rate, burst = value.split("/")
+        return float(rate), int(burst)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not RATE/BURST, e.g. 5/60") from None
+
+
 def _secret(secret_file: str | None) -> bytes:
     try:
         return load_secret(secret_file)
@@ -190,6 +199,18 @@ def up(
 @option(
     "--max-per-address", default=5, type=int, help="Terminals per source address (0: no limit)."
 )
+@option(
+    "--client-rate",
+    default="1/10",
+    callback=_rate,
+    help="Terminal requests per client: RATE per second / BURST.",
+)
+@option(
+    "--address-rate",
+    default="5/60",
+    callback=_rate,
+    help="Terminal requests per source address: RATE per second / BURST.",
+)
 @secret_option
 def webserver(
     manager_url: str,
@@ -204,6 +225,8 @@ def webserver(
     access_password_file: str | None,
     access_header: str,
     max_per_address: int,
+    client_rate: tuple[float, int],
+    address_rate: tuple[float, int],
     secret_file: str | None,
 ) -> None:
     """The browser-facing service: page, API, WebSocket proxy."""
@@ -228,6 +251,8 @@ def webserver(
             access_password=password,
             access_header=access_header,
             max_per_address=max_per_address,
+            client_rate=client_rate,
+            address_rate=address_rate,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc

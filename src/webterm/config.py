@@ -114,8 +114,15 @@ class WebserverConfig:
     access_password: bytes | None = field(default=None, repr=False)  # access == "password"
     access_header: str = "X-Forwarded-User"  # access == "header": set by a trusted proxy
     max_per_address: int = 5  # terminals one source address may hold (0: no limit)
+    # terminal requests: (per second, burst). A page asks once per load and once per
+    # reconnect, so ten in a burst covers a flaky network; an address may be a shared NAT.
+    client_rate: tuple[float, int] = (1.0, 10)
+    address_rate: tuple[float, int] = (5.0, 60)
 
     def __post_init__(self) -> None:
+        for rate, burst in (self.client_rate, self.address_rate):
+            if rate <= 0 or burst < 1:
+                raise ConfigError("a rate limit needs a positive rate and a burst of at least 1")
         if self.access == "password" and not self.access_password:
             raise ConfigError(
                 "--access password needs --access-password-file or WEBTERM_ACCESS_PASSWORD"

@@ -106,6 +106,19 @@ async def test_requests_are_rate_limited_per_client() -> None:
         assert statuses[0] == 200
 
 
+async def test_rate_limits_are_configurable_per_client_and_per_address() -> None:
+    async with webserver(max_per_address=0, client_rate=(0.01, 2), address_rate=(0.01, 3)) as http:
+        first = (await http.post("/api/terminal", json={})).json()
+        again = await http.post("/api/terminal", json={"client": first["client"]})
+        over = await http.post("/api/terminal", json={"client": first["client"]})
+        assert (again.status_code, over.status_code) == (200, 429)  # client burst: 2
+        assert int(over.headers["Retry-After"]) >= 1
+        other = await http.post("/api/terminal", json={})  # a new client, same address
+        assert other.status_code == 429  # address burst: 3 (the refused one counted too)
+    with pytest.raises(ConfigError):
+        WebserverConfig(secret=SECRET, manager_url="http://m", client_rate=(0.0, 5))
+
+
 async def test_tab_identities_are_server_issued() -> None:
     async with webserver() as http:
         forged = await http.post("/api/terminal", json={"client": "guessed-id"})

@@ -118,13 +118,6 @@ this long (pages ask again on every reconnect, so live sessions stay counted).""
 MAX_HELD_ADDRESSES: Final = 100_000
 """Addresses tracked for the per-address cap before expired entries are swept."""
 
-RATE_PER_CLIENT: Final = (1.0, 10)
-"""Terminal requests per second and burst, per client identity: a page asks once per
-load and once per reconnect; ten in a burst covers a flaky network."""
-
-RATE_PER_ADDRESS: Final = (5.0, 60)
-"""Per source address (IPv6: per /64): a shared NAT may carry many users; a single
-script may not."""
 
 COOKIE_MAX_AGE: Final = 30 * 24 * 3600
 """Seconds a browser-mode identity cookie lives: a month of coming back to the same
@@ -197,8 +190,13 @@ class Webserver:
         self.site = StaticSite(static_dir)
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.allowed_origins = frozenset(config.allowed_origins)
-        self.per_client = TokenBucketLimiter(rate=RATE_PER_CLIENT[0], burst=RATE_PER_CLIENT[1])
-        self.per_address = TokenBucketLimiter(rate=RATE_PER_ADDRESS[0], burst=RATE_PER_ADDRESS[1])
+        # per client identity, and per source address (IPv6: per /64)
+        self.per_client = TokenBucketLimiter(
+            rate=config.client_rate[0], burst=config.client_rate[1]
+        )
+        self.per_address = TokenBucketLimiter(
+            rate=config.address_rate[0], burst=config.address_rate[1]
+        )
         self.m_requests = Counter(
             "webterm_http_requests", "HTTP requests", ["route", "status"], registry=registry
         )

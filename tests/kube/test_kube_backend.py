@@ -20,7 +20,14 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from tests.kubeapi import MANAGER_ROLE_RULES, PODS, SERVICES, KubeApi, run_kube_api
+from tests.kubeapi import (
+    MANAGER_ROLE_RULES,
+    PODS,
+    SERVICES,
+    KubeApi,
+    KubeletConfig,
+    run_kube_api,
+)
 from webterm.config import ManagerConfig, WebserverConfig
 from webterm.manager.app import serve as serve_manager
 from webterm.protocol import client_hash, subprotocols_for
@@ -385,3 +392,20 @@ async def test_a_killed_terminal_server_restarts_and_its_owner_gets_a_working_sh
         ]
         owned = [owner for owner in owners if owner]
         assert len(owned) == len(set(owned))  # no terminal with two owners
+
+
+async def test_a_manager_starts_with_more_pods_than_fit_in_a_channel(tmp_path: Path) -> None:
+    """The first list is one pool event per pod, sent before the manager's loop runs:
+    1,500 existing pods once deadlocked a bounded channel of 1,024 at start-up. Started,
+    the manager serves, and scales the idle surplus down to its spares."""
+    async with run_kube_api(
+        tmp_path, terminal_replicas=1500, kubelet=KubeletConfig(mode="fake")
+    ) as api:
+        await api.wait_ready_count(1500)
+        with trio.fail_after(120):
+            async with manager(api, free_port(), spares=1, max_terminals=2000) as http:
+                answer = await http.post("/v1/allocations", json={"client": "one-of-many"})
+                assert answer.status_code == 200
+                while len(api.pods()) > 2:  # the one in use and one spare
+                    await trio.sleep(0.2)
+                assert api.pod(answer.json()["terminal"]) is not None

@@ -561,6 +561,8 @@ class ApiServer:
                             initial_events,
                             bookmarks,
                         )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise  # the client went away (a reset while we wrote): not our failure
             except Exception as exc:
                 log.exception("watch stream failed")
                 self.internal_errors.append(exc)

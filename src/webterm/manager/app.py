@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Final
 
 import trio
@@ -67,6 +68,9 @@ TICK_SECONDS: Final = 5.0
 """How often stale-terminal detection runs; a stale terminal is recycled at most this
 late."""
 
+KEEP_ALIVE_SECONDS: Final = 75.0
+"""Idle keep-alive connections are closed after this (nginx's default)."""
+
 LOCAL_WAIT_TIMEOUT: Final = 20.0
 """Seconds an allocation may wait for a local terminal to start."""
 
@@ -102,6 +106,8 @@ class Manager:
         self.m_terminals = Gauge(
             "webterm_terminals", "Terminals by state", ["state"], registry=registry
         )
+        for state in State:  # read at scrape time, not on every event
+            self.m_terminals.labels(state.value).set_function(partial(self._count, state))
         self.m_allocations = Counter(
             "webterm_allocations", "Allocation answers", ["result"], registry=registry
         )
@@ -132,9 +138,10 @@ class Manager:
             elif isinstance(decision, Assign):
                 for resolve in self._waiters.pop(decision.client, []):
                     resolve(decision)
-        for state in State:
-            self.m_terminals.labels(state.value).set(self.pool.counts[state])
         return decisions
+
+    def _count(self, state: State) -> int:
+        return self.pool.counts[state]
 
     def handle_quietly(self, event: Event) -> list[Decision]:
         try:
@@ -143,7 +150,10 @@ class Manager:
             return []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        events_in, events_out = trio.open_memory_channel[Event](1024)
+        # Unbounded: a backend's first list is one event per terminal, sent before this
+        # loop runs (a bounded channel deadlocks the start with more terminals than its
+        # size); afterwards the pool applies events far faster than any API produces them.
+        events_in, events_out = trio.open_memory_channel[Event](math.inf)
         async with trio.open_nursery() as nursery:
             replicas = await nursery.start(self.backend.run, events_in)
             self.pool.adopt_replicas(replicas)
@@ -154,6 +164,13 @@ class Manager:
             task_status.started()
             async for event in events_out:
                 self.handle_quietly(event)
+                # drain what else is queued without a scheduling round per event
+                while True:
+                    try:
+                        event = events_out.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self.handle_quietly(event)
 
     async def _apply_decisions(self) -> None:
         async for decision in self._backend_queue:
@@ -473,6 +490,9 @@ async def serve(
     hyper.bind = [f"{config.host}:{config.port}"]
     hyper.accesslog = None
     hyper.graceful_timeout = 2.0
+    # longer than any client's pool keeps an idle connection (httpx: 5 s), so the server
+    # never closes a connection a client is just reusing (the request would be lost)
+    hyper.keep_alive_timeout = KEEP_ALIVE_SECONDS
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(_serve_http, app, hyper)
         port = int(binds[0].rsplit(":", 1)[1])

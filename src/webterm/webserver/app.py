@@ -711,6 +711,9 @@ async def serve(
     hyper.accesslog = None  # we log one line per request ourselves
     hyper.graceful_timeout = SHUTDOWN_GRACE - 1.0
     hyper.include_server_header = False
+    # longer than an ingress keeps idle upstream connections (nginx: 60 s), so a request
+    # the proxy sends on a reused connection never meets a server-side close
+    hyper.keep_alive_timeout = 75.0
     hyper.websocket_max_message_size = MAX_FRAME_BYTES
     http_scope = trio.CancelScope(shield=True)
     async with httpx.AsyncClient(

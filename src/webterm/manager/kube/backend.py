@@ -271,7 +271,10 @@ class KubernetesBackend:
 
     async def _send(self, event: Event) -> None:
         assert self._events is not None
-        await self._events.send(event)
+        try:
+            self._events.send_nowait(event)  # no scheduling round per watch event
+        except trio.WouldBlock:
+            await self._events.send(event)
 
     def _route(self, name: str, pod: PodInfo | None) -> None:
         """Hand a pod change to whoever waits for that pod (O(1) by name)."""

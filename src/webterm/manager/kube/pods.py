@@ -1,0 +1,113 @@
+"""What the manager keeps of a pod, and the typed decoding that gets it there.
+
+A watch stream carries ~1.5 KB of JSON per pod event, of which the manager needs a
+dozen fields. :mod:`msgspec` decodes straight into the small structs below, skipping
+everything else without building dicts for it: about 5x faster than ``json.loads``
+plus dict walking, and the 10,000-pod list never exists in memory as Python objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+OWNER_ANNOTATION: Final = "webterm.dev/client"
+ALLOCATED_ANNOTATION: Final = "webterm.dev/allocated-at"
+
+
+class _Condition(msgspec.Struct):
+    type: str = ""
+    status: str = ""
+
+
+class _ObjectMeta(msgspec.Struct):
+    name: str = ""  # field names are the API's (camelCase)
+    uid: str = ""
+    resourceVersion: str = ""
+    deletionTimestamp: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _PodStatus(msgspec.Struct):
+    phase: str = ""
+    podIP: str | None = None
+    conditions: list[_Condition] | None = None
+
+
+class Pod(msgspec.Struct):
+    """The fields of a v1 Pod the manager reads; the rest is skipped while parsing."""
+
+    metadata: _ObjectMeta = msgspec.field(default_factory=_ObjectMeta)
+    status: _PodStatus = msgspec.field(default_factory=_PodStatus)
+
+
+class _ListMeta(msgspec.Struct):
+    resourceVersion: str = ""
+
+
+class PodList(msgspec.Struct):
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+    items: list[Pod] | None = None
+
+
+class PodEvent(msgspec.Struct):
+    """One line of a pod watch. ERROR events carry a Status, not a Pod: they fail this
+    decoder and are read by the generic one."""
+
+    type: str
+    object: Pod
+
+
+pod_decoder: Final = msgspec.json.Decoder(Pod)
+pod_list_decoder: Final = msgspec.json.Decoder(PodList)
+pod_event_decoder: Final = msgspec.json.Decoder(PodEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """The compact record kept per pod."""
+
+    name: str
+    uid: str
+    ip: str
+    ready: bool
+    deleting: bool
+    owner: str | None
+    allocated_at: float
+    resource_version: str
+
+    @classmethod
+    def from_pod(cls, pod: Pod) -> PodInfo:
+        meta, status = pod.metadata, pod.status
+        annotations = meta.annotations or {}
+        ready = status.phase == "Running" and any(
+            c.type == "Ready" and c.status == "True" for c in status.conditions or ()
+        )
+        allocated = annotations.get(ALLOCATED_ANNOTATION)
+        try:
+            allocated_at = datetime.fromisoformat(allocated).timestamp() if allocated else 0.0
+        except ValueError:
+            allocated_at = 0.0
+        return cls(
+            name=meta.name,
+            uid=meta.uid,
+            ip=status.podIP or "",
+            ready=ready,
+            deleting=meta.deletionTimestamp is not None,
+            owner=annotations.get(OWNER_ANNOTATION) or None,
+            allocated_at=allocated_at,
+            resource_version=meta.resourceVersion,
+        )
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> PodInfo:
+        """From a pod already decoded as plain JSON (a PATCH or GET answer)."""
+        return cls.from_pod(msgspec.convert(obj, Pod))
+
+    @property
+    def usable(self) -> bool:
+        """Ready to be handed out: Running, Ready, not terminating, with an address."""
+        return self.ready and not self.deleting and bool(self.ip)

@@ -15,6 +15,7 @@ from webterm.protocol import (
     Error,
     Exit,
     ExpiredToken,
+    Flush,
     Hello,
     Idle,
     InvalidToken,
@@ -52,6 +53,7 @@ server_messages = st.one_of(
     st.builds(Exit, status=st.integers(-(1 << 31), 1 << 31)),
     st.builds(Error, message=st.text(max_size=200)),
     st.builds(Pong),
+    st.builds(Flush),
 )
 
 
@@ -61,7 +63,9 @@ def test_client_messages_round_trip(message: Resize | Ack | Ping) -> None:
 
 
 @given(server_messages)
-def test_server_messages_round_trip(message: Hello | Idle | Exit | Error | Pong) -> None:
+def test_server_messages_round_trip(
+    message: Hello | Idle | Exit | Error | Pong | Flush,
+) -> None:
     assert decode_server_message(encode_message(message)) == message
 
 
@@ -82,7 +86,9 @@ def test_garbage_text_raises_only_malformed(garbage: str | bytes) -> None:
 
 
 @given(
-    st.sampled_from(["resize", "ack", "ping", "hello", "idle", "exit", "error", "pong", "x"]),
+    st.sampled_from(
+        ["resize", "ack", "ping", "hello", "idle", "exit", "error", "pong", "flush", "x"]
+    ),
     st.dictionaries(
         st.sampled_from(
             ["cols", "rows", "bytes", "terminal", "reattached", "seconds_left", "status", "message"]

@@ -52,6 +52,7 @@ __all__ = [
     "Error",
     "Exit",
     "ExpiredToken",
+    "Flush",
     "Hello",
     "Idle",
     "InvalidToken",
@@ -245,8 +246,16 @@ class Pong:
     type: Literal["pong"] = field(default="pong", init=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flush:
+    """Ctrl-C flushed the tty's output: output received before this message and not yet
+    shown may be dropped (and acknowledged), as the tty dropped what it had queued."""
+
+    type: Literal["flush"] = field(default="flush", init=False)
+
+
 ClientMessage = Resize | Ack | Ping
-ServerMessage = Hello | Idle | Exit | Error | Pong
+ServerMessage = Hello | Idle | Exit | Error | Pong | Flush
 
 
 def encode_message(message: ClientMessage | ServerMessage) -> str:
@@ -263,7 +272,7 @@ def encode_message(message: ClientMessage | ServerMessage) -> str:
         body = {"type": "exit", "status": message.status}
     elif isinstance(message, Error):
         body = {"type": "error", "message": message.message}
-    else:  # Ping, Pong
+    else:  # Ping, Pong, Flush
         body = {"type": message.type}
     return json.dumps(body, separators=(",", ":"))
 
@@ -318,6 +327,8 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         return Error(message=message)
     if kind == "pong":
         return Pong()
+    if kind == "flush":
+        return Flush()
     raise MalformedMessage(f"unknown message type {kind[:40]!r}")
 
 

@@ -124,8 +124,8 @@ def tab(browser: Browser, base: str, fake: Fake) -> Iterator[Page]:
     assert errors == [], f"uncaught errors in the page: {errors}"
 
 
-def open_live(page: Page, base: str) -> None:
-    page.goto(f"{base}/")
+def open_live(page: Page, base: str, query: str = "") -> None:
+    page.goto(f"{base}/{query}")
     wait_state(page, "live")
     page.evaluate(RECORD_STATES)
 
@@ -358,7 +358,7 @@ def test_ctrl_c_stops_a_flood(tab: Page, base: str, fake: Fake) -> None:
 def test_webgl_context_loss_falls_back_to_the_dom_renderer(
     tab: Page, base: str, fake: Fake
 ) -> None:
-    open_live(tab, base)
+    open_live(tab, base, "?renderer=webgl")  # headless Chromium's WebGL is software
     if tab.evaluate("window.webterm.renderer") != "webgl":
         pytest.fail("this Chromium gave the page no WebGL2 context; the test needs one")
     tab.evaluate(
@@ -377,6 +377,22 @@ def test_webgl_context_loss_falls_back_to_the_dom_renderer(
         timeout=WAIT,
     )
     assert tab.evaluate("window.webterm.state") == "live"
+
+
+def test_software_webgl_is_passed_over_for_the_dom_renderer(tab: Page, base: str) -> None:
+    """Headless Chromium draws WebGL with SwiftShader (on the CPU): slower than the DOM."""
+    renderer = tab.evaluate(
+        """() => {
+        const gl = document.createElement("canvas").getContext("webgl2");
+        const info = gl && gl.getExtension("WEBGL_debug_renderer_info");
+        return info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+    }"""
+    )
+    assert "SwiftShader" in renderer, renderer  # what this test is about
+    open_live(tab, base)
+    assert tab.evaluate("window.webterm.renderer") == "dom"
+    open_live(tab, base, "?renderer=webgl")
+    assert tab.evaluate("window.webterm.renderer") == "webgl"
 
 
 def test_without_webgl_the_page_uses_the_dom_renderer(browser: Browser, base: str) -> None:

@@ -40,6 +40,7 @@ interface ControlMessage {
 
 const CLIENT_KEY = "webterm.client"; // per tab: sessionStorage survives reloads, not new tabs
 const ACK_EVERY = 64 * 1024; // bytes rendered before an ack goes out at once...
+const WRITE_SLICE = 16 * 1024; // bytes handed to xterm.js per write
 const ACK_DELAY_MS = 100; // ...else this long after the first unacknowledged render
 const INPUT_CHUNK = 64 * 1024; // bytes per input frame; the server refuses frames over 1 MiB
 const BACKOFF_START_MS = 500; // first reconnect delay, doubled per failure...
@@ -98,8 +99,27 @@ term.loadAddon(new Unicode11Addon());
 term.unicode.activeVersion = "11";
 term.open($("terminal"));
 
+/** WebGL drawn by the CPU (SwiftShader, llvmpipe: no GPU, as in many VMs and remote
+ * desktops) is slower than the DOM renderer, and it is what makes a busy page slow to
+ * echo keys. */
+function hardwareWebgl(): boolean {
+  const gl = document.createElement("canvas").getContext("webgl2");
+  if (gl === null) {
+    return false;
+  }
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  const name = String(info === null ? "" : gl.getParameter(info.UNMASKED_RENDERER_WEBGL));
+  gl.getExtension("WEBGL_lose_context")?.loseContext();
+  return !/swiftshader|llvmpipe|software/i.test(name);
+}
+
+// ?renderer=webgl or ?renderer=dom overrides the choice
+const wanted = new URLSearchParams(location.search).get("renderer");
 let renderer: "webgl" | "dom" = "dom";
 try {
+  if (wanted === "dom" || (wanted !== "webgl" && !hardwareWebgl())) {
+    throw new Error("software WebGL");
+  }
   const webgl = new WebglAddon();
   webgl.onContextLoss(() => {
     webgl.dispose(); // the DOM renderer takes over
@@ -108,7 +128,7 @@ try {
   term.loadAddon(webgl);
   renderer = "webgl";
 } catch {
-  // no WebGL2 here (e.g. a GPU-less browser): the DOM renderer is fine
+  // no WebGL2, or only in software: the DOM renderer is the faster one then
 }
 fit.fit();
 
@@ -280,18 +300,13 @@ function connect(allocation: Allocation): void {
   unacked = 0;
   window.clearTimeout(ackTimer);
   ackTimer = undefined;
+  output = output.filter((pending) => pending.ws === null); // the old socket's is moot
   ws.onmessage = (event: MessageEvent) => {
     if (socket !== ws) {
       return;
     }
     if (event.data instanceof ArrayBuffer) {
-      const bytes = new Uint8Array(event.data);
-      // Acknowledge once xterm.js has parsed them: that is what paces the server.
-      term.write(bytes, () => {
-        if (socket === ws) {
-          acknowledge(bytes.length);
-        }
-      });
+      show(new Uint8Array(event.data), ws);
     } else {
       let message: ControlMessage;
       try {
@@ -330,6 +345,9 @@ function control(message: ControlMessage): void {
     case "error":
       console.warn("webterm:", message.message);
       break;
+    case "flush":
+      discardOutput(); // Ctrl-C: the backlog is history, as the tty's own queue is
+      break;
     default: // pong, and whatever a newer server adds
       break;
   }
@@ -341,7 +359,7 @@ function hello(name: string, reattached: boolean): void {
   // Start from a clean screen: a reattach replays the scrollback, which would otherwise
   // land below the same output already on screen; a new terminal owes nothing to the
   // old screen. In-band (RIS), so that output still queued in xterm.js goes first.
-  term.write("\x1bc");
+  show("\x1bc", null);
   if (!reattached) {
     setTitle(""); // a new shell: the old one's title means nothing
   }
@@ -360,6 +378,59 @@ function hello(name: string, reattached: boolean): void {
   window.clearInterval(keepalive);
   keepalive = window.setInterval(() => send(JSON.stringify({ type: "ping" })), KEEPALIVE_MS);
   term.focus();
+}
+
+// --- output: one write in xterm.js at a time, the rest queued here where it can be dropped
+
+interface Pending {
+  data: Uint8Array | string;
+  ws: WebSocket | null; // the socket to acknowledge it on; null: our own writes
+}
+let output: Pending[] = [];
+let writing = false;
+
+function show(data: Uint8Array | string, ws: WebSocket | null): void {
+  if (typeof data === "string") {
+    output.push({ data, ws });
+  } else {
+    // in slices, so that a flush leaves xterm.js little to finish
+    for (let start = 0; start < data.length; start += WRITE_SLICE) {
+      output.push({ data: data.subarray(start, start + WRITE_SLICE), ws });
+    }
+  }
+  if (!writing) {
+    writeNext();
+  }
+}
+
+function writeNext(): void {
+  const next = output.shift();
+  writing = next !== undefined;
+  if (next === undefined) {
+    return;
+  }
+  term.write(next.data, () => {
+    // Acknowledge once xterm.js has parsed them: that is what paces the server.
+    if (next.ws !== null && next.ws === socket) {
+      acknowledge(next.data.length);
+    }
+    writeNext();
+  });
+}
+
+function discardOutput(): void {
+  let dropped = 0;
+  output = output.filter((pending) => {
+    if (pending.ws === null || pending.ws !== socket) {
+      return true;
+    }
+    dropped += pending.data.length;
+    return false;
+  });
+  if (dropped > 0) {
+    acknowledge(dropped);
+    flushAck();
+  }
 }
 
 function acknowledge(bytes: number): void {

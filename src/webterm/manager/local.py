@@ -49,6 +49,11 @@ start on a loaded 2-core machine takes 1-3 s)."""
 STOP_GRACE: Final = 3.0
 """Seconds between SIGTERM and SIGKILL when a terminal is stopped or recycled."""
 
+STARTS_PER_CORE: Final = 2
+"""Terminal processes starting at once per CPU core. Fifty Python processes started
+together on two cores each take 20 s or more; a few at a time, the first is ready in
+about a second and the last no later than before."""
+
 RESTART_BACKOFF: Final = 1.0
 """Seconds before restarting a terminal whose process died by itself (crash loops
 must not spin the CPU)."""
@@ -72,6 +77,7 @@ class LocalBackend:
         self._loops: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self._events: trio.MemorySendChannel[Event] | None = None
+        self._starting = trio.Semaphore(STARTS_PER_CORE * (os.cpu_count() or 1))
 
     async def run(
         self,
@@ -146,14 +152,19 @@ class LocalBackend:
             "WEBTERM_INSTANCE": uid,
         }
         await self._send(TerminalAppeared(name=name, instance=uid))
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            env=env,
-            cwd=home,
-            start_new_session=True,
-        )
+        await self._starting.acquire()  # released once this one listens (or failed)
+        try:
+            process = await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=home,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._starting.release()
+            raise
         try:
             assert process.stdout is not None
             try:
@@ -161,9 +172,13 @@ class LocalBackend:
                     address = await _read_address(process.stdout)
                     await _wait_healthy(address)
             except (trio.TooSlowError, OSError, ValueError) as exc:
-                log.warning("terminal %s did not start: %s", name, exc)
-                await self._send(TerminalFailed(name=name, instance=uid, reason=str(exc)))
+                log.warning("terminal %s did not start: %s", name, exc or "timed out")
+                await self._send(
+                    TerminalFailed(name=name, instance=uid, reason=str(exc) or "timed out")
+                )
                 return
+            finally:
+                self._starting.release()
             await self._send(TerminalReady(name=name, instance=uid, address=address))
             log.info("terminal %s ready at %s", name, address)
             await _drain(process.stdout)

@@ -13,9 +13,13 @@ terminal's :class:`~webterm.pty.session.OutputLog` at its own offset. One task r
 the pty for the whole terminal and appends to the log, but only while the attached
 connection is less than :data:`READ_AHEAD` bytes behind, so a slow socket makes the
 shell block instead of our memory grow. A client that acknowledges rendered bytes
-(``ack``) additionally keeps the unacknowledged bytes in flight between
-:data:`ACK_LOW_WATER` and :data:`ACK_HIGH_WATER`: that is what keeps a browser
-responsive under ``yes``. A client that never acks is paced by TCP alone.
+(``ack``) additionally keeps the unacknowledged bytes in flight below a window that
+adapts to how fast it renders (:class:`Attachment`): at most :data:`ACK_HIGH_WATER`
+for a fast client, down to :data:`MIN_WINDOW` for a phone that queues output. That is
+what keeps a browser responsive under ``yes``. A client that never acks is paced by TCP
+alone. Ctrl-C (the tty's INTR, QUIT or SUSP character, when the line discipline flushes
+on it) also drops the output read ahead but not yet sent, as the tty itself drops what
+it had queued: the prompt comes back after what is already in flight, not a backlog.
 
 HTTP: the listener peeks at each request head. ``GET /healthz`` is answered here;
 ``/ws`` upgrades go to trio-websocket with the peeked bytes replayed.
@@ -29,6 +33,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -50,6 +55,7 @@ from webterm.protocol import (
     CloseCode,
     Error,
     Exit,
+    Flush,
     Hello,
     Idle,
     MalformedMessage,
@@ -84,9 +90,18 @@ FRAME_BYTES: Final = 256 * 1024
 """Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
 
 ACK_HIGH_WATER: Final = 512 * 1024
-ACK_LOW_WATER: Final = 128 * 1024
-"""Unacknowledged bytes in flight: stop sending above high, resume below low. About a
-quarter second of xterm.js parsing on a slow phone; a fast client never reaches it."""
+"""Largest window of unacknowledged bytes in flight; a fast client never reaches it."""
+
+MIN_WINDOW: Final = 64 * 1024
+"""Smallest window: one of the page's ack batches."""
+
+QUEUE_DELAY_TARGET: Final = 0.15
+"""Seconds output may wait in the client before it is rendered: above this the window
+shrinks, well below it grows. Measured as the time from sending a frame to its ack,
+minus the least such time seen (the network's and an idle client's share)."""
+
+DELAY_SAMPLE_BYTES: Final = 16 * 1024
+"""One send time is remembered per this many bytes sent, to time the acks."""
 
 HEAD_LIMIT: Final = 16 * 1024
 """Largest HTTP request head we read (same order as h11's 16 KiB cap)."""
@@ -120,8 +135,35 @@ class Attachment:
     sent: int = 0  # bytes of output sent on this connection
     acked: int = 0  # bytes the client says it rendered
     acking: bool = False  # the client does ack-based flow control
-    paused: bool = False  # waiting for acks (hysteresis between the watermarks)
+    paused: bool = False  # waiting for acks (hysteresis: resume at a quarter window)
     superseded: bool = False
+    window: int = MIN_WINDOW  # unacknowledged bytes allowed in flight (slow start)
+    limited: bool = False  # the window held output back since the last ack
+    base_delay: float = math.inf  # least send-to-ack time seen
+    sends: deque[tuple[int, float]] = field(default_factory=deque)  # (sent, when)
+
+    def record_send(self, now: float) -> None:
+        if self.acking and (not self.sends or self.sent - self.sends[-1][0] >= DELAY_SAMPLE_BYTES):
+            self.sends.append((self.sent, now))
+
+    def record_ack(self, nbytes: int, now: float) -> None:
+        """Count an ack and adapt the window to the client's rendering delay."""
+        self.acking = True
+        self.acked = min(self.sent, self.acked + nbytes)
+        sent_at = None
+        while self.sends and self.sends[0][0] <= self.acked:
+            sent_at = self.sends.popleft()[1]
+        if sent_at is None:
+            return
+        delay = now - sent_at
+        self.base_delay = min(self.base_delay, delay)
+        queued = delay - self.base_delay
+        if queued > QUEUE_DELAY_TARGET:
+            self.window = max(MIN_WINDOW, int(self.window * 0.7))
+        elif queued < QUEUE_DELAY_TARGET / 2 and self.limited:
+            # grow only when the window was what held output back (not while idle)
+            self.window = min(ACK_HIGH_WATER, self.window * 3 // 2)
+        self.limited = False
 
 
 @dataclass(eq=False)
@@ -285,14 +327,18 @@ class Terminal:
             while not att.superseded:
                 changed = self._changed
                 in_flight = att.sent - att.acked
-                if att.paused and in_flight <= ACK_LOW_WATER:
+                if att.paused and in_flight <= att.window // 4:
                     att.paused = False
-                elif att.acking and in_flight >= ACK_HIGH_WATER:
-                    att.paused = True
+                elif att.acking and in_flight >= att.window:
+                    att.paused = att.limited = True
                 if not att.paused and att.offset < self.log.end:
-                    start, chunk = self.log.read(att.offset, FRAME_BYTES)
+                    limit = FRAME_BYTES
+                    if att.acking:  # never far past the window
+                        limit = max(4096, min(FRAME_BYTES, att.window - in_flight))
+                    start, chunk = self.log.read(att.offset, limit)
                     att.offset = start + len(chunk)
                     att.sent += len(chunk)
+                    att.record_send(trio.current_time())
                     self._notify()  # the reader may be waiting for room
                     await ws.send_message(chunk)
                     continue
@@ -313,7 +359,16 @@ class Terminal:
                 if isinstance(message, bytes):
                     if self.shell is not None and self.exit_status is None:
                         self.last_input = trio.current_time()
+                        interrupts = self.shell.interrupts(message)
                         await self.shell.write(message)
+                        if interrupts:
+                            # Drop the backlog, here and (what was sent) in the client. After
+                            # the write: the tty flushes what it holds as it reads the ^C,
+                            # so output read from now on is what comes after it.
+                            att.offset = max(att.offset, self.log.end)
+                            self._notify()
+                            if att.acking:
+                                await att.ws.send_message(encode_message(Flush()))
                 else:
                     await self._control(att, message)
         except ConnectionClosed:
@@ -326,8 +381,7 @@ class Terminal:
             await att.ws.send_message(encode_message(Error(message=str(exc))))
             return
         if isinstance(control, Ack):
-            att.acking = True
-            att.acked = min(att.sent, att.acked + control.bytes)
+            att.record_ack(control.bytes, trio.current_time())
             self._notify()
         elif isinstance(control, Resize):
             size = control.clamped()

@@ -229,6 +229,23 @@ class Shell:
         with contextlib.suppress(OSError):
             set_window_size(self.master_fd, cols, rows)
 
+    def interrupts(self, data: bytes) -> bool:
+        """Whether typing ``data`` makes the tty flush its output: it holds the INTR,
+        QUIT or SUSP character while the line discipline turns those into signals
+        (ISIG) and flushes on them (no NOFLSH). True for Ctrl-C at a shell prompt or
+        under ``yes``; false in vim or any raw-mode program, where ^C is just a key."""
+        try:
+            lflag, chars = (a := termios.tcgetattr(self.master_fd))[3], a[6]
+        except (OSError, termios.error):
+            return False
+        if not lflag & termios.ISIG or lflag & termios.NOFLSH:
+            return False
+        for index in (termios.VINTR, termios.VQUIT, termios.VSUSP):
+            char = chars[index]
+            if isinstance(char, bytes) and char != b"\0" and char in data:
+                return True
+        return False
+
     async def wait(self) -> ExitStatus:
         code = await self.process.wait()
         return ExitStatus(128 - code if code < 0 else code)

@@ -94,9 +94,7 @@ async def test_ctrl_c_in_a_raw_mode_program_flushes_nothing() -> None:
 
 
 async def test_the_shell_says_when_a_key_interrupts() -> None:
-    shell = await spawn_shell(
-        ["/bin/sh", "-i"], env={**os.environ, "PS1": "$ "}
-    )
+    shell = await spawn_shell(["/bin/sh", "-i"], env={**os.environ, "PS1": "$ "})
     try:
         with trio.fail_after(10):
             while not shell.interrupts(b"\x03"):  # once bash has set up its tty

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
-import httpx
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -70,6 +69,7 @@ from webterm.protocol import (
     token_from_subprotocols,
     verify_token,
 )
+from webterm.pty.report import ReportError, post_json
 from webterm.pty.session import (
     ExitStatus,
     OutputLog,
@@ -172,7 +172,6 @@ class Terminal:
 
     config: PtyConfig
     nursery: trio.Nursery
-    http: httpx.AsyncClient | None
     log: OutputLog = field(init=False)
     shell: Shell | None = None
     exit_status: ExitStatus | None = None
@@ -394,12 +393,11 @@ class Terminal:
 
     def _call_manager(self, action: str, body: dict[str, Any]) -> None:
         """Best effort, in the background: tell the manager about exits and attaches."""
-        if self.http is None or not self.config.manager_url:
+        if not self.config.manager_url:
             return
         self.nursery.start_soon(self._post_manager, action, body)
 
     async def _post_manager(self, action: str, body: dict[str, Any]) -> None:
-        assert self.http is not None
         assert self.config.manager_url
         token = sign_token(
             self.config.secret,
@@ -416,14 +414,12 @@ class Terminal:
         for attempt in range(attempts):
             with trio.move_on_after(MANAGER_CALL_TIMEOUT):
                 try:
-                    response = await self.http.post(
-                        url, json=body, headers={"Authorization": f"Bearer {token}"}
-                    )
-                    if response.status_code < 500:
-                        if response.status_code >= 400:
-                            log.warning("manager refused %s: %d", action, response.status_code)
+                    status = await post_json(url, body, {"Authorization": f"Bearer {token}"})
+                    if status < 500:
+                        if status >= 400:
+                            log.warning("manager refused %s: %d", action, status)
                         return
-                except httpx.HTTPError as exc:
+                except ReportError as exc:
                     log.warning("manager call %s failed: %s", action, exc)
             await trio.sleep(0.5 * 2**attempt)
 
@@ -637,9 +633,9 @@ async def serve(
     sockname = listeners[0].socket.getsockname()
     host, port = sockname[0], sockname[1]
     service_scope = trio.CancelScope(shield=True)
-    async with httpx.AsyncClient(timeout=MANAGER_CALL_TIMEOUT) as http, trio.open_nursery() as root:
+    async with trio.open_nursery() as root:
         service: trio.Nursery = await root.start(_service_nursery, service_scope)
-        terminal = Terminal(config=config, nursery=service, http=http)
+        terminal = Terminal(config=config, nursery=service)
         server = TerminalServer(terminal)
         await service.start(
             partial(trio.serve_listeners, server.handle, listeners, handler_nursery=service)

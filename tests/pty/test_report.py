@@ -1,0 +1,53 @@
+"""The terminal server's POST to the manager: real sockets, a real HTTP/1.1 peer."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import trio
+
+from webterm.pty.report import ReportError, post_json
+
+
+async def test_post_json_sends_the_body_and_returns_the_status() -> None:
+    seen: list[bytes] = []
+
+    async def answer(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            data += await stream.receive_some(4096)
+        seen.append(data)
+        await stream.send_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/v1/terminals/terminal-0/recycle"
+        status = await post_json(url, {"reason": "exit"}, {"Authorization": "Bearer t"})
+        nursery.cancel_scope.cancel()
+    assert status == 202
+    head, body = seen[0].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"POST /v1/terminals/terminal-0/recycle HTTP/1.1\r\n")
+    assert b"\r\nauthorization: bearer t" in head.lower()
+    assert json.loads(body) == {"reason": "exit"}
+
+
+async def test_post_json_fails_clearly() -> None:
+    with pytest.raises(ReportError, match="not an http"):
+        await post_json("ftp://manager/", {}, {})
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ReportError):
+        await post_json(f"http://127.0.0.1:{port}/", {}, {})
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+        with pytest.raises(ReportError):
+            await post_json(f"http://127.0.0.1:{listener.socket.getsockname()[1]}/", {}, {})
+        nursery.cancel_scope.cancel()

@@ -7,8 +7,10 @@ the manager's RSS) that answers the manager's real client code over loopback: a 
 N pods (90% Ready, 10% still starting: each of those gets a readiness watchdog, the
 per-pod waiters that events are fanned out to), the scale subresource, then one chunked
 watch stream of realistic pod JSON (~1.6 KB per event, MODIFIED events round-robin over
-every pod, each with a new resourceVersion). Measured: from the first watch event the
-pool handles until it has handled the last one.
+every pod, each with a new resourceVersion; one in CHANGE_EVERY flips the pod's readiness,
+which the pool and the pod's waiters act on; the rest is status churn, which the backend
+absorbs). Measured: from the first watch event until the last is applied and the pool
+has caught up.
 
     python bench/manager_scale.py [--pods 10000] [--events 200000]
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import psutil
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -34,7 +37,8 @@ from webterm.config import ManagerConfig
 from webterm.manager.app import Manager
 from webterm.manager.kube.backend import KubernetesBackend
 from webterm.manager.kube.client import ClusterConnection, KubeClient
-from webterm.manager.pool import TerminalAppeared, TerminalReady
+
+CHANGE_EVERY = 10  # --pods must be a multiple of it (each flip is flipped back)
 
 
 def pod(i: int, ready: bool, rv: int) -> dict[str, Any]:
@@ -94,6 +98,11 @@ class FakeApi:
             json.dumps({"type": "MODIFIED", "object": pod(i, self.ready[i], 999_999_999)})
             for i in range(pods)
         ]
+        # the same pods with their readiness flipped: real changes for the pool
+        self.flipped = [
+            json.dumps({"type": "MODIFIED", "object": pod(i, not self.ready[i], 999_999_999)})
+            for i in range(pods)
+        ]
         items = [pod(i, self.ready[i], i + 1) for i in range(pods)]
         self.listing = json.dumps(
             {"kind": "PodList", "metadata": {"resourceVersion": str(pods + 1)}, "items": items}
@@ -148,7 +157,11 @@ class FakeApi:
         chunk: list[str] = []
         for n in range(self.events):
             version += 1
-            chunk.append(self.template[n % self.pods].replace("999999999", str(version)))
+            # one event in CHANGE_EVERY flips a pod's readiness (and the next one to reach
+            # that pod flips it back); the rest are status churn, as in a real cluster
+            lines = self.flipped if (n // self.pods) % 2 and n % CHANGE_EVERY == 0 else None
+            line = (lines or self.template)[n % self.pods]
+            chunk.append(line.replace("999999999", str(version)))
             if len(chunk) == 64 or n == self.events - 1:
                 data = ("\n".join(chunk) + "\n").encode()
                 await stream.send_all(b"%x\r\n%s\r\n" % (len(data), data))
@@ -175,24 +188,21 @@ async def measure(pods: int, events: int, port: int) -> dict[str, float]:
     registry = CollectorRegistry()
     backend = KubernetesBackend(config, client=KubeClient(connection), registry=registry)
     manager = Manager(config, backend, registry)
-    handled = 0
-    first = last = 0.0
+    seen = 0
+    first = 0.0
     done = trio.Event()
-    apply = manager.handle_quietly
+    on_event = backend._on_event
 
-    def counting(event: Any) -> Any:
-        # the channel is FIFO: the list's N pod events come first, then the watch's
-        nonlocal handled, first, last
-        if isinstance(event, TerminalReady | TerminalAppeared):
-            handled += 1
-            if handled == pods + 1:
-                first = time.perf_counter()
-            elif handled == pods + events:
-                last = time.perf_counter()
-                done.set()
-        return apply(event)
+    def counting(kind: str, info: Any) -> None:
+        nonlocal seen, first
+        seen += 1
+        if seen == 1:
+            first = time.perf_counter()
+        on_event(kind, info)
+        if seen == events:
+            done.set()
 
-    manager.handle_quietly = counting  # type: ignore[method-assign]
+    backend._on_event = counting  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         gc.collect()
@@ -200,6 +210,8 @@ async def measure(pods: int, events: int, port: int) -> dict[str, float]:
         waiters = sum(len(s) for s in backend._subscribers.values())
         with trio.fail_after(600):
             await done.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the pool has caught up
+        last = time.perf_counter()
         rss_end = process.memory_info().rss
         nursery.cancel_scope.cancel()
     return {

@@ -236,25 +236,28 @@ class KubernetesBackend:
     async def _on_listed(self, pods: dict[str, PodInfo]) -> None:
         self.pods = pods
         for pod in pods.values():
-            await self._emit(pod)
-        await self._send(Listed(present=frozenset(n for n, p in pods.items() if not p.deleting)))
+            self._emit(pod)
+        self._post(Listed(present=frozenset(n for n, p in pods.items() if not p.deleting)))
 
-    async def _on_event(self, kind: str, pod: PodInfo) -> None:
+    def _on_event(self, kind: str, pod: PodInfo) -> None:
         if kind == "DELETED":
             if self.pods.get(pod.name, pod).uid == pod.uid:
                 self.pods.pop(pod.name, None)
-            await self._send(TerminalGone(name=pod.name, instance=pod.uid))
+            self._post(TerminalGone(name=pod.name, instance=pod.uid))
             self._route(pod.name, None)
             return
-        self.pods[pod.name] = pod
-        await self._emit(pod)
+        before = self.pods.get(pod.name)
+        self.pods[pod.name] = pod  # the newest resourceVersion, for the owner's patch
+        if before is not None and before.same_state(pod):
+            return  # churn: the pool and the waiters have seen this state already
+        self._emit(pod)
         self._route(pod.name, pod)
 
-    async def _emit(self, pod: PodInfo) -> None:
+    def _emit(self, pod: PodInfo) -> None:
         if pod.deleting:
-            await self._send(TerminalGone(name=pod.name, instance=pod.uid))
+            self._post(TerminalGone(name=pod.name, instance=pod.uid))
         elif pod.usable:
-            await self._send(
+            self._post(
                 TerminalReady(
                     name=pod.name,
                     instance=pod.uid,
@@ -264,17 +267,16 @@ class KubernetesBackend:
                 )
             )
         else:
-            await self._send(TerminalAppeared(name=pod.name, instance=pod.uid))
+            self._post(TerminalAppeared(name=pod.name, instance=pod.uid))
             if pod.uid not in self._watched and self._nursery is not None:
                 self._watched.add(pod.uid)
                 self._nursery.start_soon(self._readiness_watchdog, pod.name, pod.uid)
 
-    async def _send(self, event: Event) -> None:
+    def _post(self, event: Event) -> None:
+        """To the manager, without a scheduling round per watch event: its channel is
+        unbounded (the pool applies events far faster than an API server sends them)."""
         assert self._events is not None
-        try:
-            self._events.send_nowait(event)  # no scheduling round per watch event
-        except trio.WouldBlock:
-            await self._events.send(event)
+        self._events.send_nowait(event)
 
     def _route(self, name: str, pod: PodInfo | None) -> None:
         """Hand a pod change to whoever waits for that pod (O(1) by name)."""
@@ -303,7 +305,7 @@ class KubernetesBackend:
                         return
                     await receive.receive()
             log.warning("%s (uid %s) not ready after %.0f s", name, uid, self.config.ready_timeout)
-            await self._send(TerminalFailed(name=name, instance=uid, reason="not ready in time"))
+            self._post(TerminalFailed(name=name, instance=uid, reason="not ready in time"))
         finally:
             receive.close()
             self._watched.discard(uid)

@@ -211,8 +211,9 @@ class KubeClient:
 
     async def watch_pods(
         self, selector: str, resource_version: str, timeout_seconds: int
-    ) -> AsyncIterator[tuple[str, Pod]]:
-        """Events of one watch request, until the server ends it. Raises :class:`Gone`
+    ) -> AsyncIterator[list[tuple[str, Pod]]]:
+        """Events of one watch request, until the server ends it, in batches (the lines
+        of each chunk read: one await per chunk, not per event). Raises :class:`Gone`
         for an expired resourceVersion (as an HTTP 410 or an ERROR event), and
         :class:`KubeError` for an ERROR event or a line that is not a pod event."""
         params = {
@@ -229,11 +230,9 @@ class KubeClient:
                 pending = b""
                 async for chunk in response.aiter_bytes():
                     *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            yield _watch_event(line)
+                    yield [_watch_event(line) for line in lines if line.strip()]
                 if pending.strip():
-                    yield _watch_event(pending)
+                    yield [_watch_event(pending)]
         except httpx.HTTPError as exc:
             raise KubeError(0, "WatchBroken", str(exc) or type(exc).__name__) from exc
 

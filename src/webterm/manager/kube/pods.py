@@ -8,7 +8,6 @@ plus dict walking, and the 10,000-pod list never exists in memory as Python obje
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -66,9 +65,9 @@ pod_list_decoder: Final = msgspec.json.Decoder(PodList)
 pod_event_decoder: Final = msgspec.json.Decoder(PodEvent)
 
 
-@dataclass(frozen=True, slots=True)
-class PodInfo:
-    """The compact record kept per pod."""
+class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The compact record kept per pod (a Struct: several times cheaper to build than a
+    frozen dataclass, and built once per watch event)."""
 
     name: str
     uid: str
@@ -83,9 +82,12 @@ class PodInfo:
     def from_pod(cls, pod: Pod) -> PodInfo:
         meta, status = pod.metadata, pod.status
         annotations = meta.annotations or {}
-        ready = status.phase == "Running" and any(
-            c.type == "Ready" and c.status == "True" for c in status.conditions or ()
-        )
+        ready = False
+        if status.phase == "Running" and status.conditions:
+            for condition in status.conditions:
+                if condition.type == "Ready":
+                    ready = condition.status == "True"
+                    break
         allocated = annotations.get(ALLOCATED_ANNOTATION)
         try:
             allocated_at = datetime.fromisoformat(allocated).timestamp() if allocated else 0.0
@@ -106,6 +108,19 @@ class PodInfo:
     def from_obj(cls, obj: dict[str, Any]) -> PodInfo:
         """From a pod already decoded as plain JSON (a PATCH or GET answer)."""
         return cls.from_pod(msgspec.convert(obj, Pod))
+
+    def same_state(self, other: PodInfo) -> bool:
+        """Equal in everything but the resourceVersion: status churn (a condition's
+        timestamp, a label elsewhere) that nothing in the manager reads."""
+        return (
+            self.uid == other.uid
+            and self.ready == other.ready
+            and self.ip == other.ip
+            and self.deleting == other.deleting
+            and self.owner == other.owner
+            and self.allocated_at == other.allocated_at
+            and self.name == other.name
+        )
 
     @property
     def usable(self) -> bool:

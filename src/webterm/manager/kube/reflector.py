@@ -40,7 +40,8 @@ HEALTHY_AFTER: Final = 120.0
 
 
 OnListed = Callable[[dict[str, PodInfo]], Awaitable[None]]
-OnEvent = Callable[[str, PodInfo], Awaitable[None]]
+OnEvent = Callable[[str, PodInfo], None]
+"""Called for each event, synchronously: a watch delivers tens of thousands a second."""
 
 
 @dataclass
@@ -86,15 +87,16 @@ async def reflect(
                 healthy_since = trio.current_time()
                 stats.watches += 1
                 try:
-                    async for kind, pod in client.watch_pods(
+                    async for batch in client.watch_pods(
                         selector, version, random.randint(*WATCH_TIMEOUT_RANGE)
                     ):
-                        if pod.metadata.resourceVersion:
-                            version = pod.metadata.resourceVersion
-                        if kind == "BOOKMARK":
-                            continue
-                        stats.events += 1
-                        await on_event(kind, PodInfo.from_pod(pod))
+                        for kind, pod in batch:
+                            if pod.metadata.resourceVersion:
+                                version = pod.metadata.resourceVersion
+                            if kind == "BOOKMARK":
+                                continue
+                            stats.events += 1
+                            on_event(kind, PodInfo.from_pod(pod))
                     if trio.current_time() - healthy_since > HEALTHY_AFTER:
                         backoff = BACKOFF_START
                 except Gone:

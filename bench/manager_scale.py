@@ -239,6 +239,24 @@ def run(pods: int = 10_000, events: int = 200_000) -> dict[str, float]:
         server.wait()
 
 
+EVENTS_TARGET = 50_000
+RSS_TARGET_MIB = 150
+
+
+def report(row: dict[str, float]) -> list[str]:
+    """The row in words, then the two targets, each ending PASS or MISS."""
+    rate, rss = row["events_per_s"], row["rss_mib"]
+    return [
+        f"manager: {row['pods']:.0f} pods, {row['waiters']:.0f} waiters: "
+        f"{rate:,.0f} watch events/s, RSS {rss:.0f} MiB "
+        f"({row['rss_per_pod_kib']:.2f} KiB per tracked pod)",
+        f"manager events/s: {rate:,.0f} (target >= {EVENTS_TARGET:,}) "
+        f"{'PASS' if rate >= EVENTS_TARGET else 'MISS'}",
+        f"manager RSS: {rss:.0f} MiB (target <= {RSS_TARGET_MIB} MiB) "
+        f"{'PASS' if rss <= RSS_TARGET_MIB else 'MISS'}",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pods", type=int, default=10_000)
@@ -248,7 +266,9 @@ def main() -> None:
     if args.serve:
         trio.run(serve_api, args.pods, args.events)
     else:
-        print(json.dumps(run(args.pods, args.events)))
+        row = run(args.pods, args.events)
+        print("\n".join(report(row)))
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

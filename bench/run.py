@@ -1,6 +1,11 @@
 """webterm benchmarks against its peers, measured in the same run on loopback.
 
-    nox -s bench            # or: python bench/run.py [--quick]
+    nox -s bench            # or: python bench/run.py [--quick] [--suites ...]
+
+Suites (all by default): `stream` (below), `ctrl-c` (bench/ctrl_c.py: Ctrl-C under a
+flood, direct and in the throttled page), `allocation` (bench/allocation.py: allocation
+p50/p99 at concurrency 1/50/200, cold start, idle RSS) and `manager`
+(bench/manager_scale.py: watch events/s and RSS with 10,000 pods).
 
 Targets, each started fresh as a subprocess:
   webterm-direct   `webterm pty`, a WebSocket client straight to it (acks like the page)
@@ -292,6 +297,34 @@ def report(results: dict[str, dict[str, float]]) -> None:
         )
 
 
+def _ctrl_c(quick: bool) -> tuple[Any, list[str]]:
+    import ctrl_c
+
+    results = ctrl_c.run(quick)
+    return results, ctrl_c.report(results)
+
+
+def _allocation(quick: bool) -> tuple[Any, list[str]]:
+    import allocation
+
+    results = allocation.run(quick)
+    return results, allocation.report(results)
+
+
+def _manager(quick: bool) -> tuple[Any, list[str]]:
+    import manager_scale
+
+    row = manager_scale.run(10_000, 50_000 if quick else 200_000)
+    return row, manager_scale.report(row)
+
+
+SUITES: dict[str, Callable[[bool], tuple[Any, list[str]]]] = {
+    "ctrl-c": _ctrl_c,
+    "allocation": _allocation,
+    "manager": _manager,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,16 +332,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small payloads, one repetition")
     parser.add_argument("--targets", nargs="*", default=list(TARGETS))
     parser.add_argument("--output", type=Path, default=ROOT / "results")
+    names = ["stream", *SUITES]
+    parser.add_argument("--suites", nargs="*", default=names, choices=names)
     args = parser.parse_args()
     if shutil.which("node") is None and "node-reference" in args.targets:
         args.targets.remove("node-reference")
-    print("measuring (loopback, medians):", flush=True)
-    results = trio.run(measure, args)
-    report(results)
+    results: dict[str, Any] = {}
+    lines: list[str] = []
+    if "stream" in args.suites:
+        print("measuring throughput and echo (loopback, medians):", flush=True)
+        results["stream"] = trio.run(measure, args)
+        report(results["stream"])
+    for name in args.suites:
+        if name in SUITES:
+            print(f"\nmeasuring {name}:", flush=True)
+            results[name], more = SUITES[name](args.quick)
+            lines += more
+            print("\n".join(more), flush=True)
+    if lines:
+        print("\nsummary of the other suites:\n" + "\n".join(lines))
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"machine": os.uname().nodename, "cores": os.cpu_count(),
-                                "quick": args.quick, "results": results}, indent=2))  # fmt: skip
+                                "quick": args.quick, "suites": args.suites,
+                                "results": results}, indent=2))  # fmt: skip
     print(f"\nresults: {path}")
 
 

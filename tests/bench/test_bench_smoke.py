@@ -12,13 +12,25 @@ from pathlib import Path
 def test_bench_quick_run_produces_results(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--targets", "webterm-direct",
-         "--output", str(tmp_path)],
+         "--suites", "stream", "--output", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert "webterm-direct" in done.stdout
     (result,) = tmp_path.glob("*.json")
-    rows = json.loads(result.read_text())["results"]
+    rows = json.loads(result.read_text())["results"]["stream"]
     assert rows["webterm-direct"]["throughput_mb_s"] > 0
     assert rows["webterm-direct"]["echo_p99_ms"] > 0
     assert rows["raw-pty"]["throughput_mb_s"] > 0
+
+
+def test_manager_scale_bench_runs_small() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/manager_scale.py", "--pods", "100", "--events", "2000"],
+        capture_output=True, text=True, timeout=120, check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    row = json.loads(done.stdout.splitlines()[-1])
+    assert row["pods"] == 100 and row["waiters"] == 10
+    assert row["events_per_s"] > 0 and row["rss_mib"] > 0
+    assert "manager events/s" in done.stdout

@@ -80,6 +80,7 @@ from webterm.webserver.static import (
     accepts_gzip,
     not_modified,
 )
+from webterm.webserver.upstream import UpstreamTransport
 
 log = logging.getLogger("webterm.webserver")
 
@@ -718,7 +719,7 @@ async def serve(
     http_scope = trio.CancelScope(shield=True)
     async with httpx.AsyncClient(
         base_url=config.manager_url,
-        transport=manager_transport,
+        transport=manager_transport or UpstreamTransport(),
         timeout=MANAGER_TIMEOUT,
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     ) as manager:

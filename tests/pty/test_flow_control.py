@@ -5,6 +5,8 @@ tty's line discipline flushes: never for a raw-mode program, where ^C is just a 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -33,11 +35,18 @@ async def slow_renderer(client: Client, rate: float, seconds: float) -> list[int
     return in_flight
 
 
-async def test_the_window_shrinks_to_what_a_slow_client_renders() -> None:
+@asynccontextmanager
+async def acking_client() -> AsyncIterator[Client]:
+    """A client of a fresh server that announced flow control, at a ready prompt."""
     async with running_server(pty_config()) as port, connect(port) as client:
         await client.expect_control("hello")
         await client.ws.send_message('{"type":"ack","bytes":0}')
         await client.run("echo READY-$((1+1))", "READY-2")
+        yield client
+
+
+async def test_the_window_shrinks_to_what_a_slow_client_renders() -> None:
+    async with acking_client() as client:
         await client.ws.send_message(b"yes 'a line of flood, the quick brown fox 0123456789'\n")
         in_flight = await slow_renderer(client, rate=200_000, seconds=4.0)
         assert len(in_flight) > 10, in_flight
@@ -49,10 +58,7 @@ async def test_the_window_shrinks_to_what_a_slow_client_renders() -> None:
 
 
 async def test_ctrl_c_flushes_the_backlog_and_tells_the_client() -> None:
-    async with running_server(pty_config()) as port, connect(port) as client:
-        await client.expect_control("hello")
-        await client.ws.send_message('{"type":"ack","bytes":0}')
-        await client.run("echo READY-$((1+1))", "READY-2")
+    async with acking_client() as client:
         await client.ws.send_message(b"yes flood-line\n")
         await slow_renderer(client, rate=200_000, seconds=1.0)  # a backlog builds up
         await client.ws.send_message(b"\x03")

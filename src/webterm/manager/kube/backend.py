@@ -185,7 +185,7 @@ class KubernetesBackend:
         try:
             updated = await self._retry(self.client.patch_pod, assign.name, patch)
         except Conflict:
-            fresh = PodInfo.from_obj(await self.client.get_pod(assign.name))
+            fresh = PodInfo.from_pod(await self.client.get_pod(assign.name))
             self.pods[fresh.name] = fresh
             if fresh.uid != assign.instance:
                 raise ClaimLost(None) from None
@@ -195,7 +195,7 @@ class KubernetesBackend:
             return
         except NotFound:
             raise ClaimLost(None) from None
-        info = PodInfo.from_obj(updated)
+        info = PodInfo.from_pod(updated)
         if info.uid == assign.instance:
             self.pods[info.name] = info
 

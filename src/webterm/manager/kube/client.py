@@ -23,15 +23,22 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
 
 from webterm.config import ManagerConfig
-from webterm.manager.kube.pods import Pod, PodList, pod_event_decoder, pod_list_decoder
+from webterm.manager.kube.pods import (
+    Pod,
+    PodList,
+    pod_decoder,
+    pod_event_decoder,
+    pod_list_decoder,
+)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)
@@ -184,19 +191,18 @@ class KubeClient:
         raw = await self._call_raw(
             "GET", self._path("", "pods"), params={"labelSelector": selector}
         )
-        try:
-            return pod_list_decoder.decode(raw)
-        except msgspec.MsgspecError as exc:
-            raise KubeError(0, "BadResponse", f"pod list: {exc}") from exc
+        return _decode(pod_list_decoder, raw, "pod list")
 
-    async def get_pod(self, name: str) -> Obj:
-        return await self._call("GET", self._path("", "pods", name))
+    async def get_pod(self, name: str) -> Pod:
+        raw = await self._call_raw("GET", self._path("", "pods", name))
+        return _decode(pod_decoder, raw, f"pod {name}")
 
-    async def patch_pod(self, name: str, patch: Obj) -> Obj:
-        return await self._call(
+    async def patch_pod(self, name: str, patch: Obj) -> Pod:
+        raw = await self._call_raw(
             "PATCH", self._path("", "pods", name), content=json.dumps(patch),
             headers={"Content-Type": MERGE_PATCH},
         )  # fmt: skip
+        return _decode(pod_decoder, raw, f"pod {name}")
 
     async def delete_pod(self, name: str, *, uid: str, grace_period: int) -> None:
         body = {"gracePeriodSeconds": grace_period, "preconditions": {"uid": uid}}
@@ -267,6 +273,13 @@ class KubeClient:
         )
         items: list[Obj] = listed.get("items", [])
         return items
+
+
+def _decode(decoder: msgspec.json.Decoder[T], raw: bytes, what: str) -> T:
+    try:
+        return decoder.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise KubeError(0, "BadResponse", f"{what}: {exc}") from exc
 
 
 def _watch_event(line: bytes) -> tuple[str, Pod]:

@@ -9,7 +9,7 @@ plus dict walking, and the 10,000-pod list never exists in memory as Python obje
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -103,11 +103,6 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
             allocated_at=allocated_at,
             resource_version=meta.resourceVersion,
         )
-
-    @classmethod
-    def from_obj(cls, obj: dict[str, Any]) -> PodInfo:
-        """From a pod already decoded as plain JSON (a PATCH or GET answer)."""
-        return cls.from_pod(msgspec.convert(obj, Pod))
 
     def same_state(self, other: PodInfo) -> bool:
         """Equal in everything but the resourceVersion: status churn (a condition's

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+
 
 class ReportError(Exception):
     """The manager could not be reached or did not answer in HTTP."""
@@ -29,19 +31,14 @@ async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> 
     port = parts.port or (443 if parts.scheme == "https" else 80)
     payload = json.dumps(body, separators=(",", ":")).encode()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = h11.Request(
-        method="POST",
-        target=target,
-        headers=[
-            ("Host", parts.netloc),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-            ("Connection", "close"),
-            ("User-Agent", "webterm-pty"),
-            *headers.items(),
-        ],
-    )
-    conn = h11.Connection(h11.CLIENT)
+    headers_out = [
+        ("Host", parts.netloc),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(payload))),
+        ("Connection", "close"),
+        ("User-Agent", "webterm-pty"),
+        *headers.items(),
+    ]
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
         if parts.scheme == "https":
@@ -51,18 +48,8 @@ async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> 
                 stream, ssl.create_default_context(), server_hostname=parts.hostname
             )
         async with stream:
-            await stream.send_all(
-                conn.send(request)
-                + conn.send(h11.Data(data=payload))
-                + conn.send(h11.EndOfMessage())
-            )
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(16384)))
-                elif isinstance(event, h11.Response):
-                    return event.status_code
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ReportError("the manager closed the connection without answering")
-    except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+            connection = h11.Connection(h11.CLIENT)
+            answer = await exchange(stream, connection, "POST", target, headers_out, payload)
+            return answer.status
+    except (OSError, NoAnswer, BrokenAnswer) as exc:
         raise ReportError(str(exc) or type(exc).__name__) from exc

@@ -20,15 +20,13 @@ import h11
 import httpx
 import trio
 
+from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+
 IDLE_SECONDS: Final = 30.0
 """An idle connection is closed after this: well inside the manager's 75 s keep-alive."""
 
 MAX_IDLE: Final = 256
 """Idle connections kept per upstream; more are closed when given back."""
-
-
-class _Stale(Exception):
-    """A reused connection ended before any answer: the server had closed it."""
 
 
 class _Connection:
@@ -38,49 +36,19 @@ class _Connection:
         self.idle_since = 0.0
 
     async def exchange(self, request: httpx.Request, body: bytes) -> httpx.Response:
-        target = request.url.raw_path
         headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"transfer-encoding"]
         if not any(k.lower() == b"content-length" for k, _ in headers) and (
             body or request.method not in ("GET", "HEAD", "DELETE")
         ):
             headers.append((b"Content-Length", str(len(body)).encode()))
-        data = self.h11.send(h11.Request(method=request.method, target=target, headers=headers))
-        if body:
-            data += self.h11.send(h11.Data(data=body))
-        data += self.h11.send(h11.EndOfMessage())
-        answered = False
         try:
-            await self.stream.send_all(data)
-            response: h11.Response | None = None
-            content = bytearray()
-            while True:
-                event = self.h11.next_event()
-                if event is h11.NEED_DATA:
-                    chunk = await self.stream.receive_some(65536)
-                    if not chunk and not answered:
-                        raise _Stale
-                    self.h11.receive_data(bytes(chunk))
-                    answered = answered or bool(chunk)
-                elif isinstance(event, h11.Response):
-                    response = event
-                elif isinstance(event, h11.Data):
-                    content += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise httpx.RemoteProtocolError("the manager closed the connection mid-answer")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            if not answered:
-                raise _Stale from exc
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        except h11.ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from exc
-        assert response is not None
+            answer = await exchange(
+                self.stream, self.h11, request.method, request.url.raw_path, headers, body
+            )
+        except BrokenAnswer as exc:
+            raise httpx.RemoteProtocolError(f"the manager's answer: {exc}") from exc
         return httpx.Response(
-            response.status_code,
-            headers=[(k, v) for k, v in response.headers],
-            content=bytes(content),
-            request=request,
+            answer.status, headers=answer.headers, content=answer.body, request=request
         )
 
     def reusable(self) -> bool:
@@ -111,7 +79,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             try:
                 with trio.fail_after(timeout.get("read") or math.inf):
                     response = await connection.exchange(request, body)
-            except _Stale:
+            except NoAnswer:
                 await trio.aclose_forcefully(connection.stream)
                 if reused:
                     continue  # the manager had closed that idle connection: a fresh one

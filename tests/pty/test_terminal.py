@@ -163,6 +163,37 @@ async def test_newer_connection_takes_over_and_old_is_closed_4409() -> None:
             await new.run("echo STILL-'HERE'", "STILL-HERE")
 
 
+async def test_takeover_while_the_older_tab_waits_on_a_full_pty(tmp_path: Path) -> None:
+    """The older tab's typing blocked on a full pty neither breaks the newer tab's
+    input (one writer at a time) nor comes after it: once superseded, no more of it
+    is written."""
+    go = tmp_path / "go"
+    # a raw, silent tty and a reader that only starts once the newer tab is attached, so
+    # the older tab's flood fills the pty and its writer waits in the middle of it
+    script = f"stty raw -echo; while [ ! -e {go} ]; do sleep 0.02; done; exec cat"
+    config = pty_config(shell=("/bin/sh", "-c", script))
+    async with running_server(config) as port, connect(port) as old, trio.open_nursery() as n:
+        await old.expect_control("hello")
+
+        async def flood() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(400):
+                    await old.ws.send_message(b"a" * 1000)
+
+        n.start_soon(flood)
+        await trio.sleep(0.5)  # let the flood reach the pty (a slow start only weakens it)
+        async with connect(port) as new:
+            await new.expect_control("hello")
+            await new.ws.send_message(b"B-MARK\n")
+            await trio.sleep(0.2)  # so that it waits behind the older tab's write
+            go.touch()
+            await new.expect(b"B-MARK")
+            await new.ws.send_message(b"C-MARK\n")
+            output = await new.expect(b"C-MARK")
+            between = output[output.index(b"B-MARK") : output.index(b"C-MARK")]
+            assert b"a" not in between, "the superseded tab's input came after the new"
+
+
 async def test_shell_exit_status_then_close_1000() -> None:
     async with running_server(pty_config()) as port, connect(port) as client:
         await client.expect_control("hello")

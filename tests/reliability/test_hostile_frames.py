@@ -48,15 +48,20 @@ async def test_random_frames_never_break_the_server() -> None:
                 for frame in batch:
                     await client.ws.send_message(frame)
             async with connect(port) as client:
-                # ^Q resumes output a stray ^S stopped; ^C abandons whatever was typed
-                await client.ws.send_message(b"\x11\x03")
-                # text typed while bash handles that ^C may be discarded with the line
-                # (tty semantics, not ours): type the probe again until it answers
-                with trio.fail_after(20):
+                # Each try: ^Q resumes output a stray ^S stopped, ^C abandons whatever was
+                # typed, then the probe. Text typed while bash handles a ^C may be discarded
+                # with the line (tty semantics, not ours), so try again until it answers.
+                with trio.move_on_after(30) as waited:
                     while b"ALIVE-42" not in client.output:
+                        await client.ws.send_message(b"\x11\x03")
+                        with trio.move_on_after(0.3):  # let bash draw its new prompt
+                            while True:
+                                await client.next()
                         await client.ws.send_message(b"echo ALIVE-$((40+2))\n")
                         with trio.move_on_after(2):
                             await client.expect(b"ALIVE-42")
+                tail = bytes(client.output[-400:])
+                assert not waited.cancelled_caught, f"shell stopped answering; output: {tail!r}"
 
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(frames, min_size=1, max_size=15))

@@ -180,6 +180,7 @@ class Terminal:
     last_input: float = 0.0
     _changed: trio.Event = field(default_factory=trio.Event)
     _spawning: bool = False
+    _typing: trio.Lock = field(default_factory=trio.Lock)  # one writer to the shell at a time
 
     def __post_init__(self) -> None:
         self.log = OutputLog(self.config.scrollback_bytes)
@@ -355,11 +356,18 @@ class Terminal:
         try:
             while True:
                 message = await att.ws.get_message()
+                if att.superseded:
+                    # Another connection took over: what this one still had buffered
+                    # must not reach the shell after (or in between) the newer input.
+                    return
                 if isinstance(message, bytes):
                     if self.shell is not None and self.exit_status is None:
                         self.last_input = trio.current_time()
                         interrupts = self.shell.interrupts(message)
-                        await self.shell.write(message)
+                        async with self._typing:
+                            if att.superseded:
+                                return
+                            await self.shell.write(message)
                         if interrupts:
                             # Drop the backlog, here and (what was sent) in the client. After
                             # the write: the tty flushes what it holds as it reads the ^C,

@@ -31,6 +31,12 @@
      manager knows the owner), so this measures the manager with the kubernetes backend
      (reflector and pool fed by the stand-in's watch) behind the webserver.
 
+   - floor (rows ``floor-hypercorn`` and ``floor-quart``): the same rounds against
+     ``bench/peers/http_floor.py``, Hypercorn answering a fixed allocation-shaped JSON
+     from a bare ASGI callable, then from one quart-trio route: what the webserver's
+     server stack costs per request with no webterm code and no manager behind it.
+     webterm's rows read against these, measured on the same machine in the same run.
+
 2. Cold start to the first prompt (row ``cold-start``): a fresh ``webterm up --spares 0``
    (no terminal running: the request makes the pool start one), from ``POST
    /api/terminal`` until the WebSocket, dialed through the webserver's proxy as the page
@@ -98,6 +104,7 @@ STAND_IN_CLIENTS, STAND_IN_SPARES = 200, 8
 START_DEADLINE = 180.0  # seconds a service may take to come up on a loaded machine
 TARGETS = (("alloc-local", 50.0), ("alloc-stand-in", 100.0))
 RSS_TARGET = 1.1
+FLOORS = {"floor-hypercorn": "Hypercorn, bare ASGI", "floor-quart": "one quart-trio route"}
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -426,6 +433,27 @@ async def alloc_stand_in(procs: Processes, quick: bool) -> dict[str, float]:
         procs.stop(api)
 
 
+async def floor_row(procs: Processes, quick: bool, kind: str) -> dict[str, float]:
+    """The same rounds against ``bench/peers/http_floor.py``: Hypercorn alone (``raw``)
+    or one quart-trio route (``quart``) answering a fixed allocation, no manager behind."""
+    server = procs.spawn(f"floor-{kind}", [sys.executable, str(PEERS / "http_floor.py"), kind],
+                         stdout=True)  # fmt: skip
+    try:
+        address = (await procs.first_line(server)).split()[-1]
+        ids = [f"floor-{i}" for i in range(LOCAL_CLIENTS)]  # ignored by the server
+        return await allocation_rounds(address, ids, quick, {"webserver": server})
+    finally:
+        procs.stop(server)
+
+
+async def floor_hypercorn(procs: Processes, quick: bool) -> dict[str, float]:
+    return await floor_row(procs, quick, "raw")
+
+
+async def floor_quart(procs: Processes, quick: bool) -> dict[str, float]:
+    return await floor_row(procs, quick, "quart")
+
+
 async def serve_stand_in(directory: Path) -> None:
     """The Kubernetes API stand-in with a fake-mode kubelet, until SIGTERM/SIGINT.
     Prints one line when its kubeconfig is written."""
@@ -628,6 +656,8 @@ async def measure(quick: bool) -> dict[str, dict[str, float]]:
         for name, step in (
             ("alloc-local", alloc_local),
             ("alloc-stand-in", alloc_stand_in),
+            ("floor-hypercorn", floor_hypercorn),
+            ("floor-quart", floor_quart),
             ("cold-start", cold_start),
             ("idle-rss", rss_row),
         ):
@@ -648,7 +678,7 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
         f"{'allocation':<15} {'clients':>7} {'c':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>6}"
         f"  {'CPU ms per request: webserver':>29} {'manager':>7}"
     ]
-    for name, _ in TARGETS:
+    for name in [name for name, _ in TARGETS] + list(FLOORS):
         row = results.get(name, {})
         for c in CONCURRENCY if row else ():
             lines.append(
@@ -676,6 +706,16 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
             lines.append(
                 f"{name} p99 at concurrency 200: {p99:.1f} ms (target < {bound:.0f} ms) {verdict}"
             )
+    floors = [(FLOORS[name], results[name]) for name in FLOORS if name in results]
+    if floors:
+        shown = "; ".join(
+            f"{what} p99 {row['c200_p99_ms']:.0f} ms at {row['c200_rps']:.0f} req/s"
+            for what, row in floors
+        )
+        lines.append(
+            f"the server stack alone at concurrency 200 (no webterm code): {shown}; "
+            f"p99 < 50 ms there takes >= {200 / 0.05:.0f} req/s"
+        )
     if "webterm_mib" in rss and "terminado_mib" in rss:
         ratio = rss["webterm_mib"] / rss["terminado_mib"]
         verdict = "PASS" if ratio <= RSS_TARGET else "MISS"

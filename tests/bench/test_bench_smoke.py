@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
+
 
 def test_bench_quick_run_produces_results(tmp_path: Path) -> None:
     done = subprocess.run(
@@ -36,3 +39,22 @@ def test_manager_scale_bench_runs_small() -> None:
     assert row["events_per_s"] > 0
     assert row["rss_mib"] > 0
     assert "manager events/s" in done.stdout
+
+
+@pytest.mark.parametrize("kind", ["raw", "quart"])
+def test_http_floor_peer_answers_like_an_allocation(kind: str) -> None:
+    """The allocation benchmark's floor rows need the peer to answer the load
+    generator's request as webterm would (200, ``reconnect: true``)."""
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+        [sys.executable, "bench/peers/http_floor.py", kind],
+        cwd=root, stdout=subprocess.PIPE, text=True,
+    ) as server:  # fmt: skip
+        try:
+            assert server.stdout is not None
+            address = server.stdout.readline().split()[-1]
+            answer = httpx.post(f"http://{address}/api/terminal", json={"client": "x"}, timeout=30)
+            assert answer.status_code == 200
+            assert answer.json()["reconnect"] is True
+        finally:
+            server.terminate()

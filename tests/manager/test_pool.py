@@ -240,6 +240,10 @@ class PoolMachine(RuleBasedStateMachine):
         if kind in ("stop", "restart") and self.live.get(name) == instance:
             del self.live[name]
             self.apply(TerminalGone(name=name, instance=instance))
+            if kind == "stop" and self.pool.ordinal_of(name) < self.pool.replicas:
+                # a stale scale-down: the controller deleted the pod just before the pool
+                # scaled back up, and now brings it back, as a StatefulSet does
+                self.todo.append(("start", name, ""))
         if kind == "start" or (
             kind == "restart" and self.pool.ordinal_of(name) < self.pool.replicas
         ):

@@ -94,6 +94,18 @@ async def test_a_connection_closed_while_idle_is_replaced_without_an_error() -> 
     assert upstream.connections == 3
 
 
+async def test_when_every_idle_connection_was_closed_the_retry_dials_afresh() -> None:
+    upstream = Upstream(close_after_answer=True, delay=0.05)
+    async with client_for(upstream) as client:
+        async with trio.open_nursery() as nursery:  # three connections, then all idle
+            for _ in range(3):
+                nursery.start_soon(client.get, "/readyz")
+        await trio.sleep(0.05)  # the closes arrive while they sit idle
+        assert (await client.get("/again")).status_code == 200
+    assert upstream.requests.count("GET /again") == 1
+    assert upstream.connections == 4
+
+
 async def test_concurrent_requests_each_get_their_own_answer() -> None:
     upstream = Upstream(delay=0.01)
     answers: dict[int, str] = {}

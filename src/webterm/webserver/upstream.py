@@ -71,8 +71,9 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         key = (url.host, url.port or 80)
         timeout = request.extensions.get("timeout", {})
         body = await request.aread()
-        for _attempt in range(2):
-            connection = self._take(key)
+        for attempt in range(2):
+            # the second attempt never takes another idle connection: it may be as stale
+            connection = self._take(key) if attempt == 0 else None
             reused = connection is not None
             if connection is None:
                 connection = await self._open(key, timeout.get("connect"))

@@ -11,27 +11,26 @@ from contextlib import asynccontextmanager
 import trio
 
 from tests.pty.test_terminal import Client, connect, pty_config, running_server
-from webterm.pty.server import ACK_HIGH_WATER, MIN_WINDOW
+from webterm.pty.server import ACK_HIGH_WATER, MIN_WINDOW, Attachment
 from webterm.pty.session import spawn_shell
 
 
 async def slow_renderer(client: Client, rate: float, seconds: float) -> list[int]:
     """Read for ``seconds``, "rendering" at ``rate`` bytes/s and acking each frame when
-    rendered, as the page does. Returns the unacknowledged bytes seen at each frame."""
+    rendered, as the page does. Returns the unacknowledged bytes seen at each frame
+    (each one's size: the frames before it are acknowledged)."""
     in_flight: list[int] = []
-    received = acked = 0
-    with trio.move_on_after(seconds):
-        while True:
+    end = trio.current_time() + seconds
+    # never cancelled between a frame and its ack: a lost ack would leave the server
+    # counting bytes as in flight that the client believes acknowledged
+    with trio.fail_after(seconds + 30):
+        while trio.current_time() < end:
             message = await client.ws.get_message()
             if isinstance(message, str):
                 continue
-            received += len(message)
-            in_flight.append(received - acked)
+            in_flight.append(len(message))
             await trio.sleep(len(message) / rate)
-            acked = received
             await client.ws.send_message(f'{{"type":"ack","bytes":{len(message)}}}')
-    if received > acked:  # rendered in the end, as the page would
-        await client.ws.send_message(f'{{"type":"ack","bytes":{received - acked}}}')
     return in_flight
 
 
@@ -42,6 +41,7 @@ async def acking_client() -> AsyncIterator[Client]:
         await client.expect_control("hello")
         await client.ws.send_message('{"type":"ack","bytes":0}')
         await client.run("echo READY-$((1+1))", "READY-2")
+        await client.ws.send_message(f'{{"type":"ack","bytes":{len(client.output)}}}')
         yield client
 
 
@@ -117,3 +117,38 @@ async def test_the_shell_says_when_a_key_interrupts() -> None:
     finally:
         await shell.hangup()
         shell.close()
+
+
+async def test_a_client_that_acks_in_batches_never_stalls_the_output() -> None:
+    """A client may ack only once a batch of output has arrived (here 64 KiB, the page's
+    batch, with no timer). After the window has shrunk to its floor, whatever is in flight
+    when it acks must not leave the server waiting for an ack the client will not send."""
+    async with acking_client() as client:
+        await client.ws.send_message(b"yes 'a line of flood, the quick brown fox 0123456789'\n")
+        await slow_renderer(client, rate=200_000, seconds=2.0)  # the window shrinks
+        total = 0
+        unacked = 0
+        with trio.fail_after(30):  # 4 MiB more, each 64 KiB acked at once
+            while total < 4 << 20:
+                message = await client.ws.get_message()
+                if isinstance(message, str):
+                    continue
+                total += len(message)
+                unacked += len(message)
+                await trio.sleep(0.002)  # a little behind, so some output is in transit
+                if unacked >= MIN_WINDOW:
+                    await client.ws.send_message(f'{{"type":"ack","bytes":{unacked}}}')
+                    unacked = 0
+        await client.ws.send_message(b"\x03")
+
+
+def test_room_opens_as_soon_as_an_ack_arrives() -> None:
+    """No hysteresis: with 33 KB unacknowledged of a 100 KB window, the rest may go at
+    once (a client acking in 64 KiB batches would otherwise wait for it forever)."""
+    att = Attachment(ws=None, acking=True, window=100_000)  # type: ignore[arg-type]
+    assert att.room() == 100_000
+    att.sent = 100_000
+    assert att.room() == 0
+    att.record_ack(67_000, now=1.0)
+    assert att.room() == 67_000
+    assert Attachment(ws=None).room() is None  # type: ignore[arg-type]  # no acks: TCP paces

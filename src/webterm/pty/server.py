@@ -135,12 +135,20 @@ class Attachment:
     sent: int = 0  # bytes of output sent on this connection
     acked: int = 0  # bytes the client says it rendered
     acking: bool = False  # the client does ack-based flow control
-    paused: bool = False  # waiting for acks (hysteresis: resume at a quarter window)
     superseded: bool = False
     window: int = MIN_WINDOW  # unacknowledged bytes allowed in flight (slow start)
     limited: bool = False  # the window held output back since the last ack
     base_delay: float = math.inf  # least send-to-ack time seen
     sends: deque[tuple[int, float]] = field(default_factory=deque)  # (sent, when)
+
+    def room(self) -> int | None:
+        """Bytes that may be sent now: ``None`` for a client that does not ack (TCP
+        alone paces it), 0 while the window is full. No hysteresis: room opens as soon
+        as an ack arrives. Waiting for the window to drain further would stall a client
+        that acks in batches whenever what it holds unacknowledged is under its batch."""
+        if not self.acking:
+            return None
+        return max(0, self.window - (self.sent - self.acked))
 
     def record_send(self, now: float) -> None:
         if self.acking and (not self.sends or self.sent - self.sends[-1][0] >= DELAY_SAMPLE_BYTES):
@@ -326,15 +334,11 @@ class Terminal:
         try:
             while not att.superseded:
                 changed = self._changed
-                in_flight = att.sent - att.acked
-                if att.paused and in_flight <= att.window // 4:
-                    att.paused = False
-                elif att.acking and in_flight >= att.window:
-                    att.paused = att.limited = True
-                if not att.paused and att.offset < self.log.end:
-                    limit = FRAME_BYTES
-                    if att.acking:  # never far past the window
-                        limit = max(4096, min(FRAME_BYTES, att.window - in_flight))
+                room = att.room()
+                att.limited |= room == 0
+                if room != 0 and att.offset < self.log.end:
+                    # with acks, never far past the window
+                    limit = FRAME_BYTES if room is None else max(4096, min(FRAME_BYTES, room))
                     start, chunk = self.log.read(att.offset, limit)
                     att.offset = start + len(chunk)
                     att.sent += len(chunk)

@@ -136,6 +136,7 @@ class Attachment:
     acked: int = 0  # bytes the client says it rendered
     acking: bool = False  # the client does ack-based flow control
     superseded: bool = False
+    tasks: trio.CancelScope | None = None  # its pump and input loop, once running
     window: int = MIN_WINDOW  # unacknowledged bytes allowed in flight (slow start)
     limited: bool = False  # the window held output back since the last ack
     base_delay: float = math.inf  # least send-to-ack time seen
@@ -310,13 +311,19 @@ class Terminal:
         att = Attachment(ws, offset=self.log.replay_start())
         old, self.attached = self.attached, att
         if old is not None:
+            # its tasks end now, also a write stuck on a full pty that would hold up ours
             old.superseded = True
+            if old.tasks is not None:
+                old.tasks.cancel()
             self.nursery.start_soon(_close, old.ws, CloseCode.SUPERSEDED)
         self._notify()
         self._call_manager("connection", {"connected": True})
         try:
             await _send(ws, encode_message(Hello(terminal=self.config.name, reattached=reattached)))
             async with trio.open_nursery() as nursery:
+                att.tasks = nursery.cancel_scope
+                if att.superseded:  # taken over while it said hello
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
                 await self._input_loop(att)
                 nursery.cancel_scope.cancel()

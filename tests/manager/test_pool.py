@@ -90,6 +90,35 @@ def test_recycled_terminal_is_free_only_with_a_new_instance() -> None:
     )
 
 
+def test_a_recycle_keeps_the_warm_spare_until_the_recycled_terminal_is_back() -> None:
+    pool = ready_pool(spares=1, max_terminals=3)
+    pool.handle(Allocate(client="c1", now=1))  # terminal-0; terminal-1 becomes the spare
+    pool.handle(TerminalAppeared(name="terminal-1", instance="u1"))
+    pool.handle(TerminalReady(name="terminal-1", instance="u1", address="a1"))
+    # terminal-1 is the only ready spare: no scale-down while terminal-0 restarts
+    assert pool.handle(Recycle(name="terminal-0")) == [Restart(name="terminal-0", instance="u0")]
+    pool.handle(TerminalGone(name="terminal-0", instance="u0"))
+    assert pool.replicas == 2
+    pool.handle(TerminalAppeared(name="terminal-0", instance="u0b"))
+    # once terminal-0 is back there are two spares for one wanted: the top one goes
+    decisions = pool.handle(TerminalReady(name="terminal-0", instance="u0b", address="a0b"))
+    assert decisions == [ScaleTo(replicas=1)]
+    assert pool.handle(Allocate(client="c2", now=2))[0] == Assign(
+        client="c2", name="terminal-0", instance="u0b", address="a0b", reconnect=False
+    )
+
+
+def test_a_newcomer_right_after_a_recycle_gets_the_warm_spare() -> None:
+    pool = ready_pool(spares=1, max_terminals=3)
+    pool.handle(Allocate(client="c1", now=1))
+    pool.handle(TerminalAppeared(name="terminal-1", instance="u1"))
+    pool.handle(TerminalReady(name="terminal-1", instance="u1", address="a1"))
+    pool.handle(Recycle(name="terminal-0"))
+    assert pool.handle(Allocate(client="c2", now=2))[0] == Assign(
+        client="c2", name="terminal-1", instance="u1", address="a1", reconnect=False
+    )
+
+
 def test_release_and_stale_terminals_are_recycled_and_pool_scales_down_from_the_top() -> None:
     pool = ready_pool(spares=1, max_terminals=3)
     pool.handle(Allocate(client="c1", now=1))  # terminal-0, scale to 2

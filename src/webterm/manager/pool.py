@@ -460,10 +460,15 @@ class Pool:
             decisions.append(ScaleTo(replicas=target))
         elif target < self.replicas:
             replicas = self.replicas
+            spare = self.counts[State.FREE]
             while replicas > target:
                 top = self.terminals.get(self.name_of(replicas - 1))
                 if top is not None and top.state in (State.IN_USE, State.RECYCLING):
                     break
+                if top is not None and top.state is State.FREE:
+                    if spare <= self.spares:
+                        break  # a warm spare stays until a recycled terminal is back
+                    spare -= 1
                 replicas -= 1
             if replicas < self.replicas:
                 for ordinal in range(replicas, self.replicas):

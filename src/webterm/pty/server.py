@@ -189,7 +189,6 @@ class Terminal:
     last_input: float = 0.0
     _changed: trio.Event = field(default_factory=trio.Event)
     _spawning: bool = False
-    _typing: trio.Lock = field(default_factory=trio.Lock)  # one writer to the shell at a time
 
     def __post_init__(self) -> None:
         self.log = OutputLog(self.config.scrollback_bytes)
@@ -311,7 +310,7 @@ class Terminal:
         att = Attachment(ws, offset=self.log.replay_start())
         old, self.attached = self.attached, att
         if old is not None:
-            # its tasks end now, also a write stuck on a full pty that would hold up ours
+            # its tasks end now, also a write stuck on a full pty: one writer at a time
             old.superseded = True
             if old.tasks is not None:
                 old.tasks.cancel()
@@ -368,17 +367,15 @@ class Terminal:
             while True:
                 message = await att.ws.get_message()
                 if att.superseded:
-                    # Another connection took over: what this one still had buffered
-                    # must not reach the shell after (or in between) the newer input.
+                    # Another connection took over (and cancelled these tasks; this
+                    # message arrived just before): what this one still had buffered must
+                    # not reach the shell after, or in between, the newer one's input.
                     return
                 if isinstance(message, bytes):
                     if self.shell is not None and self.exit_status is None:
                         self.last_input = trio.current_time()
                         interrupts = self.shell.interrupts(message)
-                        async with self._typing:
-                            if att.superseded:
-                                return
-                            await self.shell.write(message)
+                        await self.shell.write(message)
                         if interrupts:
                             # Drop the backlog, here and (what was sent) in the client. After
                             # the write: the tty flushes what it holds as it reads the ^C,

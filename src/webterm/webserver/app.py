@@ -721,7 +721,6 @@ async def serve(
         base_url=config.manager_url,
         transport=manager_transport or UpstreamTransport(),
         timeout=MANAGER_TIMEOUT,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     ) as manager:
         webserver = Webserver(
             config,

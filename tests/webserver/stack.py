@@ -37,7 +37,7 @@ SECRET = b"webserver-test-secret-0123456789"
 INSTANCE = "instance-1"
 MEBIBYTE = 1024 * 1024
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 def make_token(
@@ -85,10 +85,14 @@ class FakeManager:
     def lookups(self) -> int:
         return sum(1 for r in self.requests if r.url.path.startswith("/v1/terminals/"))
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
         self.requests.append(request)
         if self.override is not None:
             return self.override(request)
+        return self.answer(request)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """The manager's usual answer (what ``override`` replaces)."""
         path = request.url.path
         if request.method == "POST" and path == "/v1/allocations":
             client = json.loads(request.content)["client"]

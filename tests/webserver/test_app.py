@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from tests.webserver.stack import SECRET, FakeManager, running_webserver
 from webterm.webserver.identity import COOKIE_NAME, issue_id
@@ -307,6 +308,15 @@ async def test_ip_mode_believes_trusted_proxies_and_takes_the_rightmost_untruste
         assert web.manager.clients() == ["ip:203.0.113.9"] * 3
 
 
+async def test_ip_mode_reads_every_forwarded_for_line() -> None:
+    # A proxy that adds its own line after the client's (HAProxy's option forwardfor)
+    # must not let the client's made-up line name somebody else's address.
+    async with running_webserver(identity="ip", trusted_proxies=("127.0.0.1",)) as web:
+        headers = [("X-Forwarded-For", "198.51.100.66"), ("X-Forwarded-For", "203.0.113.9")]
+        await web.http.post("/api/terminal", json={}, headers=headers)
+        assert web.manager.clients() == ["ip:203.0.113.9"]
+
+
 # --- POST /api/terminal: the URL the browser dials --------------------------------------------
 
 
@@ -511,6 +521,17 @@ async def test_legacy_call_answers_pod_name_and_address_for_the_callers_own_addr
         assert bad.status_code == 400
 
 
+async def test_legacy_call_refuses_foreign_origins() -> None:
+    async with running_webserver() as web:
+        foreign = await web.http.post(
+            "/getPseudoTerminalAddress",
+            content=b'{"IP": "10.9.8.7"}',
+            headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        )
+        assert foreign.status_code == 403
+        assert web.manager.clients() == []
+
+
 # --- probes, metrics, logs ---------------------------------------------------------------------
 
 
@@ -570,3 +591,43 @@ async def test_requests_are_rate_limited_per_client_and_capped_per_address() -> 
         ]
         assert statuses[0] == 200
         assert 429 in statuses
+
+
+async def test_parallel_requests_cannot_all_pass_the_per_address_cap() -> None:
+    manager = FakeManager()
+    answer = trio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/allocations":
+            await answer.wait()  # a terminal is starting
+        return manager.answer(request)
+
+    async with running_webserver(manager, max_per_address=2) as web:
+
+        async def post(statuses: list[int]) -> None:
+            statuses.append((await web.http.post("/api/terminal", json={})).status_code)
+
+        statuses: list[int] = []
+        manager.override = slow
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(post, statuses)
+            with trio.fail_after(10):
+                while len(statuses) < 3:  # the over-cap requests are answered at once
+                    await trio.sleep(0.01)
+            assert statuses == [429, 429, 429]
+            answer.set()
+        assert sorted(statuses) == [200, 200, 429, 429, 429]
+        assert len(manager.clients()) == 2
+
+
+async def test_a_failed_allocation_does_not_count_against_the_cap() -> None:
+    manager = FakeManager()
+    async with running_webserver(manager, max_per_address=1) as web:
+        manager.override = lambda request: httpx.Response(
+            503, json={"error": "all terminals are busy", "retry_after": 5}
+        )
+        for _ in range(3):
+            assert (await web.http.post("/api/terminal", json={})).status_code == 503
+        manager.override = None
+        assert (await web.http.post("/api/terminal", json={})).status_code == 200

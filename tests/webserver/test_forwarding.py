@@ -9,6 +9,7 @@ from webterm.config import ConfigError
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
+    joined_headers,
     limit_key,
     public_host,
     remote_address,
@@ -48,6 +49,10 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
         ("10.0.0.1", " , ", "10.0.0.1"),
         ("10.0.0.1", "2001:db8::1", "2001:db8::1"),
         (None, "198.51.100.1", "unknown"),
+        # a dual-stack socket: IPv4 clients and proxies arrive IPv4-mapped
+        ("::ffff:203.0.113.5", None, "203.0.113.5"),
+        ("::ffff:10.0.0.1", "198.51.100.1", "198.51.100.1"),
+        ("10.0.0.1", "::ffff:198.51.100.1, ::ffff:10.9.9.9", "198.51.100.1"),
     ],
 )
 def test_remote_address(peer: str | None, forwarded: str | None, expected: str) -> None:
@@ -58,6 +63,17 @@ def test_ipv6_limits_count_a_slash_64_as_one_address() -> None:
     assert limit_key("2001:db8:1:2:aaaa::1") == limit_key("2001:db8:1:2:bbbb::9")
     assert limit_key("2001:db8:1:3::1") != limit_key("2001:db8:1:2::1")
     assert limit_key("203.0.113.5") == "203.0.113.5"
+
+
+def test_ipv4_mapped_addresses_are_limited_as_the_ipv4_address_they_are() -> None:
+    # not all of IPv4 in one ::/64 bucket behind a dual-stack socket
+    assert limit_key("::ffff:203.0.113.5") == "203.0.113.5"
+    assert limit_key("::ffff:203.0.113.5") != limit_key("::ffff:198.51.100.1")
+
+
+def test_header_lines_are_joined_in_order() -> None:
+    raw = [(b"X-Forwarded-For", b"6.6.6.6"), (b"Host", b"a"), (b"x-forwarded-for", b"1.2.3.4")]
+    assert joined_headers(raw) == {"x-forwarded-for": "6.6.6.6, 1.2.3.4", "host": "a"}
     assert limit_key("invalid") == "invalid"
 
 

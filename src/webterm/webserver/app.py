@@ -56,6 +56,7 @@ from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
+    joined_headers,
     limit_key,
     public_host,
     remote_address,
@@ -318,14 +319,12 @@ class Webserver:
     # --- who is asking --------------------------------------------------------------------
 
     def _address(self) -> str:
-        return remote_address(
-            request.remote_addr, request.headers.get("X-Forwarded-For"), self.trusted
-        )
+        return remote_address(request.remote_addr, _header("X-Forwarded-For"), self.trusted)
 
     def _secure(self) -> bool:
         return is_secure(
             request.scheme,
-            request.headers.get("X-Forwarded-Proto"),
+            _header("X-Forwarded-Proto"),
             request.remote_addr,
             self.trusted,
         )
@@ -378,14 +377,19 @@ class Webserver:
                 return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
         return None
 
-    def _hold(self, identity: str, address: str) -> None:
+    def _hold(self, identity: str, address: str) -> bool:
+        """Count ``identity`` against ``address``'s cap from now; True if it was not
+        counted before."""
         if self.config.max_per_address <= 0:
-            return
+            return False
         now = trio.current_time()
         if len(self._held) >= MAX_HELD_ADDRESSES:
             for key in [k for k, held in self._held.items() if not _fresh(held, now)]:
                 del self._held[key]
-        self._held.setdefault(limit_key(address), {})[identity] = now
+        held = self._held.setdefault(limit_key(address), {})
+        new = identity not in held
+        held[identity] = now
+        return new
 
     def _release(self, identity: str, address: str) -> None:
         held = self._held.get(limit_key(address))
@@ -395,6 +399,20 @@ class Webserver:
                 del self._held[limit_key(address)]
 
     # --- the manager ----------------------------------------------------------------------
+
+    async def _allocate_counted(self, identity: str, address: str) -> dict[str, Any] | Response:
+        """:meth:`_allocate`, with ``identity`` counted against ``address``'s cap while
+        the manager answers (which can take minutes while a terminal starts) and after a
+        success: requests sent in parallel cannot all pass the check made before."""
+        new = self._hold(identity, address)
+        allocated = False
+        try:
+            got = await self._allocate(identity)
+            allocated = not isinstance(got, Response)
+            return got
+        finally:
+            if new and not allocated:
+                self._release(identity, address)
 
     async def _allocate(self, identity: str) -> dict[str, Any] | Response:
         """The manager's allocation for ``identity`` (validated), or the error answer."""
@@ -467,10 +485,9 @@ class Webserver:
                 refusal = self._limited(identity, address)
                 if refusal is not None:
                     return refusal
-                got = await self._allocate(identity)
+                got = await self._allocate_counted(identity, address)
                 if isinstance(got, Response):
                     return got
-                self._hold(identity, address)
                 response = _json(
                     {
                         "terminal": got["terminal"],
@@ -521,6 +538,8 @@ class Webserver:
             the caller's identity is its real remote address, exactly as in ``ip``
             mode, and it can never name a tab's or browser's terminal."""
             try:
+                if self._foreign_origin():
+                    return _error(403, "origin not allowed")
                 body = await _json_body()
             except _BadRequest as bad:
                 return bad.response
@@ -531,10 +550,9 @@ class Webserver:
             refusal = self._limited(identity, address)
             if refusal is not None:
                 return refusal
-            got = await self._allocate(identity)
+            got = await self._allocate_counted(identity, address)
             if isinstance(got, Response):
                 return got
-            self._hold(identity, address)
             return _json({"podName": got["terminal"], "ip": got["address"]})
 
         @app.get("/healthz")
@@ -567,8 +585,8 @@ class Webserver:
 
     def _host_of_request(self) -> str | None:
         return public_host(
-            request.headers.get("Host"),
-            request.headers.get("X-Forwarded-Host"),
+            _header("Host"),
+            _header("X-Forwarded-Host"),
             request.remote_addr,
             self.trusted,
         )
@@ -579,8 +597,16 @@ def _fresh(held: dict[str, float], now: float) -> bool:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers, lowercased names; the last value wins."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    """The request's headers, lowercased names; a header sent on several lines is one
+    comma-separated list (RFC 9110, 5.3), as :func:`_header` reads it."""
+    return joined_headers(scope.get("headers", []))
+
+
+def _header(name: str) -> str | None:
+    """The current request's header ``name``, its lines joined (see :func:`_headers`):
+    a client's own ``X-Forwarded-For`` line cannot hide the one a proxy added after it."""
+    values = request.headers.getlist(name)
+    return ", ".join(values) if values else None
 
 
 def _peer(scope: Scope) -> str | None:

@@ -10,7 +10,13 @@ addresses or networks); otherwise the peer, the connection's own scheme and the
 ``X-Forwarded-For`` is a list each proxy appends to. Only the right end is written by
 proxies we trust; the left may be anything the client sent. So the client is the
 right-most hop that is not itself a trusted proxy (what nginx's ``real_ip_recursive``
-does), never the left-most.
+does), never the left-most. A header sent on several lines is one list, in order
+(RFC 9110, 5.3): some proxies add a line of their own after the client's instead of
+appending to it, and the caller joins the lines before asking.
+
+IPv4 clients of a dual-stack (``::``) socket arrive as IPv4-mapped IPv6 addresses
+(``::ffff:a.b.c.d``); they are read as the IPv4 address they are, so they are neither
+lumped into one ``::/64`` by the per-address limits nor missed by an IPv4 trusted network.
 """
 
 from __future__ import annotations
@@ -57,11 +63,18 @@ class TrustedProxies:
     def __contains__(self, address: object) -> bool:
         if not self._networks or not isinstance(address, str):
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._networks)
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in self._networks)
+
+
+def joined_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI header pairs as lowercased name → value, the lines of one name joined with
+    ``", "`` in order (RFC 9110, 5.3)."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers
 
 
 def remote_address(peer: str | None, forwarded_for: str | None, trusted: TrustedProxies) -> str:
@@ -71,7 +84,7 @@ def remote_address(peer: str | None, forwarded_for: str | None, trusted: Trusted
     if peer is None:
         return "unknown"
     if not forwarded_for or peer not in trusted:
-        return peer
+        return _normalise(peer, peer)
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
         if hop not in trusted:
@@ -79,18 +92,26 @@ def remote_address(peer: str | None, forwarded_for: str | None, trusted: Trusted
     return _normalise(hops[0]) if hops else peer  # every hop trusted: the first is the client
 
 
-def _normalise(address: str) -> str:
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``address`` as an IP address (an IPv4-mapped IPv6 one as IPv4), or None."""
     try:
-        return str(ipaddress.ip_address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return "invalid"
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _normalise(address: str, otherwise: str = "invalid") -> str:
+    ip = _ip(address)
+    return otherwise if ip is None else str(ip)
 
 
 def limit_key(address: str) -> str:
     """The key per-address limits count under: the address, or its /64 for IPv6."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return address
     if ip.version == 6:
         network = ipaddress.ip_network(f"{ip}/{IPV6_LIMIT_PREFIX}", strict=False)
@@ -138,6 +159,7 @@ def same_origin(origin: str, host: str) -> bool:
 __all__ = [
     "TrustedProxies",
     "is_secure",
+    "joined_headers",
     "limit_key",
     "public_host",
     "remote_address",

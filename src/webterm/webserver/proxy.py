@@ -73,7 +73,12 @@ from webterm.protocol import (
     read_token,
     token_from_subprotocols,
 )
-from webterm.webserver.forwarding import TrustedProxies, public_host, same_origin
+from webterm.webserver.forwarding import (
+    TrustedProxies,
+    joined_headers,
+    public_host,
+    same_origin,
+)
 
 log = logging.getLogger("webterm.webserver.proxy")
 
@@ -292,15 +297,9 @@ class TerminalProxy:
         return name, claims
 
     def _origin_allowed(self, scope: Scope) -> bool:
-        origin = host = forwarded_host = None
-        for key, value in scope.get("headers", []):
-            key = key.lower()
-            if key == b"origin":
-                origin = value.decode("latin-1")
-            elif key == b"host":
-                host = value.decode("latin-1")
-            elif key == b"x-forwarded-host":
-                forwarded_host = value.decode("latin-1")
+        headers = joined_headers(scope.get("headers", []))
+        origin = headers.get("origin")
+        host, forwarded_host = headers.get("host"), headers.get("x-forwarded-host")
         if origin is None:
             return True  # not a browser page; the token still decides
         if origin in self.allowed_origins:

@@ -143,6 +143,27 @@ def test_connected_terminals_are_not_stale() -> None:
     assert Restart(name="terminal-0", instance="u0") in pool.handle(Tick(now=1101))
 
 
+def test_a_late_report_about_a_scaled_away_terminal_is_refused() -> None:
+    # The client's shell exits while the spare is still starting: the pool scales the
+    # spare away, and its Ready, sent before the backend stopped it, arrives after.
+    pool = Pool(spares=1, max_terminals=2)
+    pool.handle(Tick(now=0))
+    pool.handle(TerminalAppeared(name="terminal-0", instance="u0"))
+    pool.handle(TerminalReady(name="terminal-0", instance="u0", address="a0"))
+    pool.handle(Allocate(client="c1", now=1))
+    pool.handle(TerminalAppeared(name="terminal-1", instance="u1"))
+    assert ScaleTo(replicas=1) in pool.handle(Recycle(name="terminal-0", instance="u0"))
+    with pytest.raises(UnknownTerminal):
+        pool.handle(TerminalReady(name="terminal-1", instance="u1", address="a1"))
+    assert "terminal-1" not in pool.terminals
+    # the client waits for terminal-0's fresh instance instead of being given terminal-1
+    assert pool.handle(Allocate(client="c1", now=2))[0] == Wait(client="c1")
+    pool.handle(TerminalAppeared(name="terminal-0", instance="v0"))
+    decisions = pool.handle(TerminalReady(name="terminal-0", instance="v0", address="b0"))
+    assert Assign(client="c1", name="terminal-0", instance="v0", address="b0",
+                  reconnect=False) in decisions  # fmt: skip
+
+
 def test_restarted_manager_rebuilds_ownership_from_the_backend() -> None:
     pool = Pool(spares=1, max_terminals=4)
     pool.adopt_replicas(2)
@@ -243,6 +264,8 @@ class PoolMachine(RuleBasedStateMachine):
                 terminal = self.pool.terminals[decision.name]
                 assert terminal.state is State.IN_USE
                 assert decision.instance == self.live.get(decision.name), "assigned a dead instance"
+                ordinal = self.pool.ordinal_of(decision.name)
+                assert ordinal < self.pool.replicas, "assigned a terminal being scaled away"
                 holders = self.holders.setdefault((decision.name, decision.instance), set())
                 holders.add(decision.client)
                 assert len(holders) == 1, f"{decision.name}/{decision.instance} given to {holders}"
@@ -281,10 +304,15 @@ class PoolMachine(RuleBasedStateMachine):
             uid = f"uid-{next(self.uids)}"
             self.live[name] = uid
             self.apply(TerminalAppeared(name=name, instance=uid))
+            self.todo.append(("report", name, uid))  # readiness comes later, maybe too late
+        if kind == "report" and self.live.get(name) == instance:
+            # sent whatever the pool decided meanwhile, as a backend's report may be
             if data.draw(st.integers(0, 9)) == 0:
-                self.apply(TerminalFailed(name=name, instance=uid))
+                self.apply(TerminalFailed(name=name, instance=instance))
             else:
-                self.apply(TerminalReady(name=name, instance=uid, address=f"{name}:{uid}"))
+                self.apply(
+                    TerminalReady(name=name, instance=instance, address=f"{name}:{instance}")
+                )
 
     @rule(client=st.sampled_from(CLIENTS))
     def allocate(self, client: str) -> None:

@@ -25,7 +25,9 @@ handled directly.
 
 Capacity: the pool wants ``in_use + waiting + spares`` terminals, never more than
 ``max_terminals``; it scales down only from the top ordinal and only while that
-terminal is not in use, so nobody's session is killed to scale down. Every lookup is
+terminal is not in use, so nobody's session is killed to scale down. A terminal scaled
+away is forgotten at once, and a late report about it (sent before the backend carried
+out the ScaleTo) is refused: it is never handed out while it is being deleted. Every lookup is
 a dict or a heap: 50,000 events per second with 10,000 terminals is the design load.
 """
 
@@ -352,6 +354,10 @@ class Pool:
             return terminal
         if isinstance(event, TerminalAppeared | TerminalReady):
             ordinal = self.ordinal_of(event.name)  # raises for foreign names: no change made
+            if ordinal >= self.replicas:
+                # scaled away (a report sent before the backend carried out ScaleTo):
+                # never handed out while it is being deleted
+                raise UnknownTerminal(f"{event.name} is above the {self.replicas} replicas")
             terminal = Terminal(event.name, ordinal)
             self.terminals[event.name] = terminal
             self.counts[State.STARTING] += 1

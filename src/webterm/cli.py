@@ -181,7 +181,10 @@ def up(
     help="Address whose X-Forwarded-For is believed (repeatable; env: space-separated).",
 )
 @option(
-    "--allowed-origin", "allowed_origins", multiple=True, help="Extra WebSocket Origin allowed."
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="Extra Origin allowed (repeatable); on loopback, its host name is served too.",
 )
 @option(
     "--access",

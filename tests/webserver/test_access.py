@@ -127,3 +127,50 @@ async def test_tab_identities_are_server_issued() -> None:
         assert (await http.post("/api/terminal", json={"client": tampered})).json()[
             "client"
         ] != tampered
+
+
+# --- the DNS-rebinding guard -------------------------------------------------------------------
+
+
+async def raw_request(port: int, head: str) -> bytes:
+    """Send ``head`` as typed (a browser lets a page pick the name, not the Host header;
+    rebinding makes it another site's name) and return the status line."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(head.encode())
+        answer = b""
+        with trio.fail_after(10):
+            while b"\r\n" not in answer:
+                data = await stream.receive_some(4096)
+                if not data:
+                    break
+                answer += data
+    return answer.partition(b"\r\n")[0]
+
+
+async def test_on_loopback_only_names_of_this_machine_are_answered() -> None:
+    async with webserver(host="127.0.0.1") as http:
+        port = http.base_url.port
+        assert port is not None
+        evil = await http.post("/api/terminal", json={}, headers={"Host": f"evil.example:{port}"})
+        assert evil.status_code == 403
+        assert "localhost" in evil.json()["error"]
+        for name in ("localhost", "127.0.0.1", "webterm.localhost"):
+            ok = await http.post("/api/terminal", json={}, headers={"Host": f"{name}:{port}"})
+            assert ok.status_code == 200, name
+        upgrade = (
+            "GET /terminals/terminal-0/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: webterm.v1\r\n\r\n"
+        )
+        assert b" 403" in await raw_request(port, upgrade.format(f"evil.example:{port}"))
+        # the same handshake for this machine's name reaches the proxy (which wants a token)
+        assert b" 403" not in await raw_request(port, upgrade.format(f"localhost:{port}"))
+
+
+async def test_names_of_allowed_origins_are_answered() -> None:
+    async with webserver(host="127.0.0.1", allowed_origins=("https://portal.example",)) as http:
+        ok = await http.post("/api/terminal", json={}, headers={"Host": "portal.example"})
+        assert ok.status_code == 200
+        other = await http.post("/api/terminal", json={}, headers={"Host": "other.example"})
+        assert other.status_code == 403

@@ -51,6 +51,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
+from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import MAX_FRAME_BYTES
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.forwarding import (
@@ -124,6 +125,12 @@ MAX_HELD_ADDRESSES: Final = 100_000
 COOKIE_MAX_AGE: Final = 30 * 24 * 3600
 """Seconds a browser-mode identity cookie lives: a month of coming back to the same
 terminal (which the manager recycles after its idle timeout anyway)."""
+
+WRONG_HOST: Final = (
+    "this server answers only for localhost or this machine's IP address; "
+    "serve other names with --allowed-origin"
+)
+"""The 403 for a ``Host`` that a loopback-only webserver does not answer for."""
 
 MAX_CLIENT_FIELD: Final = 200
 """A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
@@ -210,6 +217,8 @@ class Webserver:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self._held: dict[str, dict[str, float]] = {}  # limit key -> identity -> last request
+        self.loopback_only = listens_on_loopback_only(config.host)
+        self.allowed_hosts = origin_hosts(config.allowed_origins)
         self.proxy = TerminalProxy(
             secret=config.secret,
             addresses=AddressBook(manager),
@@ -222,7 +231,9 @@ class Webserver:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket" and scope["path"].startswith("/terminals/"):
+        if self.loopback_only and kind in ("http", "websocket") and not self._host_allowed(scope):
+            await self._wrong_host(kind, send)
+        elif kind == "websocket" and scope["path"].startswith("/terminals/"):
             if self._admitted(scope):
                 await self.proxy(scope, receive, send)
             else:
@@ -231,6 +242,23 @@ class Webserver:
             await self._http(scope, receive, send)
         else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)
             await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    # --- the DNS-rebinding guard (listening on loopback only) ------------------------------
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        return rebinding_safe(_headers(scope).get("host"), self.allowed_hosts)
+
+    async def _wrong_host(self, kind: str, send: Send) -> None:
+        """403 for a request naming a host that is not this machine: on loopback, that is
+        another site's page whose DNS name now points here (see :mod:`webterm.hosts`)."""
+        log.warning("refused a request for a Host that is not this machine (DNS rebinding?)")
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+        body = json.dumps({"error": WRONG_HOST}).encode()
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     # --- every HTTP answer: headers, metric, one log line ----------------------------------
 

@@ -30,7 +30,13 @@ from trio_websocket import (
 )
 
 from webterm.config import WebserverConfig
-from webterm.protocol import SUBPROTOCOL, TokenClaims, sign_token, subprotocols_for
+from webterm.protocol import (
+    SUBPROTOCOL,
+    TokenClaims,
+    client_hash,
+    sign_token,
+    subprotocols_for,
+)
 from webterm.webserver.app import serve
 
 SECRET = b"webserver-test-secret-0123456789"
@@ -47,11 +53,12 @@ def make_token(
     ttl: int = 60,
     secret: bytes = SECRET,
     audience: str = "terminal",
+    client: str = "c" * 32,
 ) -> str:
     claims = TokenClaims(
         terminal=terminal,
         instance=instance,
-        client="c" * 32,
+        client=client,
         expires_at=int(time.time()) + ttl,
         audience=audience,  # type: ignore[arg-type]
     )
@@ -105,7 +112,8 @@ class FakeManager:
             )
             return httpx.Response(200, json={
                 "terminal": name, "address": self.terminals[name]["address"],
-                "token": make_token(name, self.terminals[name]["instance"]),
+                "token": make_token(name, self.terminals[name]["instance"],
+                                    client=client_hash(SECRET, client)),
                 "reconnect": reconnect,
             })  # fmt: skip
         if request.method == "DELETE" and path.startswith("/v1/allocations/"):

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import trio
 
-from tests.webserver.stack import SECRET, FakeManager, running_webserver
+from tests.webserver.stack import SECRET, FakeManager, proxied, running_webserver, terminal_server
+from webterm.webserver import app as app_module
 from webterm.webserver.identity import COOKIE_NAME, issue_id
 
 INDEX = """<!doctype html>
@@ -632,3 +633,21 @@ async def test_a_failed_allocation_does_not_count_against_the_cap() -> None:
             assert (await web.http.post("/api/terminal", json={})).status_code == 503
         manager.override = None
         assert (await web.http.post("/api/terminal", json={})).status_code == 200
+
+
+async def test_a_session_the_proxy_relays_stays_counted_against_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Requests are remembered for HOLD_SECONDS; a session in use for longer than that
+    # (no reconnect, so no new request) must still count.
+    monkeypatch.setattr(app_module, "HOLD_SECONDS", 0.0)
+    async with terminal_server() as terminal, running_webserver(max_per_address=1) as web:
+        web.manager.terminal_address = terminal.address
+        first = (await web.http.post("/api/terminal", json={})).json()
+        async with proxied(web, terminal, first["terminal"], token=first["token"]) as ws:
+            await ws.send_message(b"typing")
+            assert await ws.get_message() == b"typing"
+            assert (await web.http.post("/api/terminal", json={})).status_code == 429
+        with trio.fail_after(10):
+            while (await web.http.post("/api/terminal", json={})).status_code != 200:
+                await trio.sleep(0.05)  # until the proxy has seen the relay end

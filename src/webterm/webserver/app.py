@@ -52,7 +52,7 @@ from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
-from webterm.protocol import MAX_FRAME_BYTES
+from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.forwarding import (
     TrustedProxies,
@@ -116,7 +116,8 @@ OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 
 HOLD_SECONDS: Final = 15 * 60
 """An address is counted as holding a terminal for a client that asked for one within
-this long (pages ask again on every reconnect, so live sessions stay counted)."""
+this long (pages ask again on every reconnect), or whose terminal the proxy is relaying
+now, however long ago it asked."""
 
 MAX_HELD_ADDRESSES: Final = 100_000
 """Addresses tracked for the per-address cap before expired entries are swept."""
@@ -400,7 +401,8 @@ class Webserver:
         if self.config.max_per_address > 0:
             held = self._held.get(key, {})
             for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
-                del held[other]
+                if client_hash(self.config.secret, other) not in self.proxy.relaying:
+                    del held[other]
             if identity not in held and len(held) >= self.config.max_per_address:
                 return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
         return None

@@ -45,6 +45,7 @@ it means for a terminal. When the webserver shuts down, both sides get 1001.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import re
@@ -251,6 +252,8 @@ class TerminalProxy:
         )
         self._to_browser = self.m_bytes.labels("to_browser")
         self._to_terminal = self.m_bytes.labels("to_terminal")
+        self.relaying: collections.Counter[str] = collections.Counter()
+        """Open relays per client (the token's client hash): a session in use right now."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -360,11 +363,15 @@ class TerminalProxy:
             ) as upstream:
                 connected = True
                 self.m_open.inc()
+                self.relaying[claims.client] += 1
                 try:
                     await browser._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
                     return await self._pump(upstream, receive, browser)
                 finally:
                     self.m_open.dec()
+                    self.relaying[claims.client] -= 1
+                    if not self.relaying[claims.client]:
+                        del self.relaying[claims.client]
         except ConnectionRejected as exc:
             if connected:
                 raise

@@ -175,6 +175,24 @@ def test_restarted_manager_rebuilds_ownership_from_the_backend() -> None:
     )
 
 
+def test_a_restarted_manager_scales_down_only_once_it_knows_every_terminal() -> None:
+    pool = Pool(spares=1, max_terminals=4)
+    pool.adopt_replicas(2)
+    # before the backend's first list arrives, terminal-1 may well be somebody's
+    assert pool.handle(Tick(now=0)) == []
+    assert pool.handle(TerminalReady(name="terminal-0", instance="u0", address="a0")) == []
+    pool.handle(TerminalReady(name="terminal-1", instance="u1", address="a1", owner="c1"))
+    assert pool.handle(Listed(present=frozenset({"terminal-0", "terminal-1"}))) == []
+    assert pool.terminal_of("c1") is pool.terminals["terminal-1"]
+    # a restart with more than it needs: the surplus goes once the list is in
+    pool = Pool(spares=1, max_terminals=4)
+    pool.adopt_replicas(3)
+    for ordinal in range(3):
+        pool.handle(TerminalReady(name=f"terminal-{ordinal}", instance=f"u{ordinal}", address="a"))
+    present = frozenset(pool.terminals)
+    assert pool.handle(Listed(present=present)) == [ScaleTo(replicas=1)]
+
+
 def test_listed_reconciles_missing_terminals() -> None:
     pool = ready_pool(spares=2, max_terminals=4)
     pool.handle(Allocate(client="c1", now=1))

@@ -298,6 +298,7 @@ class Pool:
         self.owners: dict[str, str] = {}  # client hash -> terminal name
         self.waiting: OrderedDict[str, None] = OrderedDict()  # FIFO of client hashes
         self.replicas = 0  # what we last asked the backend for
+        self.synced = True  # False from adopt_replicas until the backend's first Listed
         self._free: list[tuple[int, str]] = []  # heap of (ordinal, name); lazily cleaned
         self._unconnected: set[str] = set()  # in-use terminals with no browser attached
         self.counts: dict[State, int] = dict.fromkeys(State, 0)
@@ -439,6 +440,7 @@ class Pool:
         return decisions
 
     def _listed(self, event: Listed) -> list[Decision]:
+        self.synced = True
         decisions: list[Decision] = []
         for name in [n for n in self.terminals if n not in event.present]:
             terminal = self.terminals[name]
@@ -464,7 +466,7 @@ class Pool:
         if target > self.replicas:
             self.replicas = target
             decisions.append(ScaleTo(replicas=target))
-        elif target < self.replicas:
+        elif target < self.replicas and self.synced:
             replicas = self.replicas
             spare = self.counts[State.FREE]
             while replicas > target:
@@ -491,8 +493,11 @@ class Pool:
             self._unconnected.discard(name)
 
     def adopt_replicas(self, replicas: int) -> None:
-        """Start from what the backend already has (a restarted manager)."""
+        """Start from what the backend already has (a restarted manager). Until the
+        backend's first :class:`Listed` the pool does not know who uses those terminals,
+        so it does not scale down: the top one may be somebody's."""
         self.replicas = max(0, min(replicas, self.max_terminals))
+        self.synced = self.replicas == 0
 
 
 # --- per-terminal transitions ---------------------------------------------------------------

@@ -409,3 +409,42 @@ async def test_a_manager_starts_with_more_pods_than_fit_in_a_channel(tmp_path: P
                 while len(api.pods()) > 2:  # the one in use and one spare
                     await trio.sleep(0.2)
                 assert api.pod(answer.json()["terminal"]) is not None
+
+
+async def test_a_pod_ready_during_a_watch_gap_is_not_failed_after_the_relist(
+    tmp_path: Path,
+) -> None:
+    """The pod turns Ready while the API is unreachable, and the watch resumes with a
+    410, so the manager learns it from a relist, not from a watch event: its readiness
+    watchdog must not report the pod failed at --ready-timeout (which once deleted the
+    pod, and with it the session of the user it had been handed to)."""
+    ready_timeout = 20.0
+    async with cluster(tmp_path) as (api, port):
+        api.faults.hold_pending("terminal-0")
+        async with manager(
+            api, port, spares=1, max_terminals=1, ready_timeout=ready_timeout
+        ) as http:
+            with trio.fail_after(20):
+                while (await http.get("/v1/terminals/terminal-0")).status_code != 200:
+                    await trio.sleep(0.05)
+            watched_since = trio.current_time()  # it saw the pod Pending: its watchdog runs
+            lists = len(api.requests(verb="list", path="pods"))
+            api.faults.go_down()
+            api.faults.release_pending("terminal-0")
+            uid = (await api.wait_pod_ready("terminal-0"))["metadata"]["uid"]
+            api.faults.expire_resource_versions()
+            api.faults.come_back()
+            with trio.fail_after(20):
+                while (await http.get("/v1/terminals/terminal-0")).json()["state"] != "free":
+                    await trio.sleep(0.05)
+            assert len(api.requests(verb="list", path="pods")) > lists  # learnt by a relist
+            await trio.sleep_until(watched_since + ready_timeout + 1)  # past the deadline
+            pod = api.pod("terminal-0")
+            assert pod is not None
+            assert pod["metadata"]["uid"] == uid
+            assert "deletionTimestamp" not in pod["metadata"]
+            answer = (await http.post("/v1/allocations", json={"client": "user"})).json()
+            assert answer["terminal"] == "terminal-0"
+            claimed = api.pod("terminal-0")
+            assert claimed is not None
+            assert claimed["metadata"]["uid"] == uid  # the user got the pod that was spared

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 
 import httpx
 import psutil
@@ -15,6 +19,8 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from webterm.config import ManagerConfig
 from webterm.manager.app import serve
+from webterm.manager.local import LocalBackend
+from webterm.manager.pool import Event, ScaleTo, TerminalAppeared, TerminalGone
 from webterm.protocol import TokenClaims, sign_token, subprotocols_for
 
 SECRET = b"manager-test-secret-0123456789"
@@ -191,3 +197,75 @@ async def test_metrics_and_health() -> None:
         metrics = (await http.get("/metrics")).text
         assert 'webterm_allocations_total{result="new"} 1.0' in metrics
         assert 'webterm_terminals{state="in-use"} 1.0' in metrics
+
+
+async def test_a_dropped_waiting_request_leaves_no_terminal_busy() -> None:
+    """A request waiting for a terminal is dropped (page closed, client timeout): the
+    terminal started for it must not be handed to nobody and held at the cap."""
+    async with manager(spares=0, max_terminals=1) as http:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(http.post, "/v1/allocations", json={"client": "gone-away"}))
+            with trio.fail_after(20):  # it waits: the pool starts terminal-0 for it
+                while (await http.get("/v1/terminals")).json()["terminals"] == []:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the client hangs up
+        with trio.fail_after(20):
+            while any(
+                t["state"] == "starting"
+                for t in (await http.get("/v1/terminals")).json()["terminals"]
+            ):
+                await trio.sleep(0.05)
+        listing = (await http.get("/v1/terminals")).json()["terminals"]
+        assert not any(t["owned"] for t in listing), listing
+        other = await http.post("/v1/allocations", json={"client": "someone-else"})
+        assert other.status_code == 200, other.text
+
+
+async def test_an_instance_scaled_away_at_once_leaves_no_home_and_no_ghost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool scales a terminal away right after it appeared (before its process
+    started): the pool still hears it is gone, and its HOME directory is removed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where HOMEs are made
+    homes = trio.Path(tmp_path)
+    backend = LocalBackend(ManagerConfig(secret=SECRET), manager_url="")
+    send, receive = trio.open_memory_channel[Event](math.inf)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(backend.run, send)
+        await backend.apply(ScaleTo(replicas=1))
+        with trio.fail_after(20):
+            appeared = await receive.receive()
+            assert isinstance(appeared, TerminalAppeared)
+            assert list(await homes.iterdir())  # its HOME exists
+            await backend.apply(ScaleTo(replicas=0))
+            async for event in receive:
+                if isinstance(event, TerminalGone):
+                    break
+        assert event == TerminalGone(name=appeared.name, instance=appeared.instance)
+        assert list(await homes.iterdir()) == []
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example:{port}", 403),
+        ("evil.example", 403),
+        ("127.0.0.1.nip.io:{port}", 403),
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("[::1]:{port}", 200),
+    ],
+)
+async def test_on_loopback_only_a_foreign_host_header_is_refused(host: str, status: int) -> None:
+    """DNS rebinding: a page served as evil.example, its name pointed at 127.0.0.1, must
+    not reach the manager as its same origin; names of this machine are answered."""
+    async with manager() as http:
+        port = http.base_url.port
+        response = await http.get("/v1/terminals", headers={"Host": host.format(port=port)})
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/json")
+        if status == 403:
+            assert response.json()["error"]
+        else:
+            assert "terminals" in response.json()

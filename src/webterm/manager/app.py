@@ -9,7 +9,9 @@ two concurrent allocations can never see the same free terminal. The decisions t
 need I/O (:class:`ScaleTo`, :class:`Restart`) go to the backend through a channel read
 by one task, in order; :class:`Assign` decisions resolve the HTTP requests waiting for
 a terminal (a client that asked while none was free waits, under a deadline, for the
-terminal the pool is starting for it).
+terminal the pool is starting for it; a request dropped while it waits withdraws).
+Bound to loopback only, the API answers only requests whose ``Host`` names this machine
+(the DNS-rebinding guard of :mod:`webterm.hosts`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import ManagerConfig
+from webterm.hosts import listens_on_loopback_only, rebinding_safe
 from webterm.manager.backend import Backend, ClaimLost
 from webterm.manager.pool import (
     Allocate,
@@ -236,19 +239,28 @@ class Manager:
             done.set()
 
         self._waiters[client].append(resolve)
-        with trio.move_on_after(self.wait_timeout):
-            await done.wait()
+        try:
+            with trio.move_on_after(self.wait_timeout):
+                await done.wait()
+        finally:
+            if not got:  # timed out, or the request was dropped (cancelled)
+                self._stop_waiting(client, resolve)
         if got:
             return got[0]
+        return Reject(
+            client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
+        )
+
+    def _stop_waiting(self, client: str, resolve: Callable[[Assign], None]) -> None:
+        """Withdraw one waiting request; the pool stops waiting for ``client`` once none
+        is left, so no terminal is later assigned to a request nobody reads. Synchronous:
+        it runs in ``finally`` of a cancelled request too."""
         waiters = self._waiters.get(client, [])
         if resolve in waiters:
             waiters.remove(resolve)
         if not waiters:
             self._waiters.pop(client, None)
             self.handle_quietly(CancelWait(client=client))
-        return Reject(
-            client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
-        )
 
     @staticmethod
     def _first_answer(client: str, decisions: list[Decision]) -> Assign | Wait | Reject:
@@ -344,9 +356,20 @@ def _terminal_auth(manager: Manager, name: str) -> _TerminalAuth:
     return _TerminalAuth(claims, None)
 
 
+async def _refuse_rebinding() -> Response | None:
+    """A manager on loopback only (``webterm up``) answers only requests naming this
+    machine in ``Host``: a web page whose own name resolves to 127.0.0.1 (DNS rebinding)
+    must not reach the API as its same origin. See :mod:`webterm.hosts`."""
+    if rebinding_safe(request.headers.get("Host")):
+        return None
+    return _error(403, "this service answers only requests for localhost or an IP address")
+
+
 def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     app = QuartTrio("webterm.manager", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    if listens_on_loopback_only(manager.config.host):
+        app.before_request(_refuse_rebinding)
 
     @app.post("/v1/allocations")
     async def allocate() -> Response:

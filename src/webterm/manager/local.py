@@ -22,6 +22,7 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 import httpx
@@ -135,7 +136,24 @@ class LocalBackend:
             await self._events.send(event)
 
     async def _run_instance(self, name: str, uid: str) -> None:
-        home = await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=f"webterm-{name}-"))
+        """One instance of ``name``: its HOME, its events, its process. However it ends,
+        even cancelled at its first checkpoint, the HOME directory is removed and, once
+        the pool has heard of it, the pool hears it is gone."""
+        home = await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix=f"webterm-{name}-"))
+        appeared = False
+        try:
+            await self._send(TerminalAppeared(name=name, instance=uid))
+            appeared = True  # a channel send is atomic: cancelled means not sent
+            await self._run_process(name, uid, home)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, home, True)
+                if appeared:
+                    await self._send(TerminalGone(name=name, instance=uid))
+
+    async def _run_process(self, name: str, uid: str, home: str) -> None:
+        """Start the terminal process, report it ready, and wait for it to end; it is
+        stopped (shielded) however this ends."""
         argv = [
             sys.executable, "-m", "webterm", "pty",
             "--host", self.config.terminal_host, "--port", "0",
@@ -151,7 +169,6 @@ class LocalBackend:
             "HOME": home,
             "WEBTERM_INSTANCE": uid,
         }
-        await self._send(TerminalAppeared(name=name, instance=uid))
         await self._starting.acquire()  # released once this one listens (or failed)
         try:
             process = await trio.lowlevel.open_process(
@@ -186,8 +203,6 @@ class LocalBackend:
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process)
-                await self._send(TerminalGone(name=name, instance=uid))
-                await trio.to_thread.run_sync(shutil.rmtree, home, True)
 
 
 async def _read_address(stdout: trio.abc.ReceiveStream) -> str:

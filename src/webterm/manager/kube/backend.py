@@ -234,10 +234,18 @@ class KubernetesBackend:
     # --- events from the reflector ----------------------------------------------------------
 
     async def _on_listed(self, pods: dict[str, PodInfo]) -> None:
+        """A full list (the first, or a relist after 410 Gone): the new cache. Whoever
+        waits for a pod hears of it as of an event, since the changes of the watch gap
+        arrive this way only; a waiter for a pod the list lacks hears None (gone)."""
+        vanished = self.pods.keys() - pods.keys()
         self.pods = pods
         for pod in pods.values():
             self._emit(pod)
         self._post(Listed(present=frozenset(n for n, p in pods.items() if not p.deleting)))
+        for name in vanished:
+            self._route(name, None)
+        for name, pod in pods.items():
+            self._route(name, pod)
 
     def _on_event(self, kind: str, pod: PodInfo) -> None:
         if kind == "DELETED":
@@ -289,26 +297,36 @@ class KubernetesBackend:
             except trio.BrokenResourceError:
                 subscribers.remove(channel)  # the waiter is gone: unsubscribe
             except trio.WouldBlock:
-                pass  # the waiter has fallen behind; it re-reads the cache when it wakes
+                # the waiter has fallen behind: it has wake-ups queued, and it acts only
+                # on the cache (updated before this call), never on the routed value
+                pass
         if not subscribers:
             del self._subscribers[name]
 
     async def _readiness_watchdog(self, name: str, uid: str) -> None:
-        """Report ``name``/``uid`` failed if it is not Ready within --ready-timeout."""
+        """Report ``name``/``uid`` failed if it is not Ready within --ready-timeout.
+
+        A routed change only wakes it: it decides from the cache, once more at the
+        deadline, so a missed or dropped wake-up never fails a pod that is Ready."""
         send, receive = trio.open_memory_channel[PodInfo | None](16)
         self._subscribers[name].append(send)
         try:
             with trio.move_on_after(self.config.ready_timeout):
-                while True:
-                    current = self.pods.get(name)
-                    if current is None or current.uid != uid or current.usable or current.deleting:
-                        return
+                while not self._settled(name, uid):
                     await receive.receive()
+            if self._settled(name, uid):
+                return
             log.warning("%s (uid %s) not ready after %.0f s", name, uid, self.config.ready_timeout)
             self._post(TerminalFailed(name=name, instance=uid, reason="not ready in time"))
         finally:
             receive.close()
             self._watched.discard(uid)
+
+    def _settled(self, name: str, uid: str) -> bool:
+        """Whether the cache says ``name``/``uid`` no longer needs a readiness watchdog:
+        Ready, terminating, or replaced by another pod (or gone)."""
+        current = self.pods.get(name)
+        return current is None or current.uid != uid or current.usable or current.deleting
 
 
 def create_backend(

@@ -448,3 +448,29 @@ async def test_a_pod_ready_during_a_watch_gap_is_not_failed_after_the_relist(
             claimed = api.pod("terminal-0")
             assert claimed is not None
             assert claimed["metadata"]["uid"] == uid  # the user got the pod that was spared
+
+
+async def test_a_server_that_ends_every_watch_at_once_is_backed_off(tmp_path: Path) -> None:
+    """Every watch ends cleanly right away, with no event (a proxy cutting long
+    requests): the manager backs off as after an error instead of re-watching in a
+    tight loop, and carries on as usual once watches last again."""
+    async with (
+        cluster(tmp_path) as (api, port),
+        manager(api, port, spares=1, max_terminals=2) as http,
+    ):
+        await api.wait_ready_count(1)
+        before = len(api.requests(verb="watch", path="pods"))
+        api.faults.end_watches_at_once = True
+        api.faults.drop_watches()
+        await trio.sleep(3)
+        watches = len(api.requests(verb="watch", path="pods")) - before
+        # backed off 0.8 s, 1.6 s, 3.2 s...: a few; a tight loop makes hundreds a second
+        assert 1 <= watches <= 6, watches
+        api.faults.end_watches_at_once = False
+        answer = await http.post("/v1/allocations", json={"client": "after"})
+        assert answer.status_code == 200
+        with trio.fail_after(30):  # the new spare's readiness comes by a watch again
+            while sorted(
+                t["state"] for t in (await http.get("/v1/terminals")).json()["terminals"]
+            ) != ["free", "in-use"]:
+                await trio.sleep(0.1)

@@ -70,6 +70,9 @@ class Faults:
     """End every watch stream after this many ADDED/MODIFIED/DELETED events."""
     drop_watches_abort: bool = False
     """With ``drop_watches_every``: reset the connection instead of ending cleanly."""
+    end_watches_at_once: bool = False
+    """Every watch stream ends cleanly right after its headers, with no event (a proxy in
+    front of the apiserver that cuts long requests, or a broken apiserver)."""
     unreachable: bool = False
     """Every request is answered by a TCP reset (the apiserver or its load balancer is
     down). Open watch streams are not touched: ``go_down()`` also resets those."""

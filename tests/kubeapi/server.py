@@ -615,6 +615,8 @@ class ApiServer:
                 meta["annotations"] = annotations
             return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
 
+        if self.faults.end_watches_at_once:
+            return
         if requested > self.store.resource_version:
             with trio.move_on_after(self.too_large_wait):
                 await self.store.wait_until(lambda: self.store.resource_version >= requested)

@@ -9,7 +9,8 @@
 
 Each watch asks for a random ``timeoutSeconds`` between 5 and 10 minutes (client-go's
 spread, so a fleet of managers does not renew in lockstep); the server ending a watch
-on time is routine and is resumed at once.
+on time is routine and is resumed at once; one ending at once with nothing in it is not,
+and is backed off like an error.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ BACKOFF_MAX: Final = 30.0
 """client-go's numbers: 800 ms doubling to 30 s, so a broken API server sees a trickle,
 not a stampede, from every manager; reset once a watch has been healthy a while."""
 HEALTHY_AFTER: Final = 120.0
+SHORT_WATCH: Final = 1.0
+"""A watch that ends cleanly sooner than this with no event is treated as an error and
+backed off (client-go does the same): a server or proxy that ends every watch at once
+would otherwise be hammered in a tight loop."""
 
 
 OnListed = Callable[[dict[str, PodInfo]], Awaitable[None]]
@@ -86,6 +91,7 @@ async def reflect(
             while True:
                 healthy_since = trio.current_time()
                 stats.watches += 1
+                events_before = stats.events
                 try:
                     async for batch in client.watch_pods(
                         selector, version, random.randint(*WATCH_TIMEOUT_RANGE)
@@ -97,14 +103,21 @@ async def reflect(
                                 continue
                             stats.events += 1
                             on_event(kind, PodInfo.from_pod(pod))
-                    if trio.current_time() - healthy_since > HEALTHY_AFTER:
-                        backoff = BACKOFF_START
+                    lasted = trio.current_time() - healthy_since
+                    if lasted >= SHORT_WATCH or stats.events > events_before:
+                        if lasted > HEALTHY_AFTER:
+                            backoff = BACKOFF_START
+                        continue  # ended on time (or after events): resume at once
+                    why = f"a very short watch: {lasted:.2f} s, no events"
                 except Gone:
                     raise
                 except KubeError as exc:
-                    stats.watch_errors += 1
-                    log.info("watch ended (%s); resuming from %s in %.1f s", exc, version, backoff)
-                    await trio.sleep(backoff * random.uniform(0.8, 1.2))
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    if trio.current_time() - healthy_since > HEALTHY_AFTER:
+                        backoff = BACKOFF_START
+                    why = str(exc)
+                stats.watch_errors += 1
+                log.info("watch ended (%s); resuming from %s in %.1f s", why, version, backoff)
+                await trio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
         except Gone:
             log.info("resourceVersion %s expired: listing again", version)

@@ -266,11 +266,11 @@ async def test_garbage_frames_never_crash_the_server() -> None:
 async def test_healthz_and_unknown_paths() -> None:
     async with running_server(pty_config()) as port:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = await _read_all(stream)
         assert response.startswith(b"HTTP/1.1 200")
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(b"GET /etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.send_all(b"GET /etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert (await _read_all(stream)).startswith(b"HTTP/1.1 404")
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.send_all(b"\x16\x03\x01 garbage\r\n\r\n")

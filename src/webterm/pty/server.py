@@ -9,24 +9,28 @@ is closed with 4409.
 
 Per attached connection two tasks run: the *input loop* (frames from the browser:
 binary → pty, text → control messages) and the *pump*, which pulls output from the
-terminal's :class:`~webterm.pty.session.OutputLog` at its own offset. One task reads
-the pty for the whole terminal and appends to the log, but only while the attached
-connection is less than :data:`READ_AHEAD` bytes behind, so a slow socket makes the
-shell block instead of our memory grow. A client that acknowledges rendered bytes
-(``ack``) additionally keeps the unacknowledged bytes in flight below a window that
-adapts to how fast it renders (:class:`Attachment`): at most :data:`ACK_HIGH_WATER`
-for a fast client, down to :data:`MIN_WINDOW` for a phone that queues output. That is
-what keeps a browser responsive under ``yes``. A client that never acks is paced by TCP
-alone. Ctrl-C (the tty's INTR, QUIT or SUSP character, when the line discipline flushes
-on it) also drops the output read ahead but not yet sent, as the tty itself drops what
+terminal's :class:`~webterm.pty.session.OutputLog` at its own offset and sends the
+notices (idle warnings) other tasks post to it. One task reads the pty for the whole
+terminal and appends to the log, but never more than :data:`READ_AHEAD` bytes (nor the
+log's capacity) past what the attached connection was sent, so a slow socket makes the
+shell block instead of our memory growing or unsent output falling out of the log. A
+client that acknowledges rendered bytes (``ack``) additionally keeps the unacknowledged
+bytes in flight below a window that adapts to how fast it renders (:class:`Attachment`):
+at most :data:`ACK_HIGH_WATER` for a fast client, down to :data:`MIN_WINDOW` for a
+phone that queues output. That is what keeps a browser responsive under ``yes``. A
+client that never acks is paced by TCP alone. Ctrl-C (the tty's INTR, QUIT or SUSP
+character, when the line discipline flushes on it) also drops the output read ahead but not yet sent, as the tty itself drops what
 it had queued: the prompt comes back after what is already in flight, not a backlog.
 
 HTTP: the listener peeks at each request head. ``GET /healthz`` is answered here;
-``/ws`` upgrades go to trio-websocket with the peeked bytes replayed.
+``/ws`` upgrades go to trio-websocket with the peeked bytes replayed. A server that
+listens on loopback only first refuses (403) a ``Host`` that could be a DNS-rebinding
+attack (:mod:`webterm.hosts`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -47,6 +51,7 @@ from trio_websocket import (
 )
 
 from webterm.config import PtyConfig
+from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
@@ -83,8 +88,9 @@ from webterm.pty.session import (
 log = logging.getLogger("webterm.pty")
 
 READ_AHEAD: Final = 256 * 1024
-"""Bytes the pty reader may run ahead of what the attached connection has sent.
-Enough to keep a fast socket busy; small enough that Ctrl-C is seen promptly."""
+"""Bytes the pty reader may run ahead of what the attached connection has sent (less
+if the scrollback is smaller: unsent output must stay in the log). Enough to keep a
+fast socket busy; small enough that Ctrl-C is seen promptly."""
 
 FRAME_BYTES: Final = 256 * 1024
 """Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
@@ -109,6 +115,13 @@ HEAD_LIMIT: Final = 16 * 1024
 HEAD_TIMEOUT: Final = 10.0
 """Seconds a client has to send its request head (slowloris guard)."""
 
+HOST_REFUSED: Final = (
+    b"host not allowed: this terminal server listens on loopback only and answers\n"
+    b"requests for localhost or an IP address (or an allowed origin's host) only\n"
+)
+"""The 403 body for a request whose Host could be a DNS-rebinding attack (see
+:mod:`webterm.hosts`)."""
+
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds we wait for a peer's close handshake before dropping the TCP connection."""
 
@@ -119,11 +132,20 @@ MANAGER_CALL_TIMEOUT: Final = 5.0
 """Seconds a best-effort call to the manager may take; the session never waits on it."""
 
 DRAIN_TIMEOUT: Final = 1.0
-"""After the shell exits, seconds to keep reading output that its children still hold."""
+"""After the shell exits, seconds without progress (output read, or sent to a client that
+is behind) after which we stop reading output that its children still hold."""
+
+SPAWN_FAILED: Final = "the shell could not be started"
+"""The ``error`` message, before close 1011, to every connection that waited for a
+failed spawn; the cause goes to the log only."""
 
 EXIT_REASON_IDLE: Final = "idle"
 EXIT_REASON_EXIT: Final = "exit"
 EXIT_REASON_LIFETIME: Final = "lifetime"
+
+
+class ShellUnavailable(Exception):
+    """The shell could not be started (the cause is logged, not told to clients)."""
 
 
 @dataclass(eq=False)
@@ -141,6 +163,17 @@ class Attachment:
     limited: bool = False  # the window held output back since the last ack
     base_delay: float = math.inf  # least send-to-ack time seen
     sends: deque[tuple[int, float]] = field(default_factory=deque)  # (sent, when)
+    notices: deque[Idle | Error] = field(default_factory=deque)  # for the pump to send
+    finishing: bool = False  # the pump is sending ``exit`` and closing: let it finish
+
+    def post(self, notice: Idle | Error) -> None:
+        """Queue a control message for the pump to send. Tasks other than the
+        connection's own never send on it: a deadline could cut a frame short and
+        corrupt the stream, and a failed send must end the connection, not the server.
+        A newer idle warning replaces a queued one."""
+        if isinstance(notice, Idle):
+            self.notices = deque(n for n in self.notices if not isinstance(n, Idle))
+        self.notices.append(notice)
 
     def room(self) -> int | None:
         """Bytes that may be sent now: ``None`` for a client that does not ack (TCP
@@ -188,7 +221,7 @@ class Terminal:
     attached: Attachment | None = None
     last_input: float = 0.0
     _changed: trio.Event = field(default_factory=trio.Event)
-    _spawning: bool = False
+    _spawning: trio.Event | None = None  # set when the current spawn attempt is over
 
     def __post_init__(self) -> None:
         self.log = OutputLog(self.config.scrollback_bytes)
@@ -203,14 +236,17 @@ class Terminal:
     # --- the shell ------------------------------------------------------------------------
 
     async def _ensure_shell(self) -> bool:
-        """Spawn the shell on the first connection; True if it already existed."""
+        """Spawn the shell on the first connection; True if it already existed. Raises
+        :class:`ShellUnavailable` if it cannot be started, also in the connections that
+        waited for that attempt; a later connection tries again."""
         if self.shell is not None or self.exit_status is not None:
             return True
-        if self._spawning:  # a concurrent first connection: wait for it
-            while self.shell is None and self.exit_status is None:
-                await self._changed.wait()
+        if self._spawning is not None:  # a concurrent first connection: share its outcome
+            await self._spawning.wait()
+            if self.shell is None and self.exit_status is None:
+                raise ShellUnavailable
             return True
-        self._spawning = True
+        self._spawning = attempt = trio.Event()
         try:
             argv = self.config.shell or default_shell()
             env = shell_environment(os.environ, home=self.config.home)
@@ -222,9 +258,12 @@ class Terminal:
                 max_open_files=self.config.max_open_files,
             )
             self.shell = await spawn_shell(argv, env=env, cwd=cwd, limits=limits)
+        except Exception as exc:
+            log.error("the shell could not be started: %s", exc)
+            raise ShellUnavailable from exc
         finally:
-            self._spawning = False
-            self._notify()
+            self._spawning = None
+            attempt.set()
         self.last_input = trio.current_time()
         log.info("shell started pid=%d argv=%s", self.shell.pid, argv[0])
         self.nursery.start_soon(self._supervise_shell, self.shell)
@@ -240,10 +279,8 @@ class Terminal:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_output, shell)
                 status = await shell.wait()
-                with trio.move_on_after(DRAIN_TIMEOUT):
-                    shell.signal_session(signal.SIGHUP)  # background jobs holding the pty
-                    while not self._output_done:
-                        await self._changed.wait()
+                shell.signal_session(signal.SIGHUP)  # background jobs holding the pty
+                await self._drain()
                 nursery.cancel_scope.cancel()
         finally:
             shell.close()
@@ -254,17 +291,44 @@ class Terminal:
 
     _output_done: bool = False
 
+    async def _drain(self) -> None:
+        """After the shell's exit: until the reader has read all output, as long as
+        there is progress (output read, or sent to a client that is behind) at least
+        every :data:`DRAIN_TIMEOUT` seconds; children holding the pty open without
+        printing, or a client that stopped reading, do not hold up the exit."""
+        while not self._output_done:
+            progress = self._progress()
+            with trio.move_on_after(DRAIN_TIMEOUT):
+                while not self._output_done and self._progress() == progress:
+                    await self._changed.wait()
+            if self._progress() == progress:
+                return
+
+    def _progress(self) -> tuple[int, int | None]:
+        att = self.attached
+        return self.log.end, None if att is None else att.offset
+
     async def _read_output(self, shell: Shell) -> None:
+        """Append the shell's output to the log, never more than :meth:`_read_room`."""
         while True:
-            while (att := self.attached) is not None and self.log.end - att.offset >= READ_AHEAD:
+            while (room := self._read_room()) <= 0:
                 await self._changed.wait()
-            data = await shell.read()
+            data = await shell.read(room)
             if not data:
                 break
             self.log.append(data)
             self._notify()
         self._output_done = True
         self._notify()
+
+    def _read_room(self) -> int:
+        """Bytes the reader may add to the log now: up to :data:`READ_AHEAD`, and never
+        more than the log holds, past what the attached connection was sent, so what it
+        has not been sent never falls out of the log (the shell blocks instead)."""
+        limit = min(READ_AHEAD, self.log.capacity)
+        if (att := self.attached) is None:
+            return limit
+        return limit - (self.log.end - max(att.offset, self.log.start))
 
     async def _idle_watch(self) -> None:
         timeout, warning = (
@@ -282,11 +346,9 @@ class Terminal:
             if now < deadline - warning:
                 await trio.sleep_until(deadline - warning)
                 continue
-            att = self.attached
-            if att is not None:
-                seconds_left = math.ceil(deadline - now)
-                with trio.move_on_after(1):
-                    await _send(att.ws, encode_message(Idle(seconds_left=seconds_left)))
+            if (att := self.attached) is not None:
+                att.post(Idle(seconds_left=math.ceil(deadline - now)))
+                self._notify()
             await trio.sleep_until(min(deadline, now + 1.0))
 
     async def _lifetime_watch(self, shell: Shell) -> None:
@@ -295,18 +357,22 @@ class Terminal:
         if self.exit_status is None:
             log.info("session reached its maximum lifetime of %.0f s", self.config.max_session)
             self.exit_reason = EXIT_REASON_LIFETIME
-            att = self.attached
-            if att is not None:
-                with trio.move_on_after(1):
-                    message = "this session reached its maximum lifetime"
-                    await _send(att.ws, encode_message(Error(message=message)))
+            if (att := self.attached) is not None:
+                att.post(Error(message="this session reached its maximum lifetime"))
+                self._notify()
             await shell.hangup()
 
     # --- connections ------------------------------------------------------------------------
 
     async def serve_connection(self, ws: WebSocketConnection) -> None:
         """Attach ``ws`` until either side goes away."""
-        reattached = await self._ensure_shell()
+        try:
+            reattached = await self._ensure_shell()
+        except ShellUnavailable:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send_message(encode_message(Error(message=SPAWN_FAILED)))
+            await _close(ws, CloseCode.INTERNAL_ERROR)
+            return
         att = Attachment(ws, offset=self.log.replay_start())
         old, self.attached = self.attached, att
         if old is not None:
@@ -318,14 +384,19 @@ class Terminal:
         self._notify()
         self._call_manager("connection", {"connected": True})
         try:
-            await _send(ws, encode_message(Hello(terminal=self.config.name, reattached=reattached)))
+            await ws.send_message(
+                encode_message(Hello(terminal=self.config.name, reattached=reattached))
+            )
             async with trio.open_nursery() as nursery:
                 att.tasks = nursery.cancel_scope
                 if att.superseded:  # taken over while it said hello
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
                 await self._input_loop(att)
-                nursery.cancel_scope.cancel()
+                if att.finishing:  # no more acks will come: the pump closes now
+                    self._notify()
+                else:
+                    nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
         finally:
@@ -335,11 +406,15 @@ class Terminal:
                 self._call_manager("connection", {"connected": False})
 
     async def _pump(self, att: Attachment, done: trio.CancelScope) -> None:
-        """Send output from the log to ``att`` at the pace the client allows."""
+        """Send output from the log to ``att`` at the pace the client allows, and the
+        notices posted to it; after the shell's exit, :meth:`_finish` the session."""
         ws = att.ws
         try:
             while not att.superseded:
                 changed = self._changed
+                if att.notices:
+                    await ws.send_message(encode_message(att.notices.popleft()))
+                    continue
                 room = att.room()
                 att.limited |= room == 0
                 if room != 0 and att.offset < self.log.end:
@@ -353,13 +428,28 @@ class Terminal:
                     await ws.send_message(chunk)
                     continue
                 if self.exit_status is not None and att.offset >= self.log.end:
-                    await ws.send_message(encode_message(Exit(status=self.exit_status.status)))
-                    await _close(ws, CloseCode.NORMAL)
+                    await self._finish(att, self.exit_status)
                     done.cancel()
                     return
                 await changed.wait()
         except ConnectionClosed:
             done.cancel()
+
+    async def _finish(self, att: Attachment, status: ExitStatus) -> None:
+        """All output is sent: ``exit``, then close 1000, once an acking client has
+        rendered what it was sent. Till then its socket stays open (the input loop keeps
+        reading acks): a socket closed under the acks it still sends would be reset,
+        and a reset drops the output it has not read yet."""
+        att.finishing = True
+        await att.ws.send_message(encode_message(Exit(status=status.status)))
+        while att.acking and att.acked < att.sent and att.ws.closed is None:
+            acked = att.acked
+            with trio.move_on_after(CLOSE_TIMEOUT):  # no ack for that long: it is gone
+                while att.acked == acked and att.ws.closed is None:
+                    await self._changed.wait()
+            if att.acked == acked:
+                break
+        await _close(att.ws, CloseCode.NORMAL)
 
     async def _input_loop(self, att: Attachment) -> None:
         """Frames from the client until it goes away (returns on any close)."""
@@ -449,10 +539,6 @@ class Terminal:
             await _close(att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
-
-
-async def _send(ws: WebSocketConnection, message: str | bytes) -> None:
-    await ws.send_message(message)
 
 
 async def _close(ws: WebSocketConnection, code: int) -> None:
@@ -548,6 +634,8 @@ class TerminalServer:
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.config = terminal.config
+        self.guard_host = listens_on_loopback_only(self.config.host)
+        self.allowed_hosts = origin_hosts(self.config.allowed_origins)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One TCP connection. Never raises: a broken peer must not stop the server."""
@@ -566,6 +654,10 @@ class TerminalServer:
         except (ValueError, trio.TooSlowError, trio.BrokenResourceError):
             await _respond(stream, 400, "Bad Request", b"bad request\n")
             return
+        if self.guard_host and not rebinding_safe(request.headers.get("host"), self.allowed_hosts):
+            log.info("refused a request for host %r", request.headers.get("host"))
+            await _respond(stream, 403, "Forbidden", HOST_REFUSED)
+            return
         upgrade = request.headers.get("upgrade", "").lower() == "websocket"
         if request.path == "/healthz" and not upgrade:
             await _respond(stream, 200, "OK", b"ok\n")
@@ -576,9 +668,16 @@ class TerminalServer:
 
     async def _websocket(self, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
-            request = await wrap_server_stream(
-                nursery, stream, max_message_size=MAX_FRAME_BYTES, receive_buffer_size=65536
-            )
+            # the head is already here: a handshake that takes longer was rejected by
+            # wsproto (answered 400), and wrap_server_stream would wait for ever
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(HEAD_TIMEOUT):
+                request = await wrap_server_stream(
+                    nursery, stream, max_message_size=MAX_FRAME_BYTES, receive_buffer_size=65536
+                )
+            if request is None:
+                nursery.cancel_scope.cancel()
+                return
             refusal = self._refusal(request)
             if refusal is not None:
                 status, text = refusal

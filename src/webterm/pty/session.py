@@ -182,13 +182,21 @@ class Shell:
         self.pid = process.pid
         self._closed = False
 
-    async def read(self) -> bytes:
-        """Everything the shell printed that is readable now (at least one byte), or
-        ``b""`` once the shell side of the pty is closed."""
-        while True:
-            await trio.lowlevel.wait_readable(self.master_fd)
+    async def read(self, max_bytes: int = COALESCE_BYTES) -> bytes:
+        """What the shell printed that is readable now, at least one byte and at most
+        ``max_bytes`` (the rest stays in the tty for the next call), or ``b""`` once
+        the shell side of the pty, or this :class:`Shell`, is closed."""
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        while not self._closed:  # never touch the fd number once closed
             try:
-                data = os.read(self.master_fd, READ_BYTES)
+                await trio.lowlevel.wait_readable(self.master_fd)
+            except trio.ClosedResourceError:  # close() while we waited
+                return b""
+            if self._closed:
+                return b""
+            try:
+                data = os.read(self.master_fd, min(READ_BYTES, max_bytes))
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -199,9 +207,9 @@ class Shell:
                 return b""
             chunks = [data]
             total = len(data)
-            while total < COALESCE_BYTES:
+            while total < max_bytes:
                 try:
-                    more = os.read(self.master_fd, READ_BYTES)
+                    more = os.read(self.master_fd, min(READ_BYTES, max_bytes - total))
                 except (BlockingIOError, OSError):
                     break
                 if not more:
@@ -209,15 +217,21 @@ class Shell:
                 chunks.append(more)
                 total += len(more)
             return b"".join(chunks)
+        return b""
 
     async def write(self, data: bytes | memoryview) -> None:
-        """Write all of ``data`` to the shell's input, waiting while the pty is full."""
+        """Write all of ``data`` to the shell's input, waiting while the pty is full.
+        Returns early, the rest dropped, once the shell is gone or :meth:`close` is
+        called (also while waiting): its exit is reported elsewhere."""
         view = memoryview(data)
-        while view:
+        while view and not self._closed:  # never write to the fd number once closed
             try:
                 written = os.write(self.master_fd, view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.master_fd)
+                try:
+                    await trio.lowlevel.wait_writable(self.master_fd)
+                except trio.ClosedResourceError:  # close() while we waited
+                    return
                 continue
             except OSError as exc:
                 if exc.errno == errno.EIO:
@@ -226,6 +240,9 @@ class Shell:
             view = view[written:]
 
     def resize(self, cols: int, rows: int) -> None:
+        """Set the window size (the shell gets SIGWINCH); nothing once closed."""
+        if self._closed:
+            return
         with contextlib.suppress(OSError):
             set_window_size(self.master_fd, cols, rows)
 
@@ -234,6 +251,8 @@ class Shell:
         QUIT or SUSP character while the line discipline turns those into signals
         (ISIG) and flushes on them (no NOFLSH). True for Ctrl-C at a shell prompt or
         under ``yes``; false in vim or any raw-mode program, where ^C is just a key."""
+        if self._closed:
+            return False
         try:
             lflag, chars = (a := termios.tcgetattr(self.master_fd))[3], a[6]
         except (OSError, termios.error):
@@ -272,7 +291,8 @@ class Shell:
 
     def close(self) -> None:
         """Release the master fd (idempotent). Kills leftovers of the session first:
-        nothing the user started outlives the terminal."""
+        nothing the user started outlives the terminal. A :meth:`write` or :meth:`read`
+        waiting on the fd returns; later calls never touch the (maybe reused) fd number."""
         if self._closed:
             return
         self._closed = True

@@ -488,3 +488,41 @@ async def test_an_empty_input_frame_counts_as_activity() -> None:
                         await client.next()
         assert not any(c["type"] == "exit" for c in client.controls)
         await client.run("echo STILL-'ALIVE'", "STILL-ALIVE")
+
+
+async def test_a_tab_taken_over_in_the_middle_of_a_frame_still_gets_4409() -> None:
+    """The older tab is behind in a flood, so the server's send of a big frame to it waits
+    on a full socket, when a newer tab takes over. Its stream must stay well-formed and end
+    in 4409: a frame cut short (and the close written after it) would read as a broken
+    connection, which a page answers by reconnecting: two tabs taking it from each other."""
+    async with running_server(pty_config()) as port, connect(port) as old:
+        await old.expect_control("hello")
+        await old.ws.send_message(b"yes 'older tab output line'\n")
+        await trio.sleep(1.0)  # the older tab reads nothing: its socket fills up
+        async with connect(port) as new:
+            await new.expect_control("hello")
+            with trio.fail_after(60), pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await old.ws.get_message()  # what it was sent, then the close
+            assert closed.value.reason.code == 4409
+            await new.ws.send_message(b"\x03")
+            await new.run("echo AFTER-'TAKEOVER'", "AFTER-TAKEOVER")
+
+
+async def test_a_taken_over_tab_that_reads_nothing_holds_up_nobody() -> None:
+    """The older tab reads nothing at all, so the frame it is being sent never completes:
+    the newer tab works at once, and the older connection is dropped within the close
+    timeout instead of being held open by its stuck send."""
+    async with running_server(pty_config()) as port, connect(port) as old:
+        await old.expect_control("hello")
+        await old.ws.send_message(b"yes 'older tab output line'\n")
+        await trio.sleep(1.0)
+        async with connect(port) as new:
+            await new.expect_control("hello")
+            await new.ws.send_message(b"\x03")
+            await new.run("echo NEW-'TAB'", "NEW-TAB")
+            await trio.sleep(3.0)  # past the close timeout, the older tab still not reading
+            with trio.fail_after(60), pytest.raises(ConnectionClosed):
+                while True:
+                    await old.ws.get_message()
+            await new.run("echo STILL-'FINE'", "STILL-FINE")

@@ -148,6 +148,10 @@ class ShellUnavailable(Exception):
     """The shell could not be started (the cause is logged, not told to clients)."""
 
 
+Notice = Idle | Error | Flush | Pong
+"""A control message another part of the server asks an attachment's pump to send."""
+
+
 @dataclass(eq=False)
 class Attachment:
     """One connection's view of the terminal."""
@@ -157,20 +161,24 @@ class Attachment:
     sent: int = 0  # bytes of output sent on this connection
     acked: int = 0  # bytes the client says it rendered
     acking: bool = False  # the client does ack-based flow control
-    superseded: bool = False
-    tasks: trio.CancelScope | None = None  # its pump and input loop, once running
+    superseded: bool = False  # taken over by a newer connection, or shutting down
+    taken_over: bool = False  # superseded by a newer connection: it closes with 4409
+    input_scope: trio.CancelScope | None = None  # its input loop, once running
+    sending: trio.CancelScope | None = None  # the pump's send in progress
+    cut: bool = False  # a send was cut short: the stream is broken, no close frame
     window: int = MIN_WINDOW  # unacknowledged bytes allowed in flight (slow start)
     limited: bool = False  # the window held output back since the last ack
     base_delay: float = math.inf  # least send-to-ack time seen
     sends: deque[tuple[int, float]] = field(default_factory=deque)  # (sent, when)
-    notices: deque[Idle | Error] = field(default_factory=deque)  # for the pump to send
+    notices: deque[Notice] = field(default_factory=deque)  # for the pump to send
     finishing: bool = False  # the pump is sending ``exit`` and closing: let it finish
 
-    def post(self, notice: Idle | Error) -> None:
-        """Queue a control message for the pump to send. Tasks other than the
-        connection's own never send on it: a deadline could cut a frame short and
-        corrupt the stream, and a failed send must end the connection, not the server.
-        A newer idle warning replaces a queued one."""
+    def post(self, notice: Notice) -> None:
+        """Queue a control message for the pump, the one task that sends on this
+        connection: no other task waits on its socket (the input loop goes on reading
+        while a big frame is stuck), a cancellation never cuts a frame short, and a
+        failed send ends the connection, not the server. A newer idle warning replaces
+        a queued one."""
         if isinstance(notice, Idle):
             self.notices = deque(n for n in self.notices if not isinstance(n, Idle))
         self.notices.append(notice)
@@ -364,23 +372,28 @@ class Terminal:
 
     # --- connections ------------------------------------------------------------------------
 
-    async def serve_connection(self, ws: WebSocketConnection) -> None:
-        """Attach ``ws`` until either side goes away."""
+    async def serve_connection(self, ws: WebSocketConnection) -> bool:
+        """Attach ``ws`` until either side goes away. True if its stream is broken (a
+        send was cut short): then it must be dropped, not closed with a close frame."""
         try:
             reattached = await self._ensure_shell()
         except ShellUnavailable:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send_message(encode_message(Error(message=SPAWN_FAILED)))
             await _close(ws, CloseCode.INTERNAL_ERROR)
-            return
+            return False
         att = Attachment(ws, offset=self.log.replay_start())
         old, self.attached = self.attached, att
         if old is not None:
-            # its tasks end now, also a write stuck on a full pty: one writer at a time
-            old.superseded = True
-            if old.tasks is not None:
-                old.tasks.cancel()
-            self.nursery.start_soon(_close, old.ws, CloseCode.SUPERSEDED)
+            # Its input loop ends now, also a write stuck on a full pty: one writer to the
+            # shell at a time. Its pump finishes the frame it is sending (a frame cut short
+            # and the close after it would read as a broken connection, which a page
+            # answers by reconnecting), within CLOSE_TIMEOUT, and it closes with 4409.
+            old.superseded = old.taken_over = True
+            if old.input_scope is not None:
+                old.input_scope.cancel()
+            if old.sending is not None:
+                old.sending.deadline = trio.current_time() + CLOSE_TIMEOUT
         self._notify()
         self._call_manager("connection", {"connected": True})
         try:
@@ -388,15 +401,16 @@ class Terminal:
                 encode_message(Hello(terminal=self.config.name, reattached=reattached))
             )
             async with trio.open_nursery() as nursery:
-                att.tasks = nursery.cancel_scope
-                if att.superseded:  # taken over while it said hello
-                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
-                await self._input_loop(att)
-                if att.finishing:  # no more acks will come: the pump closes now
-                    self._notify()
+                with trio.CancelScope() as att.input_scope:
+                    if not att.superseded:  # else taken over while it said hello
+                        await self._input_loop(att)
+                if att.finishing or att.superseded:
+                    self._notify()  # the pump ends on its own: closing, or its last frame
                 else:
                     nursery.cancel_scope.cancel()
+            if att.taken_over and not att.cut:
+                await _close(ws, CloseCode.SUPERSEDED)
         except ConnectionClosed:
             pass
         finally:
@@ -404,16 +418,17 @@ class Terminal:
                 self.attached = None
                 self._notify()
                 self._call_manager("connection", {"connected": False})
+        return att.cut
 
     async def _pump(self, att: Attachment, done: trio.CancelScope) -> None:
         """Send output from the log to ``att`` at the pace the client allows, and the
         notices posted to it; after the shell's exit, :meth:`_finish` the session."""
-        ws = att.ws
         try:
             while not att.superseded:
                 changed = self._changed
                 if att.notices:
-                    await ws.send_message(encode_message(att.notices.popleft()))
+                    if not await _send_whole(att, encode_message(att.notices.popleft())):
+                        return
                     continue
                 room = att.room()
                 att.limited |= room == 0
@@ -425,7 +440,8 @@ class Terminal:
                     att.sent += len(chunk)
                     att.record_send(trio.current_time())
                     self._notify()  # the reader may be waiting for room
-                    await ws.send_message(chunk)
+                    if not await _send_whole(att, chunk):
+                        return
                     continue
                 if self.exit_status is not None and att.offset >= self.log.end:
                     await self._finish(att, self.exit_status)
@@ -471,9 +487,9 @@ class Terminal:
                             # the write: the tty flushes what it holds as it reads the ^C,
                             # so output read from now on is what comes after it.
                             att.offset = max(att.offset, self.log.end)
-                            self._notify()
                             if att.acking:
-                                await att.ws.send_message(encode_message(Flush()))
+                                att.post(Flush())
+                            self._notify()
                 else:
                     await self._control(att, message)
         except ConnectionClosed:
@@ -483,7 +499,8 @@ class Terminal:
         try:
             control = decode_client_message(text)
         except MalformedMessage as exc:
-            await att.ws.send_message(encode_message(Error(message=str(exc))))
+            att.post(Error(message=str(exc)))
+            self._notify()
             return
         if isinstance(control, Ack):
             att.record_ack(control.bytes, trio.current_time())
@@ -493,7 +510,8 @@ class Terminal:
             if self.shell is not None:
                 self.shell.resize(size.cols, size.rows)
         elif isinstance(control, Ping):
-            await att.ws.send_message(encode_message(Pong()))
+            att.post(Pong())
+            self._notify()
 
     # --- the manager --------------------------------------------------------------------------
 
@@ -539,6 +557,21 @@ class Terminal:
             await _close(att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
+
+
+async def _send_whole(att: Attachment, message: str | bytes) -> bool:
+    """Send ``message`` on ``att`` unless a takeover's deadline (``att.sending``) cuts it
+    short: then the stream is broken (``att.cut``) and False is returned."""
+    scope = att.sending = trio.CancelScope()
+    if att.taken_over:
+        scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+    try:
+        with scope:
+            await att.ws.send_message(message)
+    finally:
+        att.sending = None
+    att.cut = scope.cancelled_caught
+    return not att.cut
 
 
 async def _close(ws: WebSocketConnection, code: int) -> None:
@@ -686,12 +719,16 @@ class TerminalServer:
                 nursery.cancel_scope.cancel()
                 return
             ws = await request.accept(subprotocol=SUBPROTOCOL)
+            broken = False
             try:
-                await self.terminal.serve_connection(ws)
+                broken = await self.terminal.serve_connection(ws)
             finally:
-                with trio.CancelScope(shield=True):
-                    await _close(ws, CloseCode.NORMAL if ws.closed else CloseCode.GOING_AWAY)
+                if not broken:  # else a frame was cut short: no close frame after it
+                    with trio.CancelScope(shield=True):
+                        await _close(ws, CloseCode.NORMAL if ws.closed else CloseCode.GOING_AWAY)
             nursery.cancel_scope.cancel()
+        if broken:
+            await stream.aclose()
 
     def _refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
         """``(status, reason)`` if this upgrade must be refused; tokens are never logged."""

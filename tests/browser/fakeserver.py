@@ -13,6 +13,11 @@ a real shell. Faults are switched on through ``/fake/*`` endpoints:
   line of terminals started from now on (e.g. a short ``--idle-timeout``).
 * ``POST /fake/drop``: cut every proxied WebSocket at the TCP level, without a close
   frame (what a dropped Wi-Fi looks like: the page sees close code 1006).
+* ``POST /fake/freeze``: stop forwarding on every proxied WebSocket, both ways, while
+  keeping its TCP connection open (a black-holed path: no FIN, no RST, no close frame);
+  a frozen bridge is cut for good after :data:`FROZEN_FOR` seconds.
+* ``POST /fake/notice`` ``{"message": {...}}``: send that control message to the page on
+  every proxied WebSocket, as if the terminal had sent it (e.g. an ``idle`` notice).
 * ``POST /fake/takeover``: open a second connection to the newest terminal, as another
   tab would; the page's connection is closed with 4409 by the terminal server itself.
 * ``GET /fake/stats``: what the page sent: terminal requests (with their ``client``
@@ -21,7 +26,9 @@ a real shell. Faults are switched on through ``/fake/*`` endpoints:
 The terminal servers report shell exits to ``/v1/terminals/{name}/recycle`` here (their
 ``--manager-url``), and the recycled terminal is stopped, as the manager does.
 
-Run: ``python -m tests.browser.fakeserver [--static DIR]``; the first line on stdout is
+Run: ``python -m tests.browser.fakeserver [--static DIR]`` (``--static`` defaults to
+``$WEBTERM_FAKE_STATIC``, else the built page in ``src/webterm/static``: point it at a
+scratch build to see a test fail without a fix); the first line on stdout is
 ``fakeserver listening on http://127.0.0.1:PORT``. SIGINT/SIGTERM stop it and its
 terminals. Test code only: loopback, no limits worth the name, one process.
 """
@@ -74,6 +81,7 @@ BODY_LIMIT: Final = 64 * 1024
 TOKEN_TTL: Final = 60  # seconds, as the manager's default
 PTY_START_TIMEOUT: Final = 30.0  # seconds for `webterm pty` to print its port (loaded CI)
 RECYCLE_GRACE: Final = 10.0  # seconds a recycled terminal may finish its close handshake
+FROZEN_FOR: Final = 60.0  # seconds a frozen bridge stays open, silent, before it is cut
 _RESERVED_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
 
 
@@ -93,6 +101,8 @@ class Bridge:
     terminal: str
     scope: trio.CancelScope
     dropped: bool = False
+    frozen: bool = False  # forwards nothing more, either way
+    page: WebSocketConnection | None = None  # the page's side, once accepted
 
 
 @dataclass
@@ -165,6 +175,8 @@ class FakeBackend:
             ("POST", "/api/terminal"): self._allocate,
             ("POST", "/fake/config"): self._config,
             ("POST", "/fake/drop"): self._drop,
+            ("POST", "/fake/freeze"): self._freeze,
+            ("POST", "/fake/notice"): self._notice,
             ("POST", "/fake/takeover"): self._takeover,
             ("GET", "/fake/stats"): self._stats,
         }
@@ -310,6 +322,27 @@ class FakeBackend:
             dropped += 1
         return 200, {"dropped": dropped}
 
+    async def _freeze(self, request: Request) -> tuple[int, Any]:
+        frozen = 0
+        for bridge in list(self.bridges):
+            if not bridge.frozen:
+                bridge.frozen = True
+                bridge.scope.deadline = trio.current_time() + FROZEN_FOR
+                frozen += 1
+        return 200, {"frozen": frozen}
+
+    async def _notice(self, request: Request) -> tuple[int, Any]:
+        message = json.dumps(json.loads(request.body)["message"])
+        sent = 0
+        for bridge in list(self.bridges):
+            if bridge.page is not None and not bridge.frozen:
+                try:
+                    await bridge.page.send_message(message)
+                    sent += 1
+                except ConnectionClosed:
+                    pass
+        return 200, {"sent": sent}
+
     async def _takeover(self, request: Request) -> tuple[int, Any]:
         live = [t for t in self.by_name.values() if not t.recycled]
         if not live:
@@ -384,7 +417,7 @@ class FakeBackend:
                 self.bridges.add(bridge)
                 terminal.bridges += 1
                 try:
-                    await self._proxy(ws_request, terminal, token)
+                    await self._proxy(ws_request, terminal, token, bridge)
                 except ConnectionRejected as exc:
                     ws = await ws_request.accept(subprotocol=SUBPROTOCOL)
                     code = CloseCode.UNAUTHORIZED
@@ -402,7 +435,9 @@ class FakeBackend:
         # A dropped bridge leaves here cancelled, without a close frame: handle()
         # then closes the TCP connection under the page's feet.
 
-    async def _proxy(self, ws_request: Any, terminal: FakeTerminal, token: str) -> None:
+    async def _proxy(
+        self, ws_request: Any, terminal: FakeTerminal, token: str, bridge: Bridge
+    ) -> None:
         async with open_websocket(
             "127.0.0.1",
             terminal.port,
@@ -412,17 +447,25 @@ class FakeBackend:
             max_message_size=MAX_FRAME_BYTES,
         ) as upstream:
             page: WebSocketConnection = await ws_request.accept(subprotocol=SUBPROTOCOL)
+            bridge.page = page
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._to_page, upstream, page, nursery.cancel_scope)
-                await self._to_terminal(page, upstream)
+                nursery.start_soon(self._to_page, upstream, page, bridge, nursery.cancel_scope)
+                await self._to_terminal(page, upstream, bridge)
                 nursery.cancel_scope.cancel()
 
     async def _to_page(
-        self, upstream: WebSocketConnection, page: WebSocketConnection, done: trio.CancelScope
+        self,
+        upstream: WebSocketConnection,
+        page: WebSocketConnection,
+        bridge: Bridge,
+        done: trio.CancelScope,
     ) -> None:
         try:
             while True:
-                await page.send_message(await upstream.get_message())
+                message = await upstream.get_message()
+                if bridge.frozen:
+                    await trio.sleep_forever()  # until FROZEN_FOR cuts the bridge
+                await page.send_message(message)
         except ConnectionClosed:
             pass
         reason = upstream.closed
@@ -432,10 +475,14 @@ class FakeBackend:
                 await page.aclose(code, reason.reason)
         done.cancel()
 
-    async def _to_terminal(self, page: WebSocketConnection, upstream: WebSocketConnection) -> None:
+    async def _to_terminal(
+        self, page: WebSocketConnection, upstream: WebSocketConnection, bridge: Bridge
+    ) -> None:
         while True:
             try:
                 message = await page.get_message()
+                if bridge.frozen:
+                    await trio.sleep_forever()  # until FROZEN_FOR cuts the bridge
             except ConnectionClosed:
                 code = page.closed.code if page.closed is not None else 1001
                 self.stats.closes_from_page.append(code)
@@ -558,5 +605,7 @@ async def main(static_dir: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--static", type=Path, default=STATIC_DIR)
+    parser.add_argument(
+        "--static", type=Path, default=Path(os.environ.get("WEBTERM_FAKE_STATIC", STATIC_DIR))
+    )
     trio.run(main, parser.parse_args().static)

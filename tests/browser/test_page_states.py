@@ -1,6 +1,8 @@
 """The page's states in headless Chromium, against ``fakeserver`` (real shells behind a
-fake webserver/manager that can inject faults): busy, dropped network, another tab taking
-over, refused tokens, idle warnings and timeouts, reloads, flow control, big pastes.
+fake webserver/manager that can inject faults): busy, dropped or silently dead network,
+gateway errors, another tab taking over, a duplicated tab, refused tokens, a shell that
+cannot start, idle warnings and timeouts, reloads, leaving the page, flow control, big
+pastes.
 
 The tests wait for conditions (``wait_for_function``), never for time. Each test gets a
 new browser context, so a new tab identity and a new terminal."""
@@ -63,6 +65,12 @@ class Fake:
     def drop(self) -> int:
         return int(self._call("POST", "/fake/drop", {})["dropped"])
 
+    def freeze(self) -> int:
+        return int(self._call("POST", "/fake/freeze", {})["frozen"])
+
+    def notice(self, message: dict[str, Any]) -> int:
+        return int(self._call("POST", "/fake/notice", {"message": message})["sent"])
+
     def takeover(self) -> dict[str, Any]:
         return dict(self._call("POST", "/fake/takeover", {}))
 
@@ -73,7 +81,7 @@ class Fake:
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
     """Base URL of the server under test: here the fake backend (see module docstring)."""
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # serves $WEBTERM_FAKE_STATIC when set (a scratch build)
         [sys.executable, "-m", "tests.browser.fakeserver"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -408,3 +416,159 @@ def test_without_webgl_the_page_uses_the_dom_renderer(browser: Browser, base: st
         )
     finally:
         no_gl.close()
+
+
+def test_a_double_click_on_now_makes_one_attempt_and_no_leftover_countdown(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    """Two clicks on "now" while reconnecting, both answered busy, once left a countdown
+    behind that asked for the terminal every second after the page was live again."""
+    open_live(tab, base)
+    run(tab, "STORM=$((5*9))")
+    fake.config(busy=2, retry_after=2)
+    fake.drop()
+    wait_state(tab, "reconnecting")
+    tab.locator("#banner-button").dblclick()  # "now", twice
+    wait_state(tab, "busy")
+    wait_state(tab, "live")
+    tab.evaluate("window.__socket = window.webterm.socket")
+    requests = len(fake.stats()["requests"])
+    run(tab, "sleep 3; echo calm-$STORM")  # a leftover countdown would fire meanwhile
+    wait_for_text(tab, "calm-45")
+    assert len(fake.stats()["requests"]) == requests
+    assert tab.evaluate("window.webterm.socket === window.__socket")
+    assert states(tab)[-1] == "live"
+
+
+def test_overlapping_connects_make_one_request_and_one_socket(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    open_live(tab, base)
+    requests = len(fake.stats()["requests"])
+    tab.evaluate("Promise.all([window.webterm.connect(), window.webterm.connect()])")
+    wait_state(tab, "live")
+    wait_for_stats(tab, "s.bridges === 1")  # the old socket is closed, one new one is open
+    assert len(fake.stats()["requests"]) == requests + 1
+
+
+def test_a_silent_connection_is_given_up_and_reconnected(tab: Page, base: str, fake: Fake) -> None:
+    """A path that goes dead without FIN or RST never closes the socket: the page notices
+    that its ping got no answer. ``?ping=1`` pings every second and waits a second."""
+    open_live(tab, base, "?ping=1")
+    run(tab, "SILENT=$((6*7)); echo before-$SILENT")
+    wait_for_text(tab, "before-42")
+    assert fake.freeze() == 1
+    wait_state(tab, "reconnecting")
+    wait_state(tab, "live")
+    run(tab, "echo after-$SILENT")  # the same shell
+    wait_for_text(tab, "after-42")
+
+
+def test_a_gateway_error_while_reconnecting_is_retried(tab: Page, base: str, fake: Fake) -> None:
+    """A reverse proxy answers 502 while the webserver behind it restarts: that is the
+    same outage, not a final answer."""
+    open_live(tab, base)
+    run(tab, "GW=$((3*3)); echo gw-$GW")
+    wait_for_text(tab, "gw-9")
+    gateway_errors = {"left": 2}
+
+    def gateway(route: Any) -> None:
+        if gateway_errors["left"] > 0:
+            gateway_errors["left"] -= 1
+            route.fulfill(status=502, content_type="text/html", body="<h1>502 Bad Gateway</h1>")
+        else:
+            route.continue_()
+
+    tab.route("**/api/terminal", gateway)
+    fake.drop()
+    wait_state(tab, "reconnecting")
+    tab.wait_for_function(
+        "document.getElementById('status').textContent.includes('HTTP 502')", timeout=WAIT
+    )
+    wait_state(tab, "live")
+    assert gateway_errors["left"] == 0
+    assert "error" not in states(tab)
+    run(tab, "echo gw-again-$GW")
+    wait_for_text(tab, "gw-again-9")
+
+
+def test_a_terminal_that_cannot_start_says_why_and_stops_retrying(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    """The terminal server sends an `error` message and closes 1011 when the shell cannot
+    be started: the page shows the message, and gives up after three in a row."""
+    fake.config(pty_args=["--shell", "/nonexistent/shell"])
+    before = len(fake.stats()["requests"])
+    tab.goto(f"{base}/")
+    wait_state(tab, "reconnecting")
+    tab.wait_for_function(  # the banner says why while it retries
+        "document.getElementById('banner-text').textContent.includes('could not be started')",
+        timeout=WAIT,
+    )
+    wait_state(tab, "error")
+    assert "could not be started" in tab.locator("#overlay-text").inner_text()
+    assert "could not be started" in tab.locator("#status").inner_text()
+    requests = len(fake.stats()["requests"])
+    assert requests == before + 3  # the first attempt and two retries
+    tab.locator("#overlay-button").click()  # "try again": three more attempts
+    wait_state(tab, "reconnecting")
+    wait_state(tab, "error")
+    assert len(fake.stats()["requests"]) == requests + 3
+
+
+def test_an_idle_warning_ends_when_its_notices_stop(tab: Page, base: str, fake: Fake) -> None:
+    """The server repeats the notice every second during a warning. A notice that was on
+    its way when the user clicked "stay" arrives after the click, and then none follows:
+    the page must not count down to 0 s and stay there."""
+    open_live(tab, base)
+    empty_before = fake.stats()["empty_input_frames"]
+    assert fake.notice({"type": "idle", "seconds_left": 30}) == 1  # one, then silence
+    wait_state(tab, "idle-warning")
+    assert tab.locator("#banner").is_visible()
+    wait_state(tab, "live")
+    assert tab.locator("#banner").is_hidden()
+    assert fake.stats()["empty_input_frames"] == empty_before  # the page did not fake "stay"
+
+
+def test_a_duplicated_tab_gets_its_own_terminal(tab: Page, base: str, fake: Fake) -> None:
+    """window.open (and "Duplicate tab") copies sessionStorage, tab id included: the copy
+    must not take the original's terminal."""
+    open_live(tab, base)
+    original = fake.stats()["requests"][-1]
+    run(tab, "echo original-$((8*8))")
+    wait_for_text(tab, "original-64")
+    with tab.context.expect_page() as opened:
+        tab.evaluate("window.open(location.href)")
+    copy = opened.value
+    wait_state(copy, "live")
+    assert copy.evaluate("window.webterm.client") != tab.evaluate("window.webterm.client")
+    asked = fake.stats()["requests"][-1]
+    assert asked["client"] is None  # the copy dropped the id and asked as a new tab
+    assert asked["terminal"] != original["terminal"]
+    run(copy, "echo copy-$((9*9))")
+    wait_for_text(copy, "copy-81")
+    assert "original-64" not in screen(copy)
+    assert tab.evaluate("window.webterm.state") == "live"  # not "opened elsewhere"
+    run(tab, "echo still-mine-$((8*8))")
+    wait_for_text(tab, "still-mine-64")
+
+
+def test_closing_a_live_tab_asks_first(tab: Page, base: str, fake: Fake) -> None:
+    """Ctrl+W is the shell's delete-word, but the browser takes it and closes the tab."""
+    open_live(tab, base)
+    run(tab, "echo typed")  # browsers ask only pages the user has interacted with
+    wait_for_text(tab, "\ntyped")
+    with tab.expect_event("dialog", timeout=WAIT) as dialog:
+        tab.close(run_before_unload=True)
+    assert dialog.value.type == "beforeunload"
+    dialog.value.accept()
+    tab.wait_for_event("close", timeout=WAIT)
+
+
+def test_closing_an_ended_tab_does_not_ask(tab: Page, base: str, fake: Fake) -> None:
+    open_live(tab, base)
+    run(tab, "exit")
+    wait_state(tab, "ended")
+    # an unexpected dialog would be dismissed (Playwright's default) and keep the tab open
+    with tab.expect_event("close", timeout=WAIT):
+        tab.close(run_before_unload=True)

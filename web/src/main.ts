@@ -5,12 +5,15 @@
 // JSON control messages. The page is one small state machine whose state is public as
 // `window.webterm.state` (for automation, tests and the console):
 //
-//   starting ──hello──▶ live ◀──hello── reconnecting ◀── socket dropped (not 1000/4401/4409)
-//      │                 │ ▲
-//      │ 503/429         │ idle ──▶ idle-warning ──input or "stay"──▶ live
+//   starting ──hello──▶ live ◀──hello── reconnecting ◀── socket dropped or silent (not
+//      │                 │ ▲                   │          1000/4401/4409), 5xx while reconnecting
+//      │ 503/429         │ idle ──▶ idle-warning ──input, "stay", notices stop──▶ live
 //      ▼                 │
 //    busy (countdown,    ├── exit / 1000 / idle timeout ──▶ ended ("new terminal")
-//    then retry)         └── 4409, 4401 twice, 4403, HTTP error ──▶ error (a button)
+//    then retry)         └── 4409, 4401 twice, 4403, 1011 three times, HTTP error ──▶ error
+//
+// At most one request for a terminal is under way at a time (start() joins it), so there
+// is never more than one WebSocket and never more than one pending retry.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { WebglAddon } from "@xterm/addon-webgl";
@@ -47,6 +50,14 @@ const BACKOFF_START_MS = 500; // first reconnect delay, doubled per failure...
 const BACKOFF_MAX_MS = 10_000; // ...up to this; each delay is jittered ±25 %
 const STABLE_MS = 10_000; // live this long: the next drop starts from the first delay again
 const KEEPALIVE_MS = 25_000; // a ping keeps idle-timeout proxies (nginx: 60 s) from cutting us
+const PONG_TIMEOUT_MS = 10_000; // nothing at all heard this long after a ping: the path is dead
+const LATE_MS = 1_000; // a check this late means the page slept or was busy: ask once more
+const HELLO_TIMEOUT_MS = 20_000; // a socket that has not said hello by then is given up
+const REQUEST_TIMEOUT_MS = 20_000; // POST /api/terminal (one request is under way at a time)
+const INTERNAL_ERROR_LIMIT = 3; // 1011 closes in a row (no output between) before we stop
+const IDLE_NOTICE_GAP_MS = 2_500; // a warning's notices come every second: silence ends it
+const DUPLICATE_PROBE_MS = 100; // how long a duplicated tab waits for its original to answer
+const TABS_CHANNEL = "webterm.tabs"; // BroadcastChannel between this origin's tabs
 const FIT_DELAY_MS = 50; // debounce of window resizes (a drag fires dozens)
 const DEFAULT_RETRY_S = 5; // when a busy answer names no delay
 
@@ -54,6 +65,7 @@ const CLOSE_NORMAL = 1000; // the shell exited: the session is over
 const CLOSE_UNAUTHORIZED = 4401; // bad or expired token: ask for a fresh one, once
 const CLOSE_FORBIDDEN_ORIGIN = 4403;
 const CLOSE_SUPERSEDED = 4409; // another tab or window took this terminal over
+const CLOSE_INTERNAL_ERROR = 1011; // the terminal failed, e.g. its shell could not start
 
 const THEME = {
   background: "#0f1419",
@@ -113,8 +125,15 @@ function hardwareWebgl(): boolean {
   return !/swiftshader|llvmpipe|software/i.test(name);
 }
 
+const params = new URLSearchParams(location.search);
+// ?ping=SECONDS: ping that often and give a silent connection min(10 s, SECONDS) to answer
+// (tests use it to see a dead connection noticed in seconds rather than half a minute)
+const pingParam = Number(params.get("ping"));
+const keepaliveMs = pingParam > 0 ? pingParam * 1000 : KEEPALIVE_MS;
+const pongTimeoutMs = Math.min(PONG_TIMEOUT_MS, keepaliveMs);
+
 // ?renderer=webgl or ?renderer=dom overrides the choice
-const wanted = new URLSearchParams(location.search).get("renderer");
+const wanted = params.get("renderer");
 let renderer: "webgl" | "dom" = "dom";
 try {
   if (wanted === "dom" || (wanted !== "webgl" && !hardwareWebgl())) {
@@ -144,6 +163,12 @@ let timer: number | undefined; // the one pending retry/reconnect/countdown
 let idleDeadline = 0;
 let idleTimer: number | undefined;
 let keepalive: number | undefined;
+let watchdog: number | undefined; // gives up on a socket that has gone silent
+let secondChance = false; // the watchdog fired late once and pinged again
+let idleNoticeTimer: number | undefined; // ends a warning whose notices stopped
+let inFlight: Promise<void> | null = null; // the one start() under way
+let serverError: string | null = null; // the current socket's last `error` message
+let internalErrors = 0; // 1011 closes since the last output
 let unacked = 0; // bytes rendered but not yet acknowledged
 let ackTimer: number | undefined;
 
@@ -190,6 +215,7 @@ function showBanner(text: string, button: string, action: () => void): void {
 function hideBanner(): void {
   $("banner").hidden = true;
   window.clearInterval(idleTimer);
+  window.clearTimeout(idleNoticeTimer);
 }
 
 function clearTimer(): void {
@@ -208,6 +234,7 @@ async function requestTerminal(): Promise<Allocation | Refusal> {
     body: JSON.stringify(client ? { client } : {}),
     credentials: "same-origin",
     cache: "no-store",
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), // a hung request would block every retry
   });
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
@@ -222,7 +249,17 @@ async function requestTerminal(): Promise<Allocation | Refusal> {
   };
 }
 
-async function start(): Promise<void> {
+/** Ask for the terminal and connect to it; a call while one is under way joins it (a
+ * double click, or a click while the scheduled retry runs, must not start a second
+ * request, a second countdown or a second socket). */
+function start(): Promise<void> {
+  inFlight ??= attempt().finally(() => {
+    inFlight = null;
+  });
+  return inFlight;
+}
+
+async function attempt(): Promise<void> {
   clearTimer();
   hideOverlay();
   if (state !== "reconnecting") {
@@ -236,7 +273,12 @@ async function start(): Promise<void> {
     return;
   }
   if ("status" in answer) {
-    refused(answer);
+    if (state === "reconnecting" && answer.retryAfter === null && answer.status >= 500) {
+      // a proxy in front of a restarting webserver (502, 504): more of the same outage
+      scheduleReconnect(`HTTP ${answer.status}`, `The server answered HTTP ${answer.status}`);
+    } else {
+      refused(answer);
+    }
     return;
   }
   if (answer.client) {
@@ -265,6 +307,7 @@ function terminalGone(name: string): void {
 }
 
 function refused(refusal: Refusal): void {
+  clearTimer(); // the one countdown: an earlier one must not keep calling start()
   hideBanner();
   if (refusal.retryAfter === null) {
     setState("error", refusal.error);
@@ -297,6 +340,10 @@ function connect(allocation: Allocation): void {
   const ws = new WebSocket(allocation.url, ["webterm.v1", `webterm.token.${allocation.token}`]);
   ws.binaryType = "arraybuffer";
   socket = ws;
+  serverError = null;
+  window.clearInterval(keepalive);
+  unheard();
+  expectFrame(ws, HELLO_TIMEOUT_MS);
   unacked = 0;
   window.clearTimeout(ackTimer);
   ackTimer = undefined;
@@ -305,7 +352,11 @@ function connect(allocation: Allocation): void {
     if (socket !== ws) {
       return;
     }
+    unheard(); // any frame shows the path is alive
     if (event.data instanceof ArrayBuffer) {
+      if (state !== "starting" && state !== "reconnecting") {
+        internalErrors = 0; // after hello, output: this terminal works
+      }
       show(new Uint8Array(event.data), ws);
     } else {
       let message: ControlMessage;
@@ -323,8 +374,42 @@ function connect(allocation: Allocation): void {
     }
     socket = null;
     window.clearInterval(keepalive);
+    unheard();
     closed(event.code, event.reason);
   };
+}
+
+/** Expect a frame on `ws` within `ms`, unless a wait is already running. A path that
+ * went dead without a FIN or RST (Wi-Fi roaming, a NAT or VPN forgetting us, a laptop
+ * asleep) never closes the socket: only silence after a ping tells. */
+function expectFrame(ws: WebSocket, ms: number): void {
+  if (watchdog !== undefined) {
+    return;
+  }
+  const due = Date.now() + ms;
+  watchdog = window.setTimeout(() => {
+    watchdog = undefined;
+    if (socket !== ws) {
+      return;
+    }
+    if (Date.now() - due > LATE_MS && !secondChance) {
+      // We were asleep or too busy to read: frames may be waiting. Ask once more.
+      secondChance = true;
+      send(JSON.stringify({ type: "ping" }));
+      expectFrame(ws, ms);
+      return;
+    }
+    socket = null; // its close handshake will not come through: do not wait for it
+    window.clearInterval(keepalive);
+    ws.close(CLOSE_NORMAL);
+    closed(1006, "no answer from the server");
+  }, ms);
+}
+
+function unheard(): void {
+  window.clearTimeout(watchdog);
+  watchdog = undefined;
+  secondChance = false;
 }
 
 function control(message: ControlMessage): void {
@@ -343,7 +428,8 @@ function control(message: ControlMessage): void {
       );
       break;
     case "error":
-      console.warn("webterm:", message.message);
+      serverError = String(message.message);
+      console.warn("webterm:", serverError);
       break;
     case "flush":
       discardOutput(); // Ctrl-C: the backlog is history, as the tty's own queue is
@@ -376,7 +462,12 @@ function hello(name: string, reattached: boolean): void {
   send(JSON.stringify({ type: "ack", bytes: 0 })); // announce flow control right away
   sendResize();
   window.clearInterval(keepalive);
-  keepalive = window.setInterval(() => send(JSON.stringify({ type: "ping" })), KEEPALIVE_MS);
+  const ws = socket;
+  keepalive = window.setInterval(() => {
+    if (ws !== null && send(JSON.stringify({ type: "ping" }))) {
+      expectFrame(ws, pongTimeoutMs);
+    }
+  }, keepaliveMs);
   term.focus();
 }
 
@@ -468,6 +559,20 @@ function closed(code: number, reason: string): void {
   } else if (code === CLOSE_UNAUTHORIZED && !tokenRetried) {
     tokenRetried = true;
     void start(); // a fresh token, once
+  } else if (code === CLOSE_INTERNAL_ERROR) {
+    // The terminal failed (its shell could not start, say): worth a retry or two, but
+    // not forever, and the user should read why.
+    const why = serverError ?? (reason || "the terminal failed");
+    internalErrors += 1;
+    if (internalErrors < INTERNAL_ERROR_LIMIT) {
+      scheduleReconnect(why, capitalize(why));
+      return;
+    }
+    setState("error", why);
+    showOverlay("The terminal cannot start", `${capitalize(why)}.`, "try again", () => {
+      internalErrors = 0;
+      void start();
+    });
   } else if (code === CLOSE_UNAUTHORIZED || code === CLOSE_FORBIDDEN_ORIGIN) {
     setState("error", "refused");
     showOverlay("Connection refused", reason || "The terminal refused this page.", "try again", () => {
@@ -489,7 +594,13 @@ function ended(text: string): void {
   showOverlay("Session ended", text, "new terminal", () => void start());
 }
 
-function scheduleReconnect(why: string): void {
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** Retry after the next backoff delay; `why` goes to the status line, `headline` to the
+ * banner. */
+function scheduleReconnect(why: string, headline = "Connection lost"): void {
   if (liveSince && Date.now() - liveSince > STABLE_MS) {
     backoff = BACKOFF_START_MS;
   }
@@ -497,7 +608,7 @@ function scheduleReconnect(why: string): void {
   const delay = backoff * (0.75 + Math.random() * 0.5);
   backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
   setState("reconnecting", `${why}: reconnecting…`);
-  showBanner(`Connection lost — reconnecting in ${Math.ceil(delay / 1000)} s…`, "now", () => void start());
+  showBanner(`${headline} — reconnecting in ${Math.ceil(delay / 1000)} s…`, "now", () => void start());
   clearTimer();
   timer = window.setTimeout(() => void start(), delay);
 }
@@ -514,6 +625,11 @@ function idle(secondsLeft: number): void {
   render();
   window.clearInterval(idleTimer);
   idleTimer = window.setInterval(render, 250);
+  // The server repeats the notice every second while the warning lasts. When they stop,
+  // it is over: a notice that was on its way when "stay" was clicked must not leave a
+  // stale countdown on screen.
+  window.clearTimeout(idleNoticeTimer);
+  idleNoticeTimer = window.setTimeout(active, IDLE_NOTICE_GAP_MS);
 }
 
 function stay(): void {
@@ -629,4 +745,67 @@ const api = {
 };
 (window as unknown as { webterm: typeof api }).webterm = api;
 
-void start();
+// Closing the tab (or Ctrl+W, which the browser takes before the shell sees it) asks
+// first while a shell is attached. Browsers show their own text, and only after the user
+// has interacted with the page.
+window.addEventListener("beforeunload", (event) => {
+  if (state === "live" || state === "idle-warning") {
+    event.preventDefault();
+    event.returnValue = ""; // older Chromium needs it set
+  }
+});
+
+// --- one terminal per tab ---------------------------------------------------------------------
+//
+// A duplicated tab ("Duplicate tab", window.open) starts with a copy of sessionStorage and
+// so with this tab's id: it would take this tab's terminal over. At load, a tab that has
+// an id asks the others whether one of them holds it; if one answers, the id is a copy and
+// the new tab asks for a terminal of its own. A reload has no such twin: the old page is
+// gone before the new one asks.
+
+const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel(TABS_CHANNEL) : null;
+let holdsId = false; // false while this tab is still asking whether its id is a copy
+let onOwner: ((client: string) => void) | null = null;
+
+if (tabs !== null) {
+  tabs.onmessage = (event: MessageEvent) => {
+    const message = event.data as { type?: unknown; client?: unknown } | null;
+    const client = typeof message?.client === "string" ? message.client : null;
+    if (client === null) {
+      return;
+    }
+    if (message?.type === "who-has" && holdsId && client === sessionStorage.getItem(CLIENT_KEY)) {
+      tabs.postMessage({ type: "mine", client });
+    } else if (message?.type === "mine") {
+      onOwner?.(client);
+    }
+  };
+}
+
+function claimId(): Promise<void> {
+  const client = sessionStorage.getItem(CLIENT_KEY);
+  if (tabs === null || !client) {
+    holdsId = true;
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const done = (copied: boolean): void => {
+      window.clearTimeout(wait);
+      onOwner = null;
+      if (copied) {
+        sessionStorage.removeItem(CLIENT_KEY); // the server gives this tab its own
+      }
+      holdsId = true;
+      resolve();
+    };
+    const wait = window.setTimeout(() => done(false), DUPLICATE_PROBE_MS);
+    onOwner = (owner) => {
+      if (owner === client) {
+        done(true);
+      }
+    };
+    tabs.postMessage({ type: "who-has", client });
+  });
+}
+
+void claimId().then(start);

@@ -382,7 +382,8 @@ class Terminal:
                 await ws.send_message(encode_message(Error(message=SPAWN_FAILED)))
             await _close(ws, CloseCode.INTERNAL_ERROR)
             return False
-        att = Attachment(ws, offset=self.log.replay_start())
+        offset, restore = self.log.replay()
+        att = Attachment(ws, offset=offset)
         old, self.attached = self.attached, att
         if old is not None:
             # Its input loop ends now, also a write stuck on a full pty: one writer to the
@@ -400,6 +401,12 @@ class Terminal:
             await ws.send_message(
                 encode_message(Hello(terminal=self.config.name, reattached=reattached))
             )
+            if restore:  # the modes in force where the replay starts, then the replay
+                att.sent += len(restore)
+                att.record_send(trio.current_time())
+                await ws.send_message(restore)
+            if reattached and self.log.modes.alternate_screen and self.shell is not None:
+                self.shell.redraw()  # a full-screen program repaints what the replay lacks
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
                 with trio.CancelScope() as att.input_scope:

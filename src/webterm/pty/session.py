@@ -38,6 +38,8 @@ from typing import Final
 
 import trio
 
+from webterm.pty.modes import TerminalModes
+
 READ_BYTES: Final = 64 * 1024
 """Largest single ``read`` of the pty master. Linux returns at most ~4 KiB per read
 from a pty, so this only matters for the coalescing loop below."""
@@ -126,7 +128,8 @@ def _child_setup(rlimits: dict[int, tuple[int, int]]) -> None:  # pragma: no cov
 
 class OutputLog:
     """Everything the shell printed, as absolute byte offsets; the newest
-    ``capacity`` bytes are kept. Pure bookkeeping, no I/O."""
+    ``capacity`` bytes are kept, and the terminal modes in force where they begin and
+    where they end (:mod:`webterm.pty.modes`). Pure bookkeeping, no I/O."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -134,6 +137,8 @@ class OutputLog:
         self.capacity = capacity
         self._buffer = bytearray()
         self.start = 0  # offset of _buffer[0]
+        self.modes_at_start = TerminalModes()  # as the bytes dropped so far left them
+        self.modes = TerminalModes()  # as all the output so far left them
 
     @property
     def end(self) -> int:
@@ -141,9 +146,11 @@ class OutputLog:
         return self.start + len(self._buffer)
 
     def append(self, data: bytes) -> None:
+        self.modes.feed(data)
         self._buffer += data
         excess = len(self._buffer) - self.capacity
         if excess > 0:
+            self.modes_at_start.feed(self._buffer, 0, excess)
             # CPython's bytearray deletes from the front in O(1) (it moves ob_start).
             del self._buffer[:excess]
             self.start += excess
@@ -163,6 +170,15 @@ class OutputLog:
             return 0
         newline = self._buffer.find(b"\n", 0, 4096)
         return self.start + newline + 1 if newline >= 0 else self.start
+
+    def replay(self) -> tuple[int, bytes]:
+        """Where a reattaching client starts (:meth:`replay_start`) and the escape
+        sequences to send it first: the modes in force there, so that a full-screen
+        program whose mode switches fell out of the log finds them again."""
+        offset = self.replay_start()
+        modes = self.modes_at_start.copy()
+        modes.feed(self._buffer, 0, offset - self.start)
+        return offset, modes.restore()
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +261,14 @@ class Shell:
             return
         with contextlib.suppress(OSError):
             set_window_size(self.master_fd, cols, rows)
+
+    def redraw(self) -> None:
+        """Ask the program in the foreground to redraw, as a resize would: SIGWINCH to
+        the tty's foreground process group (what a reattach to vim or less needs)."""
+        if self._closed:
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(os.tcgetpgrp(self.master_fd), signal.SIGWINCH)
 
     def interrupts(self, data: bytes) -> bool:
         """Whether typing ``data`` makes the tty flush its output: it holds the INTR,

@@ -572,3 +572,27 @@ def test_closing_an_ended_tab_does_not_ask(tab: Page, base: str, fake: Fake) -> 
     # an unexpected dialog would be dismissed (Playwright's default) and keep the tab open
     with tab.expect_event("close", timeout=WAIT):
         tab.close(run_before_unload=True)
+
+
+def test_a_full_screen_program_keeps_its_modes_across_a_reconnect(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    """A program on the alternate screen with application cursor keys paints more than
+    the scrollback holds; after a network drop the page is back on the alternate screen
+    and the arrow keys still send what the program expects (ESC O A, not ESC [ A)."""
+    open_live(tab, base)
+    run(
+        tab,
+        "printf '\\e[?1049h\\e[?1h'; head -c 300000 /dev/zero | tr '\\0' x; "
+        "echo; echo PAINTED-$((6*7)); IFS= read -rsn3 key; printf 'KEY-%q\\n' \"$key\"",
+    )
+    wait_for_text(tab, "PAINTED-42")
+    assert tab.evaluate("window.webterm.terminal.buffer.active.type") == "alternate"
+    assert fake.drop() == 1
+    wait_state(tab, "reconnecting")
+    wait_state(tab, "live")
+    wait_for_text(tab, "PAINTED-42")
+    assert tab.evaluate("window.webterm.terminal.buffer.active.type") == "alternate"
+    assert tab.evaluate("window.webterm.terminal.modes.applicationCursorKeysMode") is True
+    tab.keyboard.press("ArrowUp")
+    wait_for_text(tab, "KEY-$'\\EOA'")

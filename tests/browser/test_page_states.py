@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -596,3 +597,48 @@ def test_a_full_screen_program_keeps_its_modes_across_a_reconnect(
     assert tab.evaluate("window.webterm.terminal.modes.applicationCursorKeysMode") is True
     tab.keyboard.press("ArrowUp")
     wait_for_text(tab, "KEY-$'\\EOA'")
+
+
+HIDE = """() => {
+  // What a background tab is: document.hidden, and timers throttled to one wake-up a
+  // second (one a minute after five minutes), so xterm.js parses next to nothing. The
+  // renderer is held here as such a tab holds it; SHOW hands it everything back.
+  const term = window.webterm.terminal;
+  window.__held = [];
+  window.__write = term.write.bind(term);
+  term.write = (data, callback) => window.__held.push([data, callback]);
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  const term = window.webterm.terminal;
+  term.write = window.__write;
+  delete document.hidden;
+  delete document.visibilityState;
+  for (const [data, callback] of window.__held) term.write(data, callback);
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_hidden_tab_never_holds_up_the_shell_and_catches_up_when_shown(
+    tab: Page, base: str, fake: Fake, tmp_path: Path
+) -> None:
+    """A build printing megabytes in a background tab must not be slowed to the pace of
+    a throttled renderer: the hidden page acknowledges output on receipt, keeps a bounded
+    backlog, and when shown again reattaches for the scrollback."""
+    done = tmp_path / "flood-done"
+    open_live(tab, base, "?backlog=262144")
+    tab.evaluate(HIDE)
+    run(tab, f"head -c 3000000 /dev/zero | tr '\\0' y; echo; echo FLOOD-$((6*7)); touch {done}")
+    deadline = time.monotonic() + WAIT / 1000  # a hang guard, not a timing assertion
+    while not done.exists():  # the shell got to the end though nothing was parsed
+        assert time.monotonic() < deadline, "the hidden tab held the shell's output up"
+        tab.wait_for_timeout(100)
+    assert tab.evaluate("window.webterm.state") == "live"
+    tab.evaluate(SHOW)
+    wait_for_text(tab, "FLOOD-42")  # from the replayed scrollback
+    wait_state(tab, "live")
+    assert "reconnecting" in states(tab)  # it reattached to catch up
+    run(tab, "echo SHOWN-$((6*7))")
+    wait_for_text(tab, "SHOWN-42")

@@ -44,6 +44,7 @@ interface ControlMessage {
 const CLIENT_KEY = "webterm.client"; // per tab: sessionStorage survives reloads, not new tabs
 const ACK_EVERY = 64 * 1024; // bytes rendered before an ack goes out at once...
 const WRITE_SLICE = 16 * 1024; // bytes handed to xterm.js per write
+const HIDDEN_BACKLOG = 4 * 1024 * 1024; // unparsed output a hidden tab keeps (see show())
 const ACK_DELAY_MS = 100; // ...else this long after the first unacknowledged render
 const INPUT_CHUNK = 64 * 1024; // bytes per input frame; the server refuses frames over 1 MiB
 const BACKOFF_START_MS = 500; // first reconnect delay, doubled per failure...
@@ -131,6 +132,9 @@ const params = new URLSearchParams(location.search);
 const pingParam = Number(params.get("ping"));
 const keepaliveMs = pingParam > 0 ? pingParam * 1000 : KEEPALIVE_MS;
 const pongTimeoutMs = Math.min(PONG_TIMEOUT_MS, keepaliveMs);
+// ?backlog=BYTES: what a hidden tab keeps unparsed before it drops it (tests use a small one)
+const backlogParam = Number(params.get("backlog"));
+const hiddenBacklog = backlogParam > 0 ? backlogParam : HIDDEN_BACKLOG;
 
 // ?renderer=webgl or ?renderer=dom overrides the choice
 const wanted = params.get("renderer");
@@ -348,6 +352,7 @@ function connect(allocation: Allocation): void {
   window.clearTimeout(ackTimer);
   ackTimer = undefined;
   output = output.filter((pending) => pending.ws === null); // the old socket's is moot
+  backlog = 0;
   ws.onmessage = (event: MessageEvent) => {
     if (socket !== ws) {
       return;
@@ -476,22 +481,65 @@ function hello(name: string, reattached: boolean): void {
 interface Pending {
   data: Uint8Array | string;
   ws: WebSocket | null; // the socket to acknowledge it on; null: our own writes
+  acked: boolean; // acknowledged on receipt (a hidden tab), not once parsed
 }
 let output: Pending[] = [];
 let writing = false;
+let backlog = 0; // bytes from sockets in `output` that were acknowledged on receipt
+let behind = false; // a hidden tab dropped output: it catches up from the scrollback
 
+// A hidden tab's timers are throttled (to one wake-up a second, after five minutes to one
+// a minute), and xterm.js parses on timers: acknowledging only parsed output would hold a
+// build running in a background tab to a slice a second, or a minute. So a hidden tab
+// acknowledges output on receipt and keeps up to `hiddenBacklog` of it unparsed; past that
+// it drops it and, when shown again, reattaches: the server replays the scrollback (and
+// the terminal modes), as after any reconnect.
 function show(data: Uint8Array | string, ws: WebSocket | null): void {
+  const early = ws !== null && document.hidden;
+  if (early) {
+    acknowledge(data.length);
+    if (behind || backlog + data.length > hiddenBacklog) {
+      behind = true;
+      dropBacklog();
+      return;
+    }
+    backlog += data.length;
+  }
   if (typeof data === "string") {
-    output.push({ data, ws });
+    output.push({ data, ws, acked: early });
   } else {
     // in slices, so that a flush leaves xterm.js little to finish
     for (let start = 0; start < data.length; start += WRITE_SLICE) {
-      output.push({ data: data.subarray(start, start + WRITE_SLICE), ws });
+      output.push({ data: data.subarray(start, start + WRITE_SLICE), ws, acked: early });
     }
   }
   if (!writing) {
     writeNext();
   }
+}
+
+/** Drop the socket output acknowledged on receipt that is still waiting to be parsed. */
+function dropBacklog(): void {
+  output = output.filter((pending) => !pending.acked);
+  backlog = 0;
+}
+
+/** Shown again after dropping output while hidden: reattach for the scrollback. */
+function catchUp(): void {
+  if (document.hidden || !behind) {
+    return;
+  }
+  behind = false;
+  const ws = socket;
+  if (ws === null || state !== "live") {
+    return; // a connection under way replays the scrollback anyway
+  }
+  socket = null; // its close is ours: not a dropped connection
+  window.clearInterval(keepalive);
+  unheard();
+  ws.close(CLOSE_NORMAL);
+  setState("reconnecting", "catching up…");
+  void start();
 }
 
 function writeNext(): void {
@@ -502,7 +550,9 @@ function writeNext(): void {
   }
   term.write(next.data, () => {
     // Acknowledge once xterm.js has parsed them: that is what paces the server.
-    if (next.ws !== null && next.ws === socket) {
+    if (next.acked) {
+      backlog = Math.max(0, backlog - next.data.length);
+    } else if (next.ws !== null && next.ws === socket) {
       acknowledge(next.data.length);
     }
     writeNext();
@@ -515,7 +565,11 @@ function discardOutput(): void {
     if (pending.ws === null || pending.ws !== socket) {
       return true;
     }
-    dropped += pending.data.length;
+    if (pending.acked) {
+      backlog = Math.max(0, backlog - pending.data.length);
+    } else {
+      dropped += pending.data.length;
+    }
     return false;
   });
   if (dropped > 0) {
@@ -748,6 +802,8 @@ const api = {
 // Closing the tab (or Ctrl+W, which the browser takes before the shell sees it) asks
 // first while a shell is attached. Browsers show their own text, and only after the user
 // has interacted with the page.
+document.addEventListener("visibilitychange", catchUp);
+
 window.addEventListener("beforeunload", (event) => {
   if (state === "live" || state === "idle-warning") {
     event.preventDefault();

@@ -8,9 +8,11 @@ same Content-Security-Policy) while each terminal is a real ``webterm pty`` proc
 a real shell. Faults are switched on through ``/fake/*`` endpoints:
 
 * ``POST /fake/config`` ``{"busy": N, "retry_after": S, "busy_status": 503|429,
-  "bad_tokens": N, "pty_args": [...]}``: the next N terminal requests are refused (busy)
-  or get a token signed with the wrong secret; ``pty_args`` are added to the command
-  line of terminals started from now on (e.g. a short ``--idle-timeout``).
+  "bad_tokens": N, "pty_args": [...], "recycle_delay": S}``: the next N terminal requests
+  are refused (busy) or get a token signed with the wrong secret; ``pty_args`` are added
+  to the command line of terminals started from now on (e.g. a short ``--idle-timeout``);
+  a terminal's recycle report takes effect ``recycle_delay`` seconds late (a manager that
+  hears of a shell's exit after the page does).
 * ``POST /fake/drop``: cut every proxied WebSocket at the TCP level, without a close
   frame (what a dropped Wi-Fi looks like: the page sees close code 1006).
 * ``POST /fake/freeze``: stop forwarding on every proxied WebSocket, both ways, while
@@ -142,6 +144,7 @@ class FakeBackend:
         self.retry_after = 3
         self.bad_tokens = 0
         self.pty_args: list[str] = []
+        self.recycle_delay = 0.0
         self._serial = 0
         self._changed = trio.Event()
 
@@ -288,11 +291,17 @@ class FakeBackend:
         if terminal is None:
             return 404, {"error": "unknown terminal"}
         if parts[4] == "recycle" and not terminal.recycled:
-            terminal.recycled = True
-            if self.by_client.get(terminal.client) is terminal:
-                del self.by_client[terminal.client]
-            self.nursery.start_soon(self._stop_terminal, terminal)
+            self.nursery.start_soon(self._recycle, terminal, self.recycle_delay)
         return 200, {"ok": True}
+
+    async def _recycle(self, terminal: FakeTerminal, delay: float) -> None:
+        await trio.sleep(delay)
+        if terminal.recycled:
+            return
+        terminal.recycled = True
+        if self.by_client.get(terminal.client) is terminal:
+            del self.by_client[terminal.client]
+        await self._stop_terminal(terminal)
 
     async def _stop_terminal(self, terminal: FakeTerminal) -> None:
         # Let the page's connection finish its exit message and close handshake first.
@@ -312,6 +321,7 @@ class FakeBackend:
         self.retry_after = int(body.get("retry_after", self.retry_after))
         self.bad_tokens = int(body.get("bad_tokens", self.bad_tokens))
         self.pty_args = [str(a) for a in body.get("pty_args", self.pty_args)]
+        self.recycle_delay = float(body.get("recycle_delay", self.recycle_delay))
         return 200, {"ok": True}
 
     async def _drop(self, request: Request) -> tuple[int, Any]:

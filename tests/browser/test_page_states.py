@@ -106,7 +106,7 @@ def base() -> Iterator[str]:
 @pytest.fixture
 def fake(base: str) -> Fake:
     fake = Fake(base)
-    fake.config(busy=0, bad_tokens=0, busy_status=503, retry_after=3, pty_args=[])
+    fake.config(busy=0, bad_tokens=0, busy_status=503, retry_after=3, pty_args=[], recycle_delay=0)
     return fake
 
 
@@ -642,3 +642,22 @@ def test_a_hidden_tab_never_holds_up_the_shell_and_catches_up_when_shown(
     assert "reconnecting" in states(tab)  # it reattached to catch up
     run(tab, "echo SHOWN-$((6*7))")
     wait_for_text(tab, "SHOWN-42")
+
+
+def test_new_terminal_right_after_the_end_never_reattaches_to_the_ended_one(
+    tab: Page, base: str, fake: Fake
+) -> None:
+    """The manager hears of the shell's exit after the page does: "new terminal" at once
+    is first answered with the ended terminal. The page asks again instead of attaching
+    to a shell that is gone (and showing "session ended" a second time)."""
+    fake.config(recycle_delay=2)
+    open_live(tab, base)
+    first = fake.stats()["requests"][-1]["terminal"]
+    run(tab, "exit")
+    wait_state(tab, "ended")
+    tab.locator("#overlay-button").click()  # "new terminal", before the recycle took effect
+    wait_state(tab, "live")
+    assert fake.stats()["requests"][-1]["terminal"] != first
+    assert states(tab)[-2:] == ["starting", "live"]  # never "ended" again on the way
+    run(tab, "echo fresh-$((6*7))")
+    wait_for_text(tab, "fresh-42")

@@ -57,6 +57,8 @@ const HELLO_TIMEOUT_MS = 20_000; // a socket that has not said hello by then is 
 const REQUEST_TIMEOUT_MS = 20_000; // POST /api/terminal (one request is under way at a time)
 const INTERNAL_ERROR_LIMIT = 3; // 1011 closes in a row (no output between) before we stop
 const IDLE_NOTICE_GAP_MS = 2_500; // a warning's notices come every second: silence ends it
+const FRESH_RETRY_MS = 250; // "new terminal" answered with the ended one: ask again after...
+const FRESH_RETRIES = 20; // ...this many times at most (the recycle is milliseconds behind)
 const DUPLICATE_PROBE_MS = 100; // how long a duplicated tab waits for its original to answer
 const TABS_CHANNEL = "webterm.tabs"; // BroadcastChannel between this origin's tabs
 const FIT_DELAY_MS = 50; // debounce of window resizes (a drag fires dozens)
@@ -173,6 +175,8 @@ let idleNoticeTimer: number | undefined; // ends a warning whose notices stopped
 let inFlight: Promise<void> | null = null; // the one start() under way
 let serverError: string | null = null; // the current socket's last `error` message
 let internalErrors = 0; // 1011 closes since the last output
+let endedTerminal: string | null = null; // the terminal whose session ended, till a new one
+let freshRetries = 0;
 let unacked = 0; // bytes rendered but not yet acknowledged
 let ackTimer: number | undefined;
 
@@ -294,6 +298,16 @@ async function attempt(): Promise<void> {
     terminalGone(lastTerminal);
     return;
   }
+  if (answer.reconnect && answer.terminal === endedTerminal && freshRetries < FRESH_RETRIES) {
+    // "new terminal" right after the end: the terminal's report of it has not reached the
+    // manager yet, which still has the ended one for us. Ask again in a moment rather
+    // than attach to a shell that is gone (and show "session ended" once more).
+    freshRetries += 1;
+    timer = window.setTimeout(() => void start(), FRESH_RETRY_MS);
+    return;
+  }
+  endedTerminal = null;
+  freshRetries = 0;
   connect(answer);
 }
 
@@ -639,6 +653,7 @@ function closed(code: number, reason: string): void {
 }
 
 function ended(text: string): void {
+  endedTerminal = lastTerminal;
   lastTerminal = null; // the next terminal is a new one, and expected to be
   clearTimer();
   hideBanner();

@@ -59,7 +59,7 @@ def test_the_log_knows_the_modes_where_its_replay_starts() -> None:
     assert restore == b"\x1b[?1049h\x1b[?1h"
     log.append(b"\x1b[?1049l\x1b[?1l" + b"shell\n" * 300)  # it quit, long ago too
     assert log.replay()[1] == b""
-    assert not log.modes.alternate_screen
+    assert not log.modes().alternate_screen
 
 
 async def test_a_page_reattaching_to_a_full_screen_program_gets_its_modes_and_a_redraw() -> None:

@@ -360,7 +360,7 @@ async def _refuse_rebinding() -> Response | None:
     """A manager on loopback only (``webterm up``) answers only requests naming this
     machine in ``Host``: a web page whose own name resolves to 127.0.0.1 (DNS rebinding)
     must not reach the API as its same origin. See :mod:`webterm.hosts`."""
-    if rebinding_safe(request.headers.get("Host")):
+    if rebinding_safe(", ".join(request.headers.getlist("Host")) or None):
         return None
     return _error(403, "this service answers only requests for localhost or an IP address")
 

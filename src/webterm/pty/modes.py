@@ -17,6 +17,7 @@ for with SIGWINCH when it reattaches a page to the alternate screen.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 ALT_SCREEN_MODES: Final = frozenset({47, 1047, 1049})
@@ -34,6 +35,18 @@ _ESC: Final = 0x1B
 _PENDING_LIMIT: Final = 64
 """An unfinished sequence at the end of a chunk is kept for the next one, up to this
 long; longer is not a mode switch."""
+
+
+_MARKER: Final = re.compile(rb"\x1b(?:\[\?|[=>c])")
+"""How the sequences followed here begin: DEC private modes, the keypad, a full reset."""
+
+
+def _unfinished(rest: bytes) -> bool:
+    """Whether ``rest`` (from an ESC to the end of a chunk) may still become one of the
+    sequences followed here."""
+    if rest in (b"\x1b", b"\x1b["):
+        return True
+    return rest.startswith(b"\x1b[?") and all(c in b"0123456789;" for c in rest[3:])
 
 
 class TerminalModes:
@@ -66,19 +79,25 @@ class TerminalModes:
 
     def feed(self, data: bytes | bytearray, start: int = 0, end: int | None = None) -> None:
         """Follow ``data[start:end]``, the next bytes of output (a sequence may be split
-        between two calls). Looks at ESC bytes only: cheap on any output."""
+        between two calls). Colour and cursor sequences are everywhere in output and mode
+        switches are rare, so only the mode switches are searched for (one regular
+        expression, in C): a coloured flood costs a scan per chunk, not a call per ESC."""
         end = len(data) if end is None else end
         if self._pending:  # rare: the last chunk ended inside a sequence
             data, start = self._pending + bytes(data[start:end]), 0
             end, self._pending = len(data), b""
-        index = data.find(b"\x1b", start, end)
-        while index >= 0:
+        index = start
+        while (found := _MARKER.search(data, index, end)) is not None:
+            index = found.start()
             used = self._sequence(data, index, end)
-            if used is None:
+            if used is None:  # a mode switch cut off by the end of the chunk
                 if end - index < _PENDING_LIMIT:
                     self._pending = bytes(data[index:end])
                 return
-            index = data.find(b"\x1b", index + used, end)
+            index += used
+        tail = data.rfind(b"\x1b", max(index, end - _PENDING_LIMIT), end)
+        if tail >= 0 and _unfinished(bytes(data[tail:end])):
+            self._pending = bytes(data[tail:end])  # may become a mode switch
 
     def _sequence(self, data: bytes | bytearray, index: int, end: int) -> int | None:
         """Apply the escape sequence at ``data[index]`` if it sets a mode; the bytes it

@@ -19,8 +19,9 @@ bytes in flight below a window that adapts to how fast it renders (:class:`Attac
 at most :data:`ACK_HIGH_WATER` for a fast client, down to :data:`MIN_WINDOW` for a
 phone that queues output. That is what keeps a browser responsive under ``yes``. A
 client that never acks is paced by TCP alone. Ctrl-C (the tty's INTR, QUIT or SUSP
-character, when the line discipline flushes on it) also drops the output read ahead but not yet sent, as the tty itself drops what
-it had queued: the prompt comes back after what is already in flight, not a backlog.
+character, when the line discipline flushes on it) also drops the output read ahead but
+not yet sent, as the tty itself drops what it had queued: the prompt comes back after
+what is already in flight, not a backlog.
 
 HTTP: the listener peeks at each request head. ``GET /healthz`` is answered here;
 ``/ws`` upgrades go to trio-websocket with the peeked bytes replayed. A server that
@@ -405,7 +406,7 @@ class Terminal:
                 att.sent += len(restore)
                 att.record_send(trio.current_time())
                 await ws.send_message(restore)
-            if reattached and self.log.modes.alternate_screen and self.shell is not None:
+            if reattached and self.log.modes().alternate_screen and self.shell is not None:
                 self.shell.redraw()  # a full-screen program repaints what the replay lacks
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
@@ -464,7 +465,8 @@ class Terminal:
         reading acks): a socket closed under the acks it still sends would be reset,
         and a reset drops the output it has not read yet."""
         att.finishing = True
-        await att.ws.send_message(encode_message(Exit(status=status.status)))
+        if not await _send_whole(att, encode_message(Exit(status=status.status))):
+            return  # cut short by a takeover: the stream is broken, no close frame
         while att.acking and att.acked < att.sent and att.ws.closed is None:
             acked = att.acked
             with trio.move_on_after(CLOSE_TIMEOUT):  # no ack for that long: it is gone

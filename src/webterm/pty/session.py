@@ -128,8 +128,8 @@ def _child_setup(rlimits: dict[int, tuple[int, int]]) -> None:  # pragma: no cov
 
 class OutputLog:
     """Everything the shell printed, as absolute byte offsets; the newest
-    ``capacity`` bytes are kept, and the terminal modes in force where they begin and
-    where they end (:mod:`webterm.pty.modes`). Pure bookkeeping, no I/O."""
+    ``capacity`` bytes are kept, and the terminal modes in force where they begin
+    (:mod:`webterm.pty.modes`). Pure bookkeeping, no I/O."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -138,7 +138,6 @@ class OutputLog:
         self._buffer = bytearray()
         self.start = 0  # offset of _buffer[0]
         self.modes_at_start = TerminalModes()  # as the bytes dropped so far left them
-        self.modes = TerminalModes()  # as all the output so far left them
 
     @property
     def end(self) -> int:
@@ -146,7 +145,6 @@ class OutputLog:
         return self.start + len(self._buffer)
 
     def append(self, data: bytes) -> None:
-        self.modes.feed(data)
         self._buffer += data
         excess = len(self._buffer) - self.capacity
         if excess > 0:
@@ -179,6 +177,13 @@ class OutputLog:
         modes = self.modes_at_start.copy()
         modes.feed(self._buffer, 0, offset - self.start)
         return offset, modes.restore()
+
+    def modes(self) -> TerminalModes:
+        """The modes in force after the newest byte (read on reattach, not per append:
+        each byte of output is scanned once, as it leaves the log)."""
+        modes = self.modes_at_start.copy()
+        modes.feed(self._buffer)
+        return modes
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,12 @@ same Content-Security-Policy) while each terminal is a real ``webterm pty`` proc
 a real shell. Faults are switched on through ``/fake/*`` endpoints:
 
 * ``POST /fake/config`` ``{"busy": N, "retry_after": S, "busy_status": 503|429,
-  "bad_tokens": N, "pty_args": [...], "recycle_delay": S}``: the next N terminal requests
+  "bad_tokens": N, "pty_args": [...], "recycle_delay": S, "close_delay": S}``: the next N terminal requests
   are refused (busy) or get a token signed with the wrong secret; ``pty_args`` are added
   to the command line of terminals started from now on (e.g. a short ``--idle-timeout``);
   a terminal's recycle report takes effect ``recycle_delay`` seconds late (a manager that
-  hears of a shell's exit after the page does).
+  hears of a shell's exit after the page does); a terminal's close frame reaches the page
+  ``close_delay`` seconds after its last message (a slow path, a busy proxy).
 * ``POST /fake/drop``: cut every proxied WebSocket at the TCP level, without a close
   frame (what a dropped Wi-Fi looks like: the page sees close code 1006).
 * ``POST /fake/freeze``: stop forwarding on every proxied WebSocket, both ways, while
@@ -145,6 +146,7 @@ class FakeBackend:
         self.bad_tokens = 0
         self.pty_args: list[str] = []
         self.recycle_delay = 0.0
+        self.close_delay = 0.0
         self._serial = 0
         self._changed = trio.Event()
 
@@ -322,6 +324,7 @@ class FakeBackend:
         self.bad_tokens = int(body.get("bad_tokens", self.bad_tokens))
         self.pty_args = [str(a) for a in body.get("pty_args", self.pty_args)]
         self.recycle_delay = float(body.get("recycle_delay", self.recycle_delay))
+        self.close_delay = float(body.get("close_delay", self.close_delay))
         return 200, {"ok": True}
 
     async def _drop(self, request: Request) -> tuple[int, Any]:
@@ -481,6 +484,7 @@ class FakeBackend:
         reason = upstream.closed
         if reason is not None and page.closed is None:
             code = reason.code if reason.code not in _RESERVED_CLOSE_CODES else 4404
+            await trio.sleep(self.close_delay)
             with trio.move_on_after(5):
                 await page.aclose(code, reason.reason)
         done.cancel()

@@ -661,3 +661,21 @@ def test_new_terminal_right_after_the_end_never_reattaches_to_the_ended_one(
     assert states(tab)[-2:] == ["starting", "live"]  # never "ended" again on the way
     run(tab, "echo fresh-$((6*7))")
     wait_for_text(tab, "fresh-42")
+
+
+def test_new_terminal_before_the_ended_socket_closes(tab: Page, base: str, fake: Fake) -> None:
+    """The ended terminal's close frame can reach the page after the user clicked "new
+    terminal" (the exit message comes first; the close waits on the page's last ack and
+    the path). That late close is no news: the page neither shows "session ended" again
+    nor forgets which terminal ended and attaches to it (seen on a loaded machine)."""
+    fake.config(recycle_delay=2, close_delay=1)
+    open_live(tab, base)
+    first = fake.stats()["requests"][-1]["terminal"]
+    run(tab, "exit")
+    wait_state(tab, "ended")
+    tab.locator("#overlay-button").click()  # while the old socket is still open
+    wait_state(tab, "live")
+    assert fake.stats()["requests"][-1]["terminal"] != first
+    assert states(tab)[-2:] == ["starting", "live"]
+    run(tab, "echo fresh-$((6*7))")
+    wait_for_text(tab, "fresh-42")

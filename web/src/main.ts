@@ -176,6 +176,7 @@ let inFlight: Promise<void> | null = null; // the one start() under way
 let serverError: string | null = null; // the current socket's last `error` message
 let internalErrors = 0; // 1011 closes since the last output
 let endedTerminal: string | null = null; // the terminal whose session ended, till a new one
+let endedSocket: WebSocket | null = null; // the socket that delivered the end, till it closes
 let freshRetries = 0;
 let unacked = 0; // bytes rendered but not yet acknowledged
 let ackTimer: number | undefined;
@@ -394,6 +395,12 @@ function connect(allocation: Allocation): void {
     socket = null;
     window.clearInterval(keepalive);
     unheard();
+    if (ws === endedSocket) {
+      // Its session already ended (the `exit` message came first): the close that
+      // follows is no news, and by now the user may have asked for a new terminal.
+      endedSocket = null;
+      return;
+    }
     closed(event.code, event.reason);
   };
 }
@@ -653,7 +660,8 @@ function closed(code: number, reason: string): void {
 }
 
 function ended(text: string): void {
-  endedTerminal = lastTerminal;
+  endedTerminal = lastTerminal ?? endedTerminal;
+  endedSocket = socket; // it stays open to acknowledge the tail; its close is expected
   lastTerminal = null; // the next terminal is a new one, and expected to be
   clearTimer();
   hideBanner();

@@ -41,10 +41,23 @@ def ensure_chromium(session: nox.Session) -> None:
     )
 
 
+def install_bench_peers(session: nox.Session) -> None:
+    """node-pty + ws for the benchmark peers and the independent Node bench client."""
+    if not shutil.which("npm"):
+        session.error("npm is needed for the benchmark peers (Node 20+)")
+    with session.chdir(ROOT / "bench" / "peers" / "node-reference"):
+        # node-pty compiles against the Node headers the distribution ships
+        session.run(
+            "npm", "ci", "--no-audit", "--no-fund", external=True,
+            env={"npm_config_nodedir": "/usr"},
+        )  # fmt: skip
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, integration, Kubernetes stand-in, browser."""
     build_frontend(session)
+    install_bench_peers(session)  # the bench smoke test runs the Node client
     ensure_chromium(session)
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]), env={"WEBTERM_CHROMIUM": CHROMIUM})
@@ -82,19 +95,8 @@ def kind(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against terminado and a node-pty + ws reference, in the same run.
+    """Benchmarks against terminado and two node-pty + ws servers, in the same run.
     `nox -s bench -- --quick` for a fast smoke run."""
     session.install("-e", ".[bench]")
-    peer = ROOT / "bench" / "peers" / "node-reference"
-    if shutil.which("npm"):
-        with session.chdir(peer):
-            # node-pty compiles against the Node headers the distribution ships
-            session.run(
-                "npm",
-                "ci",
-                "--no-audit",
-                "--no-fund",
-                external=True,
-                env={"npm_config_nodedir": "/usr"},
-            )
+    install_bench_peers(session)
     session.run("python", "bench/run.py", *session.posargs)

@@ -7,11 +7,15 @@ flood, direct and in the throttled page), `allocation` (bench/allocation.py: all
 p50/p99 at concurrency 1/50/200, cold start, idle RSS) and `manager`
 (bench/manager_scale.py: watch events/s and RSS with 10,000 pods).
 
+The stream suite is measured by an independent Node client (bench/stream.py) when the
+peers' node_modules exist (`nox -s bench` installs them), else by the trio client below.
+
 Targets, each started fresh as a subprocess:
   webterm-direct   `webterm pty`, a WebSocket client straight to it (acks like the page)
   webterm-proxy    `webterm up`, through the webserver's WebSocket proxy
   terminado        Jupyter's terminal backend (tornado), JSON text frames
   node-reference   node-pty + ws, one message per pty read (the original design)
+  node-binary      node-pty + ws with Buffers and binary frames (Node client only)
   raw-pty          this machine's ceiling: a pty read as fast as Python can, no network
 
 Reported: output throughput (MB/s, ~50 MB of `yes` lines until a sentinel) and keystroke
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import stream
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -330,17 +335,39 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small payloads, one repetition")
-    parser.add_argument("--targets", nargs="*", default=list(TARGETS))
+    parser.add_argument("--targets", nargs="*", default=list(stream.TARGETS))
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per target")
+    clients = parser.add_mutually_exclusive_group()
+    clients.add_argument(
+        "--python-client", action="store_true", help="measure with the in-process trio client"
+    )
+    clients.add_argument(
+        "--node-client", action="store_true", help="require the independent Node client"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "results")
     names = ["stream", *SUITES]
     parser.add_argument("--suites", nargs="*", default=names, choices=names)
     args = parser.parse_args()
-    if shutil.which("node") is None and "node-reference" in args.targets:
-        args.targets.remove("node-reference")
+    if shutil.which("node") is None:
+        args.targets = [name for name in args.targets if not name.startswith("node-")]
     results: dict[str, Any] = {}
     lines: list[str] = []
-    if "stream" in args.suites:
-        print("measuring throughput and echo (loopback, medians):", flush=True)
+    if args.node_client and not stream.available():
+        parser.error("--node-client: run `npm ci` in bench/peers/node-reference first")
+    if "stream" in args.suites and stream.available() and not args.python_client:
+        names = [name for name in args.targets if name in stream.TARGETS]
+        rounds = 1 if args.quick else args.rounds
+        print(f"measuring throughput, server CPU and echo ({rounds} interleaved rounds, "
+              "Node client):", flush=True)  # fmt: skip
+        size = 5_000_000 if args.quick else 50_000_000
+        results["stream"] = stream.measure(names, rounds, size, 50 if args.quick else 500)
+        results["stream"]["raw-pty"] = {
+            "throughput_mb_s": statistics.median(raw_pty_throughput(size) for _ in range(rounds))
+        }
+        print("\n" + "\n".join(stream.report(results["stream"])), flush=True)
+    elif "stream" in args.suites:
+        print("measuring throughput and echo (loopback, medians, Python client):", flush=True)
+        args.targets = [name for name in args.targets if name in TARGETS]
         results["stream"] = trio.run(measure, args)
         report(results["stream"])
     for name in args.suites:

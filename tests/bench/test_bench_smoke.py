@@ -12,10 +12,13 @@ import httpx
 import pytest
 
 
-def test_bench_quick_run_produces_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["--python-client", "--node-client"])
+def test_bench_quick_run_produces_results(tmp_path: Path, client: str) -> None:
+    """Both stream clients: the in-process trio one and the independent Node one (the
+    test session installs the peers' node_modules, see noxfile.py)."""
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--targets", "webterm-direct",
-         "--suites", "stream", "--output", str(tmp_path)],
+         "--suites", "stream", "--output", str(tmp_path), client],
         capture_output=True, text=True, timeout=300, check=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip

@@ -28,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import stream
 import trio
 from playwright.sync_api import Page, sync_playwright
-from run import PEERS, TARGETS, _spawn, settle
+from run import open_session, settle
 
 FLOOD = "yes $'\\e[31mred\\e[32mgreen\\e[0m the quick brown fox 0123456789'"
 READ_PAUSE_S = 0.002  # the slow reader's pause after each message...
@@ -77,7 +78,7 @@ async def slow_receive(session: Any) -> bytes:
 
 
 async def direct_once(name: str) -> float:
-    async with TARGETS[name]() as session:
+    async with open_session(name) as session:
         await settle(session)
         await session.send(FLOOD + "\n")
         with trio.fail_after(DEADLINE_S):
@@ -96,8 +97,8 @@ async def direct_once(name: str) -> float:
 
 async def direct(quick: bool) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
-    for name in TARGETS:
-        if name == "node-reference" and not (PEERS / "node-reference" / "node_modules").exists():
+    for name in stream.TARGETS:
+        if name.startswith("node-") and not stream.available():
             print(f"  {name}: skipped (run `npm ci` in bench/peers/node-reference)", flush=True)
             continue
         samples = [await direct_once(name) for _ in range(1 if quick else 3)]
@@ -141,7 +142,7 @@ def page_once(tab: Page, base: str) -> tuple[float, float]:
 def page(quick: bool) -> dict[str, float]:
     """The real page in throttled headless Chromium against `webterm up`."""
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
-    process, line = _spawn([sys.executable, "-m", "webterm", "up", "--port", "0",
+    process, line = stream.spawn([sys.executable, "-m", "webterm", "up", "--port", "0",
                             "--shell", "/bin/bash --norc --noprofile -i"])  # fmt: skip
     samples: list[tuple[float, float]] = []
     try:

@@ -29,10 +29,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,14 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import stream
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 ROOT = Path(__file__).resolve().parent
-PEERS = ROOT / "peers"
-SECRET = "bench-secret-0123456789abcdef"
 SENTINEL = b"BENCH-DONE-42"
 ACK_EVERY = 64 * 1024  # what the page batches its acks to
 FLOOD = "yes 'webterm throughput benchmark: the quick brown fox jumps over the lazy dog 0123' | head -c {n}; echo BENCH-DONE-$((6*7))\n"
@@ -89,93 +84,15 @@ class Session:
             return message.encode() if isinstance(message, str) else message
 
 
-def _spawn(
-    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "WEBTERM_SECRET": SECRET, **(env or {})}, cwd=cwd,
-    )  # fmt: skip
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 @asynccontextmanager
-async def webterm_direct() -> AsyncIterator[Session]:
-    from webterm.protocol import TokenClaims, sign_token, subprotocols_for
-
-    process, line = _spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
-                            "--port", "0", "--name", "bench", "--instance", "b",
-                            "--shell", "/bin/bash --norc --noprofile -i"])  # fmt: skip
-    try:
-        address = line.rsplit(" ", 1)[1]
-        token = sign_token(SECRET.encode(), TokenClaims(
-            terminal="bench", instance="b", client="", expires_at=int(time.time()) + 600))  # fmt: skip
-        async with open_websocket_url(f"ws://{address}/ws", subprotocols=subprotocols_for(token),
-                                      receive_buffer_size=256 * 1024, max_message_size=4 << 20) as ws:  # fmt: skip
-            yield Session(ws, "webterm")
-    finally:
-        _stop(process)
-
-
-@asynccontextmanager
-async def webterm_proxy() -> AsyncIterator[Session]:
-    from webterm.protocol import subprotocols_for
-
-    process, line = _spawn([sys.executable, "-m", "webterm", "up", "--port", "0", "--spares", "1",
-                            "--shell", "/bin/bash --norc --noprofile -i"])  # fmt: skip
-    try:
-        base = line.split()[3].rstrip("/")
-        async with httpx.AsyncClient() as http:
-            answer = (await http.post(f"{base}/api/terminal", json={}, timeout=60)).json()
-        async with open_websocket_url(answer["url"], subprotocols=subprotocols_for(answer["token"]),
+async def open_session(name: str) -> AsyncIterator[Session]:
+    """Start ``name`` fresh (bench/stream.py's launchers) and connect this trio client."""
+    with stream.TARGETS[name]() as target:
+        headers = [(b"origin", target.origin.encode())] if target.origin else []
+        async with open_websocket_url(target.url, subprotocols=target.protocols,
                                       receive_buffer_size=256 * 1024, max_message_size=4 << 20,
-                                      extra_headers=[(b"origin", base.encode())]) as ws:  # fmt: skip
-            yield Session(ws, "webterm")
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
-
-
-@asynccontextmanager
-async def terminado_peer() -> AsyncIterator[Session]:
-    process, line = _spawn([sys.executable, str(PEERS / "terminado_server.py")])
-    try:
-        port = line.rsplit(" ", 1)[1]
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/websocket",
-                                      receive_buffer_size=256 * 1024, max_message_size=4 << 20) as ws:  # fmt: skip
-            yield Session(ws, "terminado")
-    finally:
-        _stop(process)
-
-
-@asynccontextmanager
-async def node_peer() -> AsyncIterator[Session]:
-    node_dir = PEERS / "node-reference"
-    process, line = _spawn(["node", "server.js", "0"], cwd=node_dir)
-    try:
-        port = line.rsplit(" ", 1)[1]
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/",
-                                      receive_buffer_size=256 * 1024, max_message_size=4 << 20) as ws:  # fmt: skip
-            yield Session(ws, "node")
-    finally:
-        _stop(process)
-
-
-TARGETS: dict[str, Callable[[], Any]] = {
-    "webterm-direct": webterm_direct,
-    "webterm-proxy": webterm_proxy,
-    "terminado": terminado_peer,
-    "node-reference": node_peer,
-}
+                                      extra_headers=headers) as ws:  # fmt: skip
+            yield Session(ws, target.kind)
 
 
 async def settle(session: Session) -> None:
@@ -254,12 +171,12 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     reps = 1 if args.quick else 3
     keys = 50 if args.quick else 500
     for name in args.targets:
-        if name == "node-reference" and not (PEERS / "node-reference" / "node_modules").exists():
+        if name.startswith("node-") and not stream.available():
             print(f"  {name}: skipped (run `npm ci` in bench/peers/node-reference)")
             continue
         rates, p50s, p99s = [], [], []
         for _ in range(reps):
-            async with TARGETS[name]() as session:
+            async with open_session(name) as session:
                 await settle(session)
                 rates.append(await throughput(session, size))
                 await settle(session)
@@ -285,21 +202,7 @@ def report(results: dict[str, dict[str, float]]) -> None:
         print(f"{name:<16} {row['throughput_mb_s']:>8.1f} {row.get('echo_p50_ms', float('nan')):>12.3f} "
               f"{row.get('echo_p99_ms', float('nan')):>12.3f}")  # fmt: skip
     print()
-    targets = [
-        ("webterm-direct", "node-reference", "throughput_mb_s", ">=", 1.0),
-        ("webterm-direct", "terminado", "throughput_mb_s", ">=", 1.5),
-        ("webterm-proxy", "node-reference", "throughput_mb_s", ">=", 0.8),
-        ("webterm-direct", "node-reference", "echo_p99_ms", "<=", 1.2),
-        ("webterm-proxy", "node-reference", "echo_p99_ms", "<=", 2.0),
-    ]
-    for ours, peer, metric, op, bound in targets:
-        if ours not in results or peer not in results:
-            continue
-        ratio = results[ours][metric] / results[peer][metric]
-        ok = ratio >= bound if op == ">=" else ratio <= bound
-        print(
-            f"{ours} / {peer} {metric}: {ratio:.2f}x (target {op} {bound}x) {'PASS' if ok else 'MISS'}"
-        )
+    print("\n".join(stream.ratio_lines(results)))
 
 
 def _ctrl_c(quick: bool) -> tuple[Any, list[str]]:
@@ -367,7 +270,6 @@ def main() -> None:
         print("\n" + "\n".join(stream.report(results["stream"])), flush=True)
     elif "stream" in args.suites:
         print("measuring throughput and echo (loopback, medians, Python client):", flush=True)
-        args.targets = [name for name in args.targets if name in TARGETS]
         results["stream"] = trio.run(measure, args)
         report(results["stream"])
     for name in args.suites:

@@ -80,7 +80,7 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _spawn(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+def spawn(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
         env={**os.environ, "WEBTERM_SECRET": SECRET},
@@ -102,7 +102,7 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
 def webterm_direct() -> Iterator[Target]:
     from webterm.protocol import TokenClaims, sign_token, subprotocols_for
 
-    process, line = _spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
+    process, line = spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
                             "--port", "0", "--name", "bench", "--instance", "b",
                             "--shell", SHELL])  # fmt: skip
     try:
@@ -118,7 +118,7 @@ def webterm_direct() -> Iterator[Target]:
 def webterm_proxy() -> Iterator[Target]:
     from webterm.protocol import subprotocols_for
 
-    process, line = _spawn([sys.executable, "-m", "webterm", "up", "--port", "0",
+    process, line = spawn([sys.executable, "-m", "webterm", "up", "--port", "0",
                             "--spares", "1", "--shell", SHELL])  # fmt: skip
     try:
         base = line.split()[3].rstrip("/")
@@ -137,7 +137,7 @@ def webterm_proxy() -> Iterator[Target]:
 
 @contextmanager
 def terminado_peer() -> Iterator[Target]:
-    process, line = _spawn([sys.executable, str(ROOT / "peers" / "terminado_server.py")])
+    process, line = spawn([sys.executable, str(ROOT / "peers" / "terminado_server.py")])
     try:
         port = line.rsplit(" ", 1)[1]
         yield Target(f"ws://127.0.0.1:{port}/websocket", "terminado", root=process.pid)
@@ -148,7 +148,7 @@ def terminado_peer() -> Iterator[Target]:
 def _node(script: str) -> Callable[[], Any]:
     @contextmanager
     def peer() -> Iterator[Target]:
-        process, line = _spawn(["node", script, "0"], cwd=NODE_DIR)
+        process, line = spawn(["node", script, "0"], cwd=NODE_DIR)
         try:
             port = line.rsplit(" ", 1)[1]
             yield Target(f"ws://127.0.0.1:{port}/", "node", root=process.pid)
@@ -247,9 +247,14 @@ def report(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{name:<16} {row['throughput_mb_s']:>8.1f} {f'{lo:.0f}-{hi:.0f}':>13} "
             f"{row['cpu_s_per_50mb']:>11.3f} {row['echo_p50_ms']:>7.3f} {row['echo_p99_ms']:>7.3f}"
         )
-    lines.append("")
+    return [*lines, "", *ratio_lines(results)]
+
+
+def ratio_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Each of :data:`TARGET_RATIOS` that ``results`` can tell, with PASS or MISS."""
+    lines = []
     for ours, peer, metric, op, bound in TARGET_RATIOS:
-        if ours not in results or peer not in results:
+        if metric not in results.get(ours, {}) or metric not in results.get(peer, {}):
             continue
         ratio = results[ours][metric] / results[peer][metric]
         ok = ratio >= bound if op == ">=" else ratio <= bound

@@ -53,14 +53,38 @@ def install_bench_peers(session: nox.Session) -> None:
         )  # fmt: skip
 
 
+def build_docs(session: nox.Session, site_dir: Path) -> None:
+    """``mkdocs build --strict``: a broken link or anchor, a page missing from the nav or a
+    missing included file (SECURITY.md, tests/kubeapi/README.md) fails the session.
+    Never with --quiet: it hides the warnings --strict counts, and the build passes."""
+    session.run(
+        "python", "-m", "mkdocs", "build", "--strict",
+        "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site_dir),
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite: unit, integration, Kubernetes stand-in, browser."""
+    """The whole suite: unit, integration, Kubernetes stand-in, browser; then the
+    documentation's strict build."""
     build_frontend(session)
     install_bench_peers(session)  # the bench smoke test runs the Node client
     ensure_chromium(session)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,docs]")
     session.run("pytest", *(session.posargs or ["-q"]), env={"WEBTERM_CHROMIUM": CHROMIUM})
+    build_docs(session, Path(session.create_tmp()) / "site")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ (strict). `nox -s docs -- serve` serves it
+    with live reload instead."""
+    session.install("-e", ".[docs]")
+    if session.posargs:
+        session.run("python", "-m", "mkdocs", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+    else:
+        build_docs(session, ROOT / "site")
 
 
 @nox.session

@@ -54,6 +54,7 @@ from webterm.config import WebserverConfig
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
+from webterm.webserver.addresses import AddressBook
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
@@ -65,7 +66,7 @@ from webterm.webserver.forwarding import (
 )
 from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
 from webterm.webserver.proxy import PATH as TERMINAL_PATH
-from webterm.webserver.proxy import AddressBook, Receive, Scope, Send, TerminalProxy
+from webterm.webserver.proxy import Receive, Scope, Send, TerminalProxy
 from webterm.webserver.security import (
     CONTENT_SECURITY_POLICY,
     SECURITY_HEADERS,

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -55,10 +54,26 @@ from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.addresses import AddressBook
+from webterm.webserver.answers import (
+    MAX_BODY_BYTES,
+    Refusal,
+    error_response,
+    install_error_handlers,
+    json_body,
+    json_response,
+)
+from webterm.webserver.asgi import (
+    Receive,
+    Scope,
+    Send,
+    loggable_path,
+    peer,
+    scope_headers,
+    send_json,
+)
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
-    joined_headers,
     limit_key,
     public_host,
     remote_address,
@@ -66,7 +81,7 @@ from webterm.webserver.forwarding import (
 )
 from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
 from webterm.webserver.proxy import PATH as TERMINAL_PATH
-from webterm.webserver.proxy import Receive, Scope, Send, TerminalProxy
+from webterm.webserver.proxy import TerminalProxy
 from webterm.webserver.security import (
     CONTENT_SECURITY_POLICY,
     SECURITY_HEADERS,
@@ -89,9 +104,6 @@ log = logging.getLogger("webterm.webserver")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 
-MAX_BODY_BYTES: Final = 16 * 1024
-"""Request bodies: the API's are ~100 bytes; 16 KiB is h11's own header cap."""
-
 MANAGER_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=150.0, write=5.0, pool=10.0)
 """The manager may hold an allocation while a terminal starts (its --ready-timeout,
 120 s by default), so reads may take that long; connecting may not."""
@@ -108,9 +120,6 @@ RETRY_AFTER_MANAGER_DOWN: Final = 5
 
 RETRY_AFTER_CAP: Final = 60
 """Seconds before asking again when this address already holds its share of terminals."""
-
-MAX_RETRY_AFTER: Final = 3600
-"""A Retry-After from the manager beyond an hour is a bug; clamp what we pass on."""
 
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 """Probes stay reachable behind the access gate."""
@@ -147,38 +156,6 @@ _ROUTES: Final = {
 }
 """Paths counted under their own label in the request metric; others are ``/static/*``
 or ``other``, so a scan of random paths cannot explode the metric's cardinality."""
-
-
-class _BadRequest(Exception):
-    """An answer to give instead of going on (raised by body parsing)."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = Response(
-        json.dumps(body, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers=headers or {},
-    )
-    response.headers.setdefault("Cache-Control", "no-store")  # answers carry tokens
-    return response
-
-
-def _error(status: int, message: str, retry_after: int | None = None) -> Response:
-    if status == 413:  # the rest of the body is never read: this connection is done
-        return _json({"error": message}, status, {"Connection": "close"})
-    if retry_after is None:
-        return _json({"error": message}, status)
-    retry_after = min(max(1, retry_after), MAX_RETRY_AFTER)
-    return _json(
-        {"error": message, "retry_after": retry_after},
-        status,
-        {"Retry-After": str(retry_after)},
-    )
 
 
 class Webserver:
@@ -248,7 +225,7 @@ class Webserver:
     # --- the DNS-rebinding guard (listening on loopback only) ------------------------------
 
     def _host_allowed(self, scope: Scope) -> bool:
-        return rebinding_safe(_headers(scope).get("host"), self.allowed_hosts)
+        return rebinding_safe(scope_headers(scope).get("host"), self.allowed_hosts)
 
     async def _wrong_host(self, kind: str, send: Send) -> None:
         """403 for a request naming a host that is not this machine: on loopback, that is
@@ -257,10 +234,7 @@ class Webserver:
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
-        body = json.dumps({"error": WRONG_HOST}).encode()
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 403, json.dumps({"error": WRONG_HOST}).encode())
 
     # --- every HTTP answer: headers, metric, one log line ----------------------------------
 
@@ -291,7 +265,7 @@ class Webserver:
             log.info(
                 "method=%s path=%s status=%d ms=%.1f",
                 scope.get("method", "?"),
-                _loggable(path),
+                loggable_path(path),
                 status,
                 (time.perf_counter() - started) * 1000,
             )
@@ -306,9 +280,9 @@ class Webserver:
         return headers
 
     def _host_of(self, scope: Scope) -> str | None:
-        headers = _headers(scope)
+        headers = scope_headers(scope)
         return public_host(
-            headers.get("host"), headers.get("x-forwarded-host"), _peer(scope), self.trusted
+            headers.get("host"), headers.get("x-forwarded-host"), peer(scope), self.trusted
         )
 
     # --- the access gate ----------------------------------------------------------------
@@ -318,7 +292,7 @@ class Webserver:
         mode = self.config.access
         if mode == "none" or scope["path"] in OPEN_PATHS:
             return True
-        headers = _headers(scope)
+        headers = scope_headers(scope)
         if mode == "password":
             scheme, _, encoded = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "basic":
@@ -332,19 +306,16 @@ class Webserver:
                 hashlib.sha256(password).digest(), hashlib.sha256(expected).digest()
             )
         # header: believed only from a trusted proxy, which must have set it
-        if _peer(scope) not in self.trusted:
+        if peer(scope) not in self.trusted:
             return False
         return bool(headers.get(self.config.access_header.lower(), "").strip())
 
     async def _refuse(self, send: Send) -> None:
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         if self.config.access == "password":
-            status = 401
-            headers.append((b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"'))
+            challenge = (b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"')
+            await send_json(send, 401, b'{"error":"not allowed"}', [challenge])
         else:
-            status = 403
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b'{"error":"not allowed"}'})
+            await send_json(send, 403, b'{"error":"not allowed"}')
 
     # --- who is asking --------------------------------------------------------------------
 
@@ -396,7 +367,7 @@ class Webserver:
         for limiter, bucket in ((self.per_address, key), (self.per_client, identity)):
             verdict = limiter.take(bucket, now)
             if not verdict.allowed:
-                return _error(
+                return error_response(
                     429, "too many terminal requests", math.ceil(verdict.retry_after) or 1
                 )
         if self.config.max_per_address > 0:
@@ -405,7 +376,7 @@ class Webserver:
                 if client_hash(self.config.secret, other) not in self.proxy.relaying:
                     del held[other]
             if identity not in held and len(held) >= self.config.max_per_address:
-                return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
+                return error_response(429, "too many terminals from your address", RETRY_AFTER_CAP)
         return None
 
     def _hold(self, identity: str, address: str) -> bool:
@@ -453,7 +424,7 @@ class Webserver:
         except httpx.HTTPError as exc:
             self.m_allocation.labels("unreachable").observe(trio.current_time() - started)
             log.warning("manager unreachable: %s", type(exc).__name__)
-            return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
+            return error_response(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
         outcome = "ok" if answer.status_code == 200 else str(answer.status_code)
         self.m_allocation.labels(outcome).observe(trio.current_time() - started)
         if answer.status_code != 200:
@@ -461,7 +432,7 @@ class Webserver:
         got = _allocation(answer)
         if got is None:
             log.warning("manager answered an allocation with an unexpected body")
-            return _error(503, "terminal manager answered badly", RETRY_AFTER_MANAGER_DOWN)
+            return error_response(503, "terminal manager answered badly", RETRY_AFTER_MANAGER_DOWN)
         return got
 
     def _terminal_url(self, name: str, address: str, host: str | None) -> str:
@@ -488,48 +459,45 @@ class Webserver:
         async def index() -> Response:
             asset = self.site.index()
             if asset is None:
-                return _error(404, "the page is not built (no index.html)")
+                return error_response(404, "the page is not built (no index.html)")
             return _asset_response(asset, CACHE_INDEX)
 
         @app.get("/static/<path:filename>")
         async def static_file(filename: str) -> Response:
             asset = self.site.asset(filename)
             if asset is None:
-                return _error(404, "not found")
+                return error_response(404, "not found")
             versioned = request.args.get(VERSION_PARAM) == asset.version
             return _asset_response(asset, CACHE_VERSIONED if versioned else CACHE_UNVERSIONED)
 
         @app.post("/api/terminal")
         async def terminal() -> Response:
-            try:
-                if self._foreign_origin():
-                    return _error(403, "origin not allowed")
-                host = self._host_of_request()
-                if self.config.address_mode == "proxy" and host is None:
-                    return _error(400, "bad Host header")
-                body = await _json_body()
-                if "client" in body and not _short_string_or_null(body["client"]):
-                    return _error(400, "'client' must be a string")
-                identity, handed = self._identity(body, issue=True)
-                assert identity is not None
-                address = self._address()
-                refusal = self._limited(identity, address)
-                if refusal is not None:
-                    return refusal
-                got = await self._allocate_counted(identity, address)
-                if isinstance(got, Response):
-                    return got
-                response = _json(
-                    {
-                        "terminal": got["terminal"],
-                        "url": self._terminal_url(got["terminal"], got["address"], host),
-                        "token": got["token"],
-                        "reconnect": got["reconnect"],
-                        "client": handed if self.config.identity == "tab" else None,
-                    }
-                )
-            except _BadRequest as bad:
-                return bad.response
+            if self._foreign_origin():
+                raise Refusal(403, "origin not allowed")
+            host = self._host_of_request()
+            if self.config.address_mode == "proxy" and host is None:
+                raise Refusal(400, "bad Host header")
+            body = await json_body()
+            if "client" in body and not _short_string_or_null(body["client"]):
+                raise Refusal(400, "'client' must be a string")
+            identity, handed = self._identity(body, issue=True)
+            assert identity is not None
+            address = self._address()
+            refusal = self._limited(identity, address)
+            if refusal is not None:
+                return refusal
+            got = await self._allocate_counted(identity, address)
+            if isinstance(got, Response):
+                return got
+            response = json_response(
+                {
+                    "terminal": got["terminal"],
+                    "url": self._terminal_url(got["terminal"], got["address"], host),
+                    "token": got["token"],
+                    "reconnect": got["reconnect"],
+                    "client": handed if self.config.identity == "tab" else None,
+                }
+            )
             if self.config.identity == "browser" and handed is not None:
                 response.set_cookie(
                     COOKIE_NAME,
@@ -544,23 +512,20 @@ class Webserver:
 
         @app.delete("/api/terminal")
         async def give_back() -> Response:
-            try:
-                if self._foreign_origin():
-                    return _error(403, "origin not allowed")
-                body = await _json_body()
-            except _BadRequest as bad:
-                return bad.response
+            if self._foreign_origin():
+                raise Refusal(403, "origin not allowed")
+            body = await json_body()
             if "client" in body and not _short_string_or_null(body["client"]):
-                return _error(400, "'client' must be a string")
+                raise Refusal(400, "'client' must be a string")
             identity, _ = self._identity(body, issue=False)
             if identity is None:
-                return _json({"released": False})
+                return json_response({"released": False})
             self._release(identity, self._address())
             try:
                 answer = await self.manager.delete(f"/v1/allocations/{quote(identity, safe='')}")
             except httpx.HTTPError:
-                return _error(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
-            return _json({"released": answer.status_code == 200})
+                return error_response(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
+            return json_response({"released": answer.status_code == 200})
 
         @app.post("/getPseudoTerminalAddress")
         async def legacy() -> Response:
@@ -568,14 +533,11 @@ class Webserver:
             was the caller's own address; it is not believed (anyone could name anyone):
             the caller's identity is its real remote address, exactly as in ``ip``
             mode, and it can never name a tab's or browser's terminal."""
-            try:
-                if self._foreign_origin():
-                    return _error(403, "origin not allowed")
-                body = await _json_body()
-            except _BadRequest as bad:
-                return bad.response
+            if self._foreign_origin():
+                raise Refusal(403, "origin not allowed")
+            body = await json_body()
             if not isinstance(body.get("IP"), str) or len(body["IP"]) > MAX_CLIENT_FIELD:
-                return _error(400, "'IP' must be a string")
+                raise Refusal(400, "'IP' must be a string")
             address = self._address()
             identity = manager_identity("ip", address)
             refusal = self._limited(identity, address)
@@ -584,11 +546,11 @@ class Webserver:
             got = await self._allocate_counted(identity, address)
             if isinstance(got, Response):
                 return got
-            return _json({"podName": got["terminal"], "ip": got["address"]})
+            return json_response({"podName": got["terminal"], "ip": got["address"]})
 
         @app.get("/healthz")
         async def healthz() -> Response:
-            return _json({"status": "ok"})
+            return json_response({"status": "ok"})
 
         @app.get("/readyz")
         async def readyz() -> Response:
@@ -597,21 +559,14 @@ class Webserver:
                 with contextlib.suppress(httpx.HTTPError):
                     answer = await self.manager.get("/readyz")
             if answer is None or answer.status_code != 200:
-                return _error(503, "terminal manager not ready")
-            return _json({"status": "ready"})
+                return error_response(503, "terminal manager not ready")
+            return json_response({"status": "ready"})
 
         @app.get("/metrics")
         async def metrics() -> Response:
             return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
 
-        for status, message in [
-            (400, "bad request"),
-            (404, "not found"),
-            (405, "method not allowed"),
-            (413, "request body too large"),
-            (500, "internal error"),
-        ]:
-            app.register_error_handler(status, _error_handler(status, message))
+        install_error_handlers(app)
         return app
 
     def _host_of_request(self) -> str | None:
@@ -627,26 +582,11 @@ def _fresh(held: dict[str, float], now: float) -> bool:
     return any(now - seen <= HOLD_SECONDS for seen in held.values())
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers, lowercased names; a header sent on several lines is one
-    comma-separated list (RFC 9110, 5.3), as :func:`_header` reads it."""
-    return joined_headers(scope.get("headers", []))
-
-
 def _header(name: str) -> str | None:
     """The current request's header ``name``, its lines joined (see :func:`_headers`):
     a client's own ``X-Forwarded-For`` line cannot hide the one a proxy added after it."""
     values = request.headers.getlist(name)
     return ", ".join(values) if values else None
-
-
-def _peer(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
-
-
-def _loggable(path: str) -> str:
-    return path[:200].encode("unicode_escape").decode("ascii")
 
 
 def _short_string_or_null(value: object) -> bool:
@@ -719,30 +659,7 @@ def _passthrough_error(answer: httpx.Response) -> Response:
         except (ValueError, OverflowError):
             continue
     status = 429 if answer.status_code == 429 else 503
-    return _error(status, message[:200], retry_after)
-
-
-def _error_handler(status: int, message: str) -> Callable[[Exception], Awaitable[Response]]:
-    async def handler(_: Exception) -> Response:
-        return _error(status, message)
-
-    return handler
-
-
-async def _json_body() -> dict[str, Any]:
-    """The request's JSON object ({} for an empty body), or raise :class:`_BadRequest`."""
-    raw = await request.get_data(as_text=False)
-    if len(raw) > MAX_BODY_BYTES:
-        raise _BadRequest(_error(413, "request body too large"))
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _BadRequest(_error(400, "request body must be JSON")) from None
-    if not isinstance(body, dict):
-        raise _BadRequest(_error(400, "request body must be a JSON object"))
-    return body
+    return error_response(status, message[:200], retry_after)
 
 
 async def serve(

@@ -49,8 +49,7 @@ import collections
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -74,9 +73,9 @@ from webterm.protocol import (
     token_from_subprotocols,
 )
 from webterm.webserver.addresses import AddressBook, Lookup, split_address
+from webterm.webserver.asgi import Receive, Scope, Send, loggable_path, peer, scope_headers
 from webterm.webserver.forwarding import (
     TrustedProxies,
-    joined_headers,
     public_host,
     same_origin,
 )
@@ -108,10 +107,6 @@ default is 4 KiB)."""
 
 _RESERVED_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
 """Codes that describe a close but may not be sent in a close frame (RFC 6455 7.4.1)."""
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class _Refusal(Exception):
@@ -202,7 +197,7 @@ class TerminalProxy:
         finally:
             log.info(
                 "WS %s %s %.0fms",
-                _loggable(scope.get("path", "")),
+                loggable_path(scope.get("path", "")),
                 outcome,
                 (time.perf_counter() - started) * 1000,
             )
@@ -228,16 +223,14 @@ class TerminalProxy:
         return name, claims
 
     def _origin_allowed(self, scope: Scope) -> bool:
-        headers = joined_headers(scope.get("headers", []))
+        headers = scope_headers(scope)
         origin = headers.get("origin")
         host, forwarded_host = headers.get("host"), headers.get("x-forwarded-host")
         if origin is None:
             return True  # not a browser page; the token still decides
         if origin in self.allowed_origins:
             return True
-        client = scope.get("client")
-        peer = client[0] if client else None
-        dialed = public_host(host, forwarded_host, peer, self.trusted)
+        dialed = public_host(host, forwarded_host, peer(scope), self.trusted)
         return dialed is not None and same_origin(origin, dialed)
 
     async def _address(self, name: str, claims: TokenClaims) -> str:
@@ -379,10 +372,6 @@ def _terminal_close(closed: ConnectionClosed) -> tuple[int, str]:
         code = CloseCode.TERMINAL_GONE
     text = (reason.reason if reason is not None else None) or CLOSE_REASONS.get(code, "")
     return code, text
-
-
-def _loggable(path: str) -> str:
-    return path[:200].encode("unicode_escape").decode("ascii")
 
 
 __all__ = ["TerminalProxy"]

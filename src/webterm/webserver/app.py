@@ -28,11 +28,7 @@ short retry, so the page shows "busy, retrying" rather than an error.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
 import math
 import time
@@ -50,9 +46,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
-from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
+from webterm.webserver.access import AccessGate
 from webterm.webserver.addresses import AddressBook
 from webterm.webserver.answers import (
     MAX_BODY_BYTES,
@@ -69,7 +65,6 @@ from webterm.webserver.asgi import (
     loggable_path,
     peer,
     scope_headers,
-    send_json,
 )
 from webterm.webserver.forwarding import (
     TrustedProxies,
@@ -82,6 +77,7 @@ from webterm.webserver.forwarding import (
 from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
 from webterm.webserver.proxy import PATH as TERMINAL_PATH
 from webterm.webserver.proxy import TerminalProxy
+from webterm.webserver.rebinding import RebindingGuard
 from webterm.webserver.security import (
     CONTENT_SECURITY_POLICY,
     SECURITY_HEADERS,
@@ -121,9 +117,6 @@ RETRY_AFTER_MANAGER_DOWN: Final = 5
 RETRY_AFTER_CAP: Final = 60
 """Seconds before asking again when this address already holds its share of terminals."""
 
-OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
-"""Probes stay reachable behind the access gate."""
-
 HOLD_SECONDS: Final = 15 * 60
 """An address is counted as holding a terminal for a client that asked for one within
 this long (pages ask again on every reconnect), or whose terminal the proxy is relaying
@@ -136,12 +129,6 @@ MAX_HELD_ADDRESSES: Final = 100_000
 COOKIE_MAX_AGE: Final = 30 * 24 * 3600
 """Seconds a browser-mode identity cookie lives: a month of coming back to the same
 terminal (which the manager recycles after its idle timeout anyway)."""
-
-WRONG_HOST: Final = (
-    "this server answers only for localhost or this machine's IP address; "
-    "serve other names with --allowed-origin"
-)
-"""The 403 for a ``Host`` that a loopback-only webserver does not answer for."""
 
 MAX_CLIENT_FIELD: Final = 200
 """A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
@@ -196,8 +183,13 @@ class Webserver:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self._held: dict[str, dict[str, float]] = {}  # limit key -> identity -> last request
-        self.loopback_only = listens_on_loopback_only(config.host)
-        self.allowed_hosts = origin_hosts(config.allowed_origins)
+        self.guard = RebindingGuard(config.host, config.allowed_origins)
+        self.gate = AccessGate(
+            config.access,
+            password=config.access_password,
+            header=config.access_header,
+            trusted=self.trusted,
+        )
         self.proxy = TerminalProxy(
             secret=config.secret,
             addresses=AddressBook(manager),
@@ -210,10 +202,10 @@ class Webserver:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if self.loopback_only and kind in ("http", "websocket") and not self._host_allowed(scope):
-            await self._wrong_host(kind, send)
+        if not self.guard.allows(scope):
+            await self.guard.refuse(scope, send)
         elif kind == "websocket" and scope["path"].startswith("/terminals/"):
-            if self._admitted(scope):
+            if self.gate.admits(scope):
                 await self.proxy(scope, receive, send)
             else:
                 await send({"type": "websocket.close", "code": 4401})  # before accept: 403
@@ -221,20 +213,6 @@ class Webserver:
             await self._http(scope, receive, send)
         else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)
             await self.app(scope, receive, send)  # type: ignore[arg-type]
-
-    # --- the DNS-rebinding guard (listening on loopback only) ------------------------------
-
-    def _host_allowed(self, scope: Scope) -> bool:
-        return rebinding_safe(scope_headers(scope).get("host"), self.allowed_hosts)
-
-    async def _wrong_host(self, kind: str, send: Send) -> None:
-        """403 for a request naming a host that is not this machine: on loopback, that is
-        another site's page whose DNS name now points here (see :mod:`webterm.hosts`)."""
-        log.warning("refused a request for a Host that is not this machine (DNS rebinding?)")
-        if kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
-            return
-        await send_json(send, 403, json.dumps({"error": WRONG_HOST}).encode())
 
     # --- every HTTP answer: headers, metric, one log line ----------------------------------
 
@@ -254,10 +232,10 @@ class Webserver:
             await send(message)
 
         try:
-            if self._admitted(scope):
+            if self.gate.admits(scope):
                 await self.app(scope, receive, send_wrapped)  # type: ignore[arg-type]
             else:
-                await self._refuse(send_wrapped)
+                await self.gate.refuse(send_wrapped)
         finally:
             path = scope.get("path", "")
             route = _ROUTES.get(path) or ("/static/*" if path.startswith("/static/") else "other")
@@ -284,38 +262,6 @@ class Webserver:
         return public_host(
             headers.get("host"), headers.get("x-forwarded-host"), peer(scope), self.trusted
         )
-
-    # --- the access gate ----------------------------------------------------------------
-
-    def _admitted(self, scope: Scope) -> bool:
-        """The optional gate in front of everything but the probes."""
-        mode = self.config.access
-        if mode == "none" or scope["path"] in OPEN_PATHS:
-            return True
-        headers = scope_headers(scope)
-        if mode == "password":
-            scheme, _, encoded = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "basic":
-                return False
-            try:
-                _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
-            except ValueError:
-                return False
-            expected = self.config.access_password or b""
-            return hmac.compare_digest(
-                hashlib.sha256(password).digest(), hashlib.sha256(expected).digest()
-            )
-        # header: believed only from a trusted proxy, which must have set it
-        if peer(scope) not in self.trusted:
-            return False
-        return bool(headers.get(self.config.access_header.lower(), "").strip())
-
-    async def _refuse(self, send: Send) -> None:
-        if self.config.access == "password":
-            challenge = (b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"')
-            await send_json(send, 401, b'{"error":"not allowed"}', [challenge])
-        else:
-            await send_json(send, 403, b'{"error":"not allowed"}')
 
     # --- who is asking --------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ from webterm.webserver.forwarding import (
     remote_address,
     same_origin,
 )
+from webterm.webserver.holds import HOLD_SECONDS, AddressHolds
 from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
 from webterm.webserver.proxy import PATH as TERMINAL_PATH
 from webterm.webserver.proxy import TerminalProxy
@@ -116,14 +117,6 @@ RETRY_AFTER_MANAGER_DOWN: Final = 5
 
 RETRY_AFTER_CAP: Final = 60
 """Seconds before asking again when this address already holds its share of terminals."""
-
-HOLD_SECONDS: Final = 15 * 60
-"""An address is counted as holding a terminal for a client that asked for one within
-this long (pages ask again on every reconnect), or whose terminal the proxy is relaying
-now, however long ago it asked."""
-
-MAX_HELD_ADDRESSES: Final = 100_000
-"""Addresses tracked for the per-address cap before expired entries are swept."""
 
 
 COOKIE_MAX_AGE: Final = 30 * 24 * 3600
@@ -182,7 +175,6 @@ class Webserver:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
-        self._held: dict[str, dict[str, float]] = {}  # limit key -> identity -> last request
         self.guard = RebindingGuard(config.host, config.allowed_origins)
         self.gate = AccessGate(
             config.access,
@@ -197,6 +189,11 @@ class Webserver:
             trusted=self.trusted,
             registry=registry,
             closing=closing,
+        )
+        self.holds = AddressHolds(
+            config.max_per_address,
+            in_use=lambda identity: client_hash(config.secret, identity) in self.proxy.relaying,
+            hold_seconds=HOLD_SECONDS,  # read when built, so a test can shorten it
         )
         self.app = self._create_app()
 
@@ -316,35 +313,9 @@ class Webserver:
                 return error_response(
                     429, "too many terminal requests", math.ceil(verdict.retry_after) or 1
                 )
-        if self.config.max_per_address > 0:
-            held = self._held.get(key, {})
-            for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
-                if client_hash(self.config.secret, other) not in self.proxy.relaying:
-                    del held[other]
-            if identity not in held and len(held) >= self.config.max_per_address:
-                return error_response(429, "too many terminals from your address", RETRY_AFTER_CAP)
+        if self.holds.full(key, identity, now):
+            return error_response(429, "too many terminals from your address", RETRY_AFTER_CAP)
         return None
-
-    def _hold(self, identity: str, address: str) -> bool:
-        """Count ``identity`` against ``address``'s cap from now; True if it was not
-        counted before."""
-        if self.config.max_per_address <= 0:
-            return False
-        now = trio.current_time()
-        if len(self._held) >= MAX_HELD_ADDRESSES:
-            for key in [k for k, held in self._held.items() if not _fresh(held, now)]:
-                del self._held[key]
-        held = self._held.setdefault(limit_key(address), {})
-        new = identity not in held
-        held[identity] = now
-        return new
-
-    def _release(self, identity: str, address: str) -> None:
-        held = self._held.get(limit_key(address))
-        if held is not None:
-            held.pop(identity, None)
-            if not held:
-                del self._held[limit_key(address)]
 
     # --- the manager ----------------------------------------------------------------------
 
@@ -352,7 +323,8 @@ class Webserver:
         """:meth:`_allocate`, with ``identity`` counted against ``address``'s cap while
         the manager answers (which can take minutes while a terminal starts) and after a
         success: requests sent in parallel cannot all pass the check made before."""
-        new = self._hold(identity, address)
+        key = limit_key(address)
+        new = self.holds.hold(key, identity, trio.current_time())
         allocated = False
         try:
             got = await self._allocate(identity)
@@ -360,7 +332,7 @@ class Webserver:
             return got
         finally:
             if new and not allocated:
-                self._release(identity, address)
+                self.holds.release(key, identity)
 
     async def _allocate(self, identity: str) -> dict[str, Any] | Response:
         """The manager's allocation for ``identity`` (validated), or the error answer."""
@@ -466,7 +438,7 @@ class Webserver:
             identity, _ = self._identity(body, issue=False)
             if identity is None:
                 return json_response({"released": False})
-            self._release(identity, self._address())
+            self.holds.release(limit_key(self._address()), identity)
             try:
                 answer = await self.manager.delete(f"/v1/allocations/{quote(identity, safe='')}")
             except httpx.HTTPError:
@@ -522,10 +494,6 @@ class Webserver:
             request.remote_addr,
             self.trusted,
         )
-
-
-def _fresh(held: dict[str, float], now: float) -> bool:
-    return any(now - seen <= HOLD_SECONDS for seen in held.values())
 
 
 def _header(name: str) -> str | None:

@@ -28,25 +28,23 @@ short retry, so the page shows "busy, retrying" rather than an error.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
 
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
-from webterm.protocol import MAX_FRAME_BYTES, client_hash
+from webterm.protocol import MAX_FRAME_BYTES, Allocation, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.access import AccessGate
 from webterm.webserver.addresses import AddressBook
@@ -76,7 +74,7 @@ from webterm.webserver.forwarding import (
 )
 from webterm.webserver.holds import HOLD_SECONDS, AddressHolds
 from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
-from webterm.webserver.proxy import PATH as TERMINAL_PATH
+from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient, ManagerError
 from webterm.webserver.proxy import TerminalProxy
 from webterm.webserver.rebinding import RebindingGuard
 from webterm.webserver.security import (
@@ -101,19 +99,9 @@ log = logging.getLogger("webterm.webserver")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 
-MANAGER_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=150.0, write=5.0, pool=10.0)
-"""The manager may hold an allocation while a terminal starts (its --ready-timeout,
-120 s by default), so reads may take that long; connecting may not."""
-
-READY_TIMEOUT: Final = 2.0
-"""Seconds /readyz waits for the manager's /readyz: probes have short deadlines."""
-
 SHUTDOWN_GRACE: Final = 3.0
 """Seconds after cancellation for open connections to finish: relays close both sides
 with 1001 at once; idle keep-alive connections are closed by Hypercorn."""
-
-RETRY_AFTER_MANAGER_DOWN: Final = 5
-"""Seconds the page waits before asking again when the manager cannot be reached."""
 
 RETRY_AFTER_CAP: Final = 60
 """Seconds before asking again when this address already holds its share of terminals."""
@@ -153,7 +141,7 @@ class Webserver:
         closing: trio.Event,
     ) -> None:
         self.config = config
-        self.manager = manager
+        self.manager = ManagerClient(manager, registry)
         self.registry = registry
         self.site = StaticSite(static_dir)
         self.trusted = TrustedProxies(config.trusted_proxies)
@@ -167,13 +155,6 @@ class Webserver:
         )
         self.m_requests = Counter(
             "webterm_http_requests", "HTTP requests", ["route", "status"], registry=registry
-        )
-        self.m_allocation = Histogram(
-            "webterm_allocation_seconds",
-            "Time the manager took to answer an allocation",
-            ["outcome"],
-            registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.guard = RebindingGuard(config.host, config.allowed_origins)
         self.gate = AccessGate(
@@ -319,39 +300,20 @@ class Webserver:
 
     # --- the manager ----------------------------------------------------------------------
 
-    async def _allocate_counted(self, identity: str, address: str) -> dict[str, Any] | Response:
-        """:meth:`_allocate`, with ``identity`` counted against ``address``'s cap while
+    async def _allocate_counted(self, identity: str, address: str) -> Allocation:
+        """The manager's allocation for ``identity`` (or raise :class:`ManagerError`), with ``identity`` counted against ``address``'s cap while
         the manager answers (which can take minutes while a terminal starts) and after a
         success: requests sent in parallel cannot all pass the check made before."""
         key = limit_key(address)
         new = self.holds.hold(key, identity, trio.current_time())
         allocated = False
         try:
-            got = await self._allocate(identity)
-            allocated = not isinstance(got, Response)
+            got = await self.manager.allocate(identity)
+            allocated = True
             return got
         finally:
             if new and not allocated:
                 self.holds.release(key, identity)
-
-    async def _allocate(self, identity: str) -> dict[str, Any] | Response:
-        """The manager's allocation for ``identity`` (validated), or the error answer."""
-        started = trio.current_time()
-        try:
-            answer = await self.manager.post("/v1/allocations", json={"client": identity})
-        except httpx.HTTPError as exc:
-            self.m_allocation.labels("unreachable").observe(trio.current_time() - started)
-            log.warning("manager unreachable: %s", type(exc).__name__)
-            return error_response(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
-        outcome = "ok" if answer.status_code == 200 else str(answer.status_code)
-        self.m_allocation.labels(outcome).observe(trio.current_time() - started)
-        if answer.status_code != 200:
-            return _passthrough_error(answer)
-        got = _allocation(answer)
-        if got is None:
-            log.warning("manager answered an allocation with an unexpected body")
-            return error_response(503, "terminal manager answered badly", RETRY_AFTER_MANAGER_DOWN)
-        return got
 
     def _terminal_url(self, name: str, address: str, host: str | None) -> str:
         """What the browser dials for terminal ``name`` at ``address``; ``host`` is the
@@ -405,14 +367,12 @@ class Webserver:
             if refusal is not None:
                 return refusal
             got = await self._allocate_counted(identity, address)
-            if isinstance(got, Response):
-                return got
             response = json_response(
                 {
-                    "terminal": got["terminal"],
-                    "url": self._terminal_url(got["terminal"], got["address"], host),
-                    "token": got["token"],
-                    "reconnect": got["reconnect"],
+                    "terminal": got.terminal,
+                    "url": self._terminal_url(got.terminal, got.address, host),
+                    "token": got.token,
+                    "reconnect": got.reconnect,
                     "client": handed if self.config.identity == "tab" else None,
                 }
             )
@@ -439,11 +399,7 @@ class Webserver:
             if identity is None:
                 return json_response({"released": False})
             self.holds.release(limit_key(self._address()), identity)
-            try:
-                answer = await self.manager.delete(f"/v1/allocations/{quote(identity, safe='')}")
-            except httpx.HTTPError:
-                return error_response(503, "terminal manager unavailable", RETRY_AFTER_MANAGER_DOWN)
-            return json_response({"released": answer.status_code == 200})
+            return json_response({"released": await self.manager.release(identity)})
 
         @app.post("/getPseudoTerminalAddress")
         async def legacy() -> Response:
@@ -462,9 +418,7 @@ class Webserver:
             if refusal is not None:
                 return refusal
             got = await self._allocate_counted(identity, address)
-            if isinstance(got, Response):
-                return got
-            return json_response({"podName": got["terminal"], "ip": got["address"]})
+            return json_response({"podName": got.terminal, "ip": got.address})
 
         @app.get("/healthz")
         async def healthz() -> Response:
@@ -472,17 +426,17 @@ class Webserver:
 
         @app.get("/readyz")
         async def readyz() -> Response:
-            answer = None
-            with trio.move_on_after(READY_TIMEOUT):
-                with contextlib.suppress(httpx.HTTPError):
-                    answer = await self.manager.get("/readyz")
-            if answer is None or answer.status_code != 200:
-                return error_response(503, "terminal manager not ready")
+            if not await self.manager.ready():
+                raise Refusal(503, "terminal manager not ready")
             return json_response({"status": "ready"})
 
         @app.get("/metrics")
         async def metrics() -> Response:
             return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+
+        @app.errorhandler(ManagerError)
+        async def no_allocation(error: ManagerError) -> Response:
+            return error_response(error.status_hint, error.message, error.retry_after)
 
         install_error_handlers(app)
         return app
@@ -507,27 +461,6 @@ def _short_string_or_null(value: object) -> bool:
     return value is None or (isinstance(value, str) and len(value) <= MAX_CLIENT_FIELD)
 
 
-def _allocation(answer: httpx.Response) -> dict[str, Any] | None:
-    """The manager's allocation if it has the contract's shape, else None."""
-    try:
-        got = answer.json()
-    except ValueError:
-        return None
-    if not isinstance(got, dict):
-        return None
-    name, address, token = got.get("terminal"), got.get("address"), got.get("token")
-    if not isinstance(name, str) or TERMINAL_PATH.match(f"/terminals/{name}/ws") is None:
-        return None
-    if not isinstance(address, str) or ":" not in address or not isinstance(token, str):
-        return None
-    return {
-        "terminal": name,
-        "address": address,
-        "token": token,
-        "reconnect": bool(got.get("reconnect")),
-    }
-
-
 def _asset_response(asset: Asset, cache_control: str) -> Response:
     gzipped = asset.gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding"))
     etag = asset.gzip_etag if gzipped else asset.etag
@@ -549,31 +482,6 @@ def _asset_response(asset: Asset, cache_control: str) -> Response:
         headers["Content-Encoding"] = "gzip"
         return Response(asset.gzipped, content_type=asset.content_type, headers=headers)
     return Response(asset.body, content_type=asset.content_type, headers=headers)
-
-
-def _passthrough_error(answer: httpx.Response) -> Response:
-    """The manager's refusal, as the page expects it: 429 stays 429, anything else is
-    "no terminal now" (503), each with the manager's message and retry delay."""
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {}
-    message = body.get("error")
-    if not isinstance(message, str) or not message:
-        message = "no terminal available"
-    retry_after = RETRY_AFTER_MANAGER_DOWN
-    for raw in (body.get("retry_after"), answer.headers.get("Retry-After")):
-        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            continue
-        try:
-            retry_after = math.ceil(float(raw))
-            break
-        except (ValueError, OverflowError):
-            continue
-    status = 429 if answer.status_code == 429 else 503
-    return error_response(status, message[:200], retry_after)
 
 
 async def serve(

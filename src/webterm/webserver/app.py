@@ -29,7 +29,6 @@ short retry, so the page shows "busy, retrying" rather than an error.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -44,10 +43,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
-from webterm.protocol import MAX_FRAME_BYTES, Allocation, client_hash
+from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.access import AccessGate
 from webterm.webserver.addresses import AddressBook
+from webterm.webserver.allocator import Allocator
 from webterm.webserver.answers import (
     MAX_BODY_BYTES,
     Refusal,
@@ -67,7 +67,6 @@ from webterm.webserver.asgi import (
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
-    limit_key,
     public_host,
     remote_address,
     same_origin,
@@ -102,9 +101,6 @@ STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 SHUTDOWN_GRACE: Final = 3.0
 """Seconds after cancellation for open connections to finish: relays close both sides
 with 1001 at once; idle keep-alive connections are closed by Hypercorn."""
-
-RETRY_AFTER_CAP: Final = 60
-"""Seconds before asking again when this address already holds its share of terminals."""
 
 
 COOKIE_MAX_AGE: Final = 30 * 24 * 3600
@@ -141,18 +137,10 @@ class Webserver:
         closing: trio.Event,
     ) -> None:
         self.config = config
-        self.manager = ManagerClient(manager, registry)
         self.registry = registry
         self.site = StaticSite(static_dir)
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.allowed_origins = frozenset(config.allowed_origins)
-        # per client identity, and per source address (IPv6: per /64)
-        self.per_client = TokenBucketLimiter(
-            rate=config.client_rate[0], burst=config.client_rate[1]
-        )
-        self.per_address = TokenBucketLimiter(
-            rate=config.address_rate[0], burst=config.address_rate[1]
-        )
         self.m_requests = Counter(
             "webterm_http_requests", "HTTP requests", ["route", "status"], registry=registry
         )
@@ -171,10 +159,18 @@ class Webserver:
             registry=registry,
             closing=closing,
         )
-        self.holds = AddressHolds(
-            config.max_per_address,
-            in_use=lambda identity: client_hash(config.secret, identity) in self.proxy.relaying,
-            hold_seconds=HOLD_SECONDS,  # read when built, so a test can shorten it
+        self.manager = ManagerClient(manager, registry)
+        self.allocator = Allocator(
+            self.manager,
+            per_address=TokenBucketLimiter(
+                rate=config.address_rate[0], burst=config.address_rate[1]
+            ),
+            per_client=TokenBucketLimiter(rate=config.client_rate[0], burst=config.client_rate[1]),
+            holds=AddressHolds(
+                config.max_per_address,
+                in_use=lambda identity: client_hash(config.secret, identity) in self.proxy.relaying,
+                hold_seconds=HOLD_SECONDS,  # read when built, so a test can shorten it
+            ),
         )
         self.app = self._create_app()
 
@@ -282,39 +278,6 @@ class Webserver:
         host = self._host_of_request()
         return host is None or not same_origin(origin, host)
 
-    # --- limits ---------------------------------------------------------------------------
-
-    def _limited(self, identity: str, address: str) -> Response | None:
-        """A 429 if this request is over a rate or the address is over its cap."""
-        now = trio.current_time()
-        key = limit_key(address)
-        for limiter, bucket in ((self.per_address, key), (self.per_client, identity)):
-            verdict = limiter.take(bucket, now)
-            if not verdict.allowed:
-                return error_response(
-                    429, "too many terminal requests", math.ceil(verdict.retry_after) or 1
-                )
-        if self.holds.full(key, identity, now):
-            return error_response(429, "too many terminals from your address", RETRY_AFTER_CAP)
-        return None
-
-    # --- the manager ----------------------------------------------------------------------
-
-    async def _allocate_counted(self, identity: str, address: str) -> Allocation:
-        """The manager's allocation for ``identity`` (or raise :class:`ManagerError`), with ``identity`` counted against ``address``'s cap while
-        the manager answers (which can take minutes while a terminal starts) and after a
-        success: requests sent in parallel cannot all pass the check made before."""
-        key = limit_key(address)
-        new = self.holds.hold(key, identity, trio.current_time())
-        allocated = False
-        try:
-            got = await self.manager.allocate(identity)
-            allocated = True
-            return got
-        finally:
-            if new and not allocated:
-                self.holds.release(key, identity)
-
     def _terminal_url(self, name: str, address: str, host: str | None) -> str:
         """What the browser dials for terminal ``name`` at ``address``; ``host`` is the
         page's own (validated) host, needed in proxy mode."""
@@ -363,10 +326,7 @@ class Webserver:
             identity, handed = self._identity(body, issue=True)
             assert identity is not None
             address = self._address()
-            refusal = self._limited(identity, address)
-            if refusal is not None:
-                return refusal
-            got = await self._allocate_counted(identity, address)
+            got = await self.allocator.allocate(identity, address)
             response = json_response(
                 {
                     "terminal": got.terminal,
@@ -398,8 +358,8 @@ class Webserver:
             identity, _ = self._identity(body, issue=False)
             if identity is None:
                 return json_response({"released": False})
-            self.holds.release(limit_key(self._address()), identity)
-            return json_response({"released": await self.manager.release(identity)})
+            released = await self.allocator.give_back(identity, self._address())
+            return json_response({"released": released})
 
         @app.post("/getPseudoTerminalAddress")
         async def legacy() -> Response:
@@ -414,10 +374,7 @@ class Webserver:
                 raise Refusal(400, "'IP' must be a string")
             address = self._address()
             identity = manager_identity("ip", address)
-            refusal = self._limited(identity, address)
-            if refusal is not None:
-                return refusal
-            got = await self._allocate_counted(identity, address)
+            got = await self.allocator.allocate(identity, address)
             return json_response({"podName": got.terminal, "ip": got.address})
 
         @app.get("/healthz")

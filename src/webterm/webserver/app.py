@@ -29,7 +29,6 @@ short retry, so the page shows "busy, retrying" rather than an error.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,7 +36,7 @@ import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -60,10 +59,8 @@ from webterm.webserver.asgi import (
     Receive,
     Scope,
     Send,
-    loggable_path,
-    peer,
-    scope_headers,
 )
+from webterm.webserver.envelope import Envelope
 from webterm.webserver.forwarding import (
     TrustedProxies,
     is_secure,
@@ -78,9 +75,6 @@ from webterm.webserver.proxy import TerminalProxy
 from webterm.webserver.rebinding import RebindingGuard
 from webterm.webserver.security import (
     CONTENT_SECURITY_POLICY,
-    SECURITY_HEADERS,
-    connect_sources,
-    content_security_policy,
 )
 from webterm.webserver.static import (
     CACHE_INDEX,
@@ -110,17 +104,6 @@ terminal (which the manager recycles after its idle timeout anyway)."""
 MAX_CLIENT_FIELD: Final = 200
 """A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
 
-_ROUTES: Final = {
-    "/": "/",
-    "/api/terminal": "/api/terminal",
-    "/getPseudoTerminalAddress": "/getPseudoTerminalAddress",
-    "/healthz": "/healthz",
-    "/readyz": "/readyz",
-    "/metrics": "/metrics",
-}
-"""Paths counted under their own label in the request metric; others are ``/static/*``
-or ``other``, so a scan of random paths cannot explode the metric's cardinality."""
-
 
 class Webserver:
     """The ASGI application: dispatcher, proxy and Quart app, over one manager client.
@@ -141,8 +124,11 @@ class Webserver:
         self.site = StaticSite(static_dir)
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.allowed_origins = frozenset(config.allowed_origins)
-        self.m_requests = Counter(
-            "webterm_http_requests", "HTTP requests", ["route", "status"], registry=registry
+        self.envelope = Envelope(
+            address_mode=config.address_mode,
+            public_host=config.public_host,
+            trusted=self.trusted,
+            registry=registry,
         )
         self.guard = RebindingGuard(config.host, config.allowed_origins)
         self.gate = AccessGate(
@@ -184,58 +170,16 @@ class Webserver:
             else:
                 await send({"type": "websocket.close", "code": 4401})  # before accept: 403
         elif kind == "http":
-            await self._http(scope, receive, send)
+
+            async def respond(send: Send) -> None:
+                if self.gate.admits(scope):
+                    await self.app(scope, receive, send)  # type: ignore[arg-type]
+                else:
+                    await self.gate.refuse(send)
+
+            await self.envelope.answer(scope, send, respond)
         else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)
             await self.app(scope, receive, send)  # type: ignore[arg-type]
-
-    # --- every HTTP answer: headers, metric, one log line ----------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        status = 0
-        extra = self._response_headers(scope)
-
-        async def send_wrapped(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                headers = list(message.get("headers", []))
-                headers.extend(h for h in extra if h[0] not in present)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            if self.gate.admits(scope):
-                await self.app(scope, receive, send_wrapped)  # type: ignore[arg-type]
-            else:
-                await self.gate.refuse(send_wrapped)
-        finally:
-            path = scope.get("path", "")
-            route = _ROUTES.get(path) or ("/static/*" if path.startswith("/static/") else "other")
-            self.m_requests.labels(route, str(status)).inc()
-            log.info(
-                "method=%s path=%s status=%d ms=%.1f",
-                scope.get("method", "?"),
-                loggable_path(path),
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
-
-    def _response_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        host = self._host_of(scope)
-        policy = content_security_policy(
-            connect_sources(self.config.address_mode, host, self.config.public_host)
-        )
-        headers = [(b"content-security-policy", policy.encode())]
-        headers.extend((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())
-        return headers
-
-    def _host_of(self, scope: Scope) -> str | None:
-        headers = scope_headers(scope)
-        return public_host(
-            headers.get("host"), headers.get("x-forwarded-host"), peer(scope), self.trusted
-        )
 
     # --- who is asking --------------------------------------------------------------------
 

@@ -60,16 +60,13 @@ from webterm.webserver.asgi import (
     Scope,
     Send,
 )
+from webterm.webserver.caller import Caller
 from webterm.webserver.envelope import Envelope
 from webterm.webserver.forwarding import (
     TrustedProxies,
-    is_secure,
-    public_host,
-    remote_address,
-    same_origin,
 )
 from webterm.webserver.holds import HOLD_SECONDS, AddressHolds
-from webterm.webserver.identity import COOKIE_NAME, issue_id, manager_identity, verified_id
+from webterm.webserver.identity import COOKIE_NAME, identify, manager_identity
 from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient, ManagerError
 from webterm.webserver.proxy import TerminalProxy
 from webterm.webserver.rebinding import RebindingGuard
@@ -87,6 +84,7 @@ from webterm.webserver.static import (
     not_modified,
 )
 from webterm.webserver.upstream import UpstreamTransport
+from webterm.webserver.urls import terminal_url
 
 log = logging.getLogger("webterm.webserver")
 
@@ -183,57 +181,28 @@ class Webserver:
 
     # --- who is asking --------------------------------------------------------------------
 
-    def _address(self) -> str:
-        return remote_address(request.remote_addr, _header("X-Forwarded-For"), self.trusted)
+    def _caller(self) -> Caller:
+        """The caller of the API request being handled; another site's page is refused."""
+        caller = Caller.of_request(self.trusted)
+        if caller.foreign(self.allowed_origins):
+            raise Refusal(403, "origin not allowed")
+        return caller
 
-    def _secure(self) -> bool:
-        return is_secure(
-            request.scheme,
-            _header("X-Forwarded-Proto"),
-            request.remote_addr,
-            self.trusted,
-        )
-
-    def _identity(self, body: dict[str, Any], *, issue: bool) -> tuple[str | None, str | None]:
-        """``(identity for the manager, id to hand the tab / cookie to set)``.
-
-        A missing or forged id is replaced by a fresh one when ``issue``; otherwise
-        (giving a terminal back) there is nobody to speak for: ``(None, None)``."""
-        secret = self.config.secret
+    def _identify(
+        self, caller: Caller, body: dict[str, Any], *, issue: bool
+    ) -> tuple[str | None, str | None]:
+        """``(identity for the manager, id to hand the tab / cookie to set)``: see
+        :func:`webterm.webserver.identity.identify`."""
+        if "client" in body and not _short_string_or_null(body["client"]):
+            raise Refusal(400, "'client' must be a string")
         mode = self.config.identity
-        if mode == "ip":
-            return manager_identity("ip", self._address()), None
-        presented = request.cookies.get(COOKIE_NAME) if mode == "browser" else body.get("client")
-        random_part = verified_id(secret, mode, presented)
-        if random_part is not None:
-            return manager_identity(mode, random_part), presented if mode == "tab" else None
-        if not issue:
-            return None, None
-        fresh = issue_id(secret, mode)
-        random_part = fresh.partition(".")[0]
-        return manager_identity(mode, random_part), fresh
-
-    def _foreign_origin(self) -> bool:
-        """A browser request from another site's page (defence in depth against CSRF:
-        browsers send Origin with every POST and DELETE)."""
-        origin = request.headers.get("Origin")
-        if origin is None or origin in self.allowed_origins:
-            return False
-        host = self._host_of_request()
-        return host is None or not same_origin(origin, host)
-
-    def _terminal_url(self, name: str, address: str, host: str | None) -> str:
-        """What the browser dials for terminal ``name`` at ``address``; ``host`` is the
-        page's own (validated) host, needed in proxy mode."""
-        if self.config.address_mode == "nodeport":
-            terminal_host, _, port = address.rpartition(":")
-            if self.config.public_host:
-                terminal_host = self.config.public_host
-            if ":" in terminal_host and not terminal_host.startswith("["):
-                terminal_host = f"[{terminal_host}]"
-            return f"ws://{terminal_host}:{port}/ws"
-        scheme = "wss" if self._secure() else "ws"
-        return f"{scheme}://{host}/terminals/{name}/ws"
+        return identify(
+            self.config.secret,
+            mode,
+            presented=caller.cookie if mode == "browser" else body.get("client"),
+            address=caller.address,
+            issue=issue,
+        )
 
     # --- the app --------------------------------------------------------------------------
 
@@ -259,22 +228,24 @@ class Webserver:
 
         @app.post("/api/terminal")
         async def terminal() -> Response:
-            if self._foreign_origin():
-                raise Refusal(403, "origin not allowed")
-            host = self._host_of_request()
-            if self.config.address_mode == "proxy" and host is None:
+            caller = self._caller()
+            if self.config.address_mode == "proxy" and caller.host is None:
                 raise Refusal(400, "bad Host header")
-            body = await json_body()
-            if "client" in body and not _short_string_or_null(body["client"]):
-                raise Refusal(400, "'client' must be a string")
-            identity, handed = self._identity(body, issue=True)
+            identity, handed = self._identify(caller, await json_body(), issue=True)
             assert identity is not None
-            address = self._address()
-            got = await self.allocator.allocate(identity, address)
+            got = await self.allocator.allocate(identity, caller.address)
+            url = terminal_url(
+                address_mode=self.config.address_mode,
+                public_host=self.config.public_host,
+                name=got.terminal,
+                address=got.address,
+                host=caller.host,
+                secure=caller.secure,
+            )
             response = json_response(
                 {
                     "terminal": got.terminal,
-                    "url": self._terminal_url(got.terminal, got.address, host),
+                    "url": url,
                     "token": got.token,
                     "reconnect": got.reconnect,
                     "client": handed if self.config.identity == "tab" else None,
@@ -286,7 +257,7 @@ class Webserver:
                     handed,
                     max_age=COOKIE_MAX_AGE,
                     path="/",
-                    secure=self._secure(),
+                    secure=caller.secure,
                     httponly=True,
                     samesite="Strict",
                 )
@@ -294,15 +265,11 @@ class Webserver:
 
         @app.delete("/api/terminal")
         async def give_back() -> Response:
-            if self._foreign_origin():
-                raise Refusal(403, "origin not allowed")
-            body = await json_body()
-            if "client" in body and not _short_string_or_null(body["client"]):
-                raise Refusal(400, "'client' must be a string")
-            identity, _ = self._identity(body, issue=False)
+            caller = self._caller()
+            identity, _ = self._identify(caller, await json_body(), issue=False)
             if identity is None:
                 return json_response({"released": False})
-            released = await self.allocator.give_back(identity, self._address())
+            released = await self.allocator.give_back(identity, caller.address)
             return json_response({"released": released})
 
         @app.post("/getPseudoTerminalAddress")
@@ -311,14 +278,12 @@ class Webserver:
             was the caller's own address; it is not believed (anyone could name anyone):
             the caller's identity is its real remote address, exactly as in ``ip``
             mode, and it can never name a tab's or browser's terminal."""
-            if self._foreign_origin():
-                raise Refusal(403, "origin not allowed")
+            caller = self._caller()
             body = await json_body()
             if not isinstance(body.get("IP"), str) or len(body["IP"]) > MAX_CLIENT_FIELD:
                 raise Refusal(400, "'IP' must be a string")
-            address = self._address()
-            identity = manager_identity("ip", address)
-            got = await self.allocator.allocate(identity, address)
+            identity = manager_identity("ip", caller.address)
+            got = await self.allocator.allocate(identity, caller.address)
             return json_response({"podName": got.terminal, "ip": got.address})
 
         @app.get("/healthz")
@@ -341,21 +306,6 @@ class Webserver:
 
         install_error_handlers(app)
         return app
-
-    def _host_of_request(self) -> str | None:
-        return public_host(
-            _header("Host"),
-            _header("X-Forwarded-Host"),
-            request.remote_addr,
-            self.trusted,
-        )
-
-
-def _header(name: str) -> str | None:
-    """The current request's header ``name``, its lines joined (see :func:`_headers`):
-    a client's own ``X-Forwarded-For`` line cannot hide the one a proxy added after it."""
-    values = request.headers.getlist(name)
-    return ", ".join(values) if values else None
 
 
 def _short_string_or_null(value: object) -> bool:

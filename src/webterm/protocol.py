@@ -5,7 +5,8 @@ Theory of operation
 This module does no I/O, never imports trio, and never reads the clock: the current
 time is always an argument. The terminal server (``webterm.pty``), the webserver's
 WebSocket proxy and the tests all use it, so there is exactly one codec between
-WebSocket frames and the messages below.
+WebSocket frames and the messages below. (Longer than our other modules on purpose:
+every wire format in one file is the point.)
 
 * Binary frames are raw terminal bytes (client→server input, server→client output)
   and never pass through this module: the hot path stays free of per-frame work.

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from webterm.protocol import (
     Ack,
+    Allocation,
     CloseCode,
     Error,
     Exit,
@@ -19,6 +20,7 @@ from webterm.protocol import (
     Hello,
     Idle,
     InvalidToken,
+    MalformedAllocation,
     MalformedMessage,
     Ping,
     Pong,
@@ -27,8 +29,10 @@ from webterm.protocol import (
     TokenClaims,
     WrongTerminal,
     client_hash,
+    decode_allocation,
     decode_client_message,
     decode_server_message,
+    encode_allocation,
     encode_message,
     read_token,
     sign_token,
@@ -209,3 +213,65 @@ def test_read_token_checks_signature_expiry_and_audience_but_not_the_terminal() 
         read_token(b"another-secret-0123456789", token, now=NOW, audience="manager")
     with pytest.raises(ExpiredToken):
         read_token(SECRET, token, now=2_000_000_001, audience="manager")
+
+
+# --- allocations ------------------------------------------------------------------------
+
+terminal_names = st.from_regex(r"\A[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+@given(
+    st.builds(
+        Allocation,
+        terminal=terminal_names,
+        address=st.builds("{}:{}".format, st.ip_addresses().map(str), st.integers(1, 65535)),
+        token=st.text(max_size=300),
+        reconnect=st.booleans(),
+    )
+)
+def test_allocations_round_trip(allocation: Allocation) -> None:
+    assert decode_allocation(encode_allocation(allocation)) == allocation
+
+
+def test_allocation_wire_format_is_the_managers_contract() -> None:
+    allocation = Allocation(
+        terminal="terminal-0", address="10.0.0.5:7681", token="abc", reconnect=True
+    )
+    assert json.loads(encode_allocation(allocation)) == {
+        "terminal": "terminal-0",
+        "address": "10.0.0.5:7681",
+        "token": "abc",
+        "reconnect": True,
+    }
+    # fields the webserver does not read are skipped; a missing 'reconnect' is a first
+    read = decode_allocation(
+        b'{"terminal":"t-1","address":"h:1","token":"x","instance":"u","extra":[1]}'
+    )
+    assert read == Allocation(terminal="t-1", address="h:1", token="x", reconnect=False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>not json</html>",
+        b'["terminal-0"]',
+        b'{"terminal": "Bad Name!", "address": "x:1", "token": "t"}',
+        b'{"terminal": "-starts-with-a-dash", "address": "x:1", "token": "t"}',
+        b'{"terminal": "terminal-0\\n", "address": "x:1", "token": "t"}',
+        b'{"terminal": "terminal-0", "address": "no-port", "token": "t"}',
+        b'{"terminal": "terminal-0", "address": "x:1"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": 5}',
+        b'{"terminal": 0, "address": "x:1", "token": "t"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": "t", "reconnect": "yes"}',
+        b"",
+    ],
+)
+def test_malformed_allocations_raise_malformed_allocation(body: bytes) -> None:
+    with pytest.raises(MalformedAllocation):
+        decode_allocation(body)
+
+
+@given(st.one_of(st.binary(max_size=300), json_values.map(json.dumps)))
+def test_garbage_allocations_raise_only_malformed_allocation(garbage: bytes | str) -> None:
+    with contextlib.suppress(MalformedAllocation):
+        decode_allocation(garbage)

@@ -57,7 +57,15 @@ from webterm.manager.pool import (
     UnknownClient,
     Wait,
 )
-from webterm.protocol import TokenClaims, TokenError, client_hash, read_token, sign_token
+from webterm.protocol import (
+    Allocation,
+    TokenClaims,
+    TokenError,
+    client_hash,
+    encode_allocation,
+    read_token,
+    sign_token,
+)
 
 log = logging.getLogger("webterm.manager")
 
@@ -382,14 +390,13 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         answer = await manager.allocate(client)
         if isinstance(answer, Reject):
             return _error(503, answer.reason, retry_after=answer.retry_after)
-        return _ok(
-            {
-                "terminal": answer.name,
-                "address": answer.address,
-                "token": manager.token_for(answer),
-                "reconnect": answer.reconnect,
-            }
+        allocation = Allocation(
+            terminal=answer.name,
+            address=answer.address,
+            token=manager.token_for(answer),
+            reconnect=answer.reconnect,
         )
+        return Response(encode_allocation(allocation), content_type="application/json")
 
     @app.delete("/v1/allocations/<path:client>")
     async def release(client: str) -> Response:

@@ -27,6 +27,23 @@ def build_frontend(session: nox.Session) -> None:
         if not (WEB / "node_modules").exists() or os.environ.get("CI"):
             session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
         session.run("npm", "run", "build", external=True)
+    if os.environ.get("CI"):
+        # The committed build is what gets installed: it must be what web/ builds to.
+        changed = session.run(
+            "git", "status", "--porcelain", "--", "src/webterm/static", external=True, silent=True
+        )
+        if changed:
+            session.error(
+                f"src/webterm/static/ differs from a fresh build of web/:\n{changed}"
+                "run `cd web && npm run build` and commit src/webterm/static/"
+            )
+
+
+def test_frontend(session: nox.Session) -> None:
+    """The page's unit tests (state table, protocol codec, output) under node, no browser."""
+    if (WEB / "package.json").exists():
+        with session.chdir(WEB):
+            session.run("npm", "test", external=True)
 
 
 def ensure_chromium(session: nox.Session) -> None:
@@ -69,6 +86,7 @@ def tests(session: nox.Session) -> None:
     """The whole suite: unit, integration, Kubernetes stand-in, browser; then the
     documentation's strict build."""
     build_frontend(session)
+    test_frontend(session)
     install_bench_peers(session)  # the bench smoke test runs the Node client
     ensure_chromium(session)
     session.install("-e", ".[test,docs]")

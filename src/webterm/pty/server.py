@@ -15,8 +15,8 @@ terminal and appends to the log, but never more than :data:`READ_AHEAD` bytes (n
 log's capacity) past what the attached connection was sent, so a slow socket makes the
 shell block instead of our memory growing or unsent output falling out of the log. A
 client that acknowledges rendered bytes (``ack``) additionally keeps the unacknowledged
-bytes in flight below a window that adapts to how fast it renders (:class:`Attachment`):
-at most :data:`ACK_HIGH_WATER` for a fast client, down to :data:`MIN_WINDOW` for a
+bytes in flight below a window that adapts to how fast it renders
+(:mod:`webterm.pty.window`): at most 512 KiB for a fast client, down to 64 KiB for a
 phone that queues output. That is what keeps a browser responsive under ``yes``. A
 client that never acks is paced by TCP alone. Ctrl-C (the tty's INTR, QUIT or SUSP
 character, when the line discipline flushes on it) also drops the output read ahead but
@@ -85,6 +85,7 @@ from webterm.pty.session import (
     shell_environment,
     spawn_shell,
 )
+from webterm.pty.window import FlowWindow
 
 log = logging.getLogger("webterm.pty")
 
@@ -95,20 +96,6 @@ fast socket busy; small enough that Ctrl-C is seen promptly."""
 
 FRAME_BYTES: Final = 256 * 1024
 """Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
-
-ACK_HIGH_WATER: Final = 512 * 1024
-"""Largest window of unacknowledged bytes in flight; a fast client never reaches it."""
-
-MIN_WINDOW: Final = 64 * 1024
-"""Smallest window: one of the page's ack batches."""
-
-QUEUE_DELAY_TARGET: Final = 0.15
-"""Seconds output may wait in the client before it is rendered: above this the window
-shrinks, well below it grows. Measured as the time from sending a frame to its ack,
-minus the least such time seen (the network's and an idle client's share)."""
-
-DELAY_SAMPLE_BYTES: Final = 16 * 1024
-"""One send time is remembered per this many bytes sent, to time the acks."""
 
 HEAD_LIMIT: Final = 16 * 1024
 """Largest HTTP request head we read (same order as h11's 16 KiB cap)."""
@@ -159,18 +146,12 @@ class Attachment:
 
     ws: WebSocketConnection
     offset: int = 0  # next log offset to send
-    sent: int = 0  # bytes of output sent on this connection
-    acked: int = 0  # bytes the client says it rendered
-    acking: bool = False  # the client does ack-based flow control
+    flow: FlowWindow = field(default_factory=FlowWindow)  # output in flight, if it acks
     superseded: bool = False  # taken over by a newer connection, or shutting down
     taken_over: bool = False  # superseded by a newer connection: it closes with 4409
     input_scope: trio.CancelScope | None = None  # its input loop, once running
     sending: trio.CancelScope | None = None  # the pump's send in progress
     cut: bool = False  # a send was cut short: the stream is broken, no close frame
-    window: int = MIN_WINDOW  # unacknowledged bytes allowed in flight (slow start)
-    limited: bool = False  # the window held output back since the last ack
-    base_delay: float = math.inf  # least send-to-ack time seen
-    sends: deque[tuple[int, float]] = field(default_factory=deque)  # (sent, when)
     notices: deque[Notice] = field(default_factory=deque)  # for the pump to send
     finishing: bool = False  # the pump is sending ``exit`` and closing: let it finish
 
@@ -183,38 +164,6 @@ class Attachment:
         if isinstance(notice, Idle):
             self.notices = deque(n for n in self.notices if not isinstance(n, Idle))
         self.notices.append(notice)
-
-    def room(self) -> int | None:
-        """Bytes that may be sent now: ``None`` for a client that does not ack (TCP
-        alone paces it), 0 while the window is full. No hysteresis: room opens as soon
-        as an ack arrives. Waiting for the window to drain further would stall a client
-        that acks in batches whenever what it holds unacknowledged is under its batch."""
-        if not self.acking:
-            return None
-        return max(0, self.window - (self.sent - self.acked))
-
-    def record_send(self, now: float) -> None:
-        if self.acking and (not self.sends or self.sent - self.sends[-1][0] >= DELAY_SAMPLE_BYTES):
-            self.sends.append((self.sent, now))
-
-    def record_ack(self, nbytes: int, now: float) -> None:
-        """Count an ack and adapt the window to the client's rendering delay."""
-        self.acking = True
-        self.acked = min(self.sent, self.acked + nbytes)
-        sent_at = None
-        while self.sends and self.sends[0][0] <= self.acked:
-            sent_at = self.sends.popleft()[1]
-        if sent_at is None:
-            return
-        delay = now - sent_at
-        self.base_delay = min(self.base_delay, delay)
-        queued = delay - self.base_delay
-        if queued > QUEUE_DELAY_TARGET:
-            self.window = max(MIN_WINDOW, int(self.window * 0.7))
-        elif queued < QUEUE_DELAY_TARGET / 2 and self.limited:
-            # grow only when the window was what held output back (not while idle)
-            self.window = min(ACK_HIGH_WATER, self.window * 3 // 2)
-        self.limited = False
 
 
 @dataclass(eq=False)
@@ -403,8 +352,7 @@ class Terminal:
                 encode_message(Hello(terminal=self.config.name, reattached=reattached))
             )
             if restore:  # the modes in force where the replay starts, then the replay
-                att.sent += len(restore)
-                att.record_send(trio.current_time())
+                att.flow.on_send(len(restore), trio.current_time())
                 await ws.send_message(restore)
             if reattached and self.log.modes().alternate_screen and self.shell is not None:
                 self.shell.redraw()  # a full-screen program repaints what the replay lacks
@@ -438,15 +386,14 @@ class Terminal:
                     if not await _send_whole(att, encode_message(att.notices.popleft())):
                         return
                     continue
-                room = att.room()
-                att.limited |= room == 0
+                room = att.flow.room()
+                att.flow.limited |= room == 0
                 if room != 0 and att.offset < self.log.end:
                     # with acks, never far past the window
                     limit = FRAME_BYTES if room is None else max(4096, min(FRAME_BYTES, room))
                     start, chunk = self.log.read(att.offset, limit)
                     att.offset = start + len(chunk)
-                    att.sent += len(chunk)
-                    att.record_send(trio.current_time())
+                    att.flow.on_send(len(chunk), trio.current_time())
                     self._notify()  # the reader may be waiting for room
                     if not await _send_whole(att, chunk):
                         return
@@ -467,12 +414,13 @@ class Terminal:
         att.finishing = True
         if not await _send_whole(att, encode_message(Exit(status=status.status))):
             return  # cut short by a takeover: the stream is broken, no close frame
-        while att.acking and att.acked < att.sent and att.ws.closed is None:
-            acked = att.acked
+        flow = att.flow
+        while flow.acking and flow.in_flight and att.ws.closed is None:
+            acked = flow.acked
             with trio.move_on_after(CLOSE_TIMEOUT):  # no ack for that long: it is gone
-                while att.acked == acked and att.ws.closed is None:
+                while flow.acked == acked and att.ws.closed is None:
                     await self._changed.wait()
-            if att.acked == acked:
+            if flow.acked == acked:
                 break
         await _close(att.ws, CloseCode.NORMAL)
 
@@ -496,7 +444,7 @@ class Terminal:
                             # the write: the tty flushes what it holds as it reads the ^C,
                             # so output read from now on is what comes after it.
                             att.offset = max(att.offset, self.log.end)
-                            if att.acking:
+                            if att.flow.acking:
                                 att.post(Flush())
                             self._notify()
                 else:
@@ -512,7 +460,7 @@ class Terminal:
             self._notify()
             return
         if isinstance(control, Ack):
-            att.record_ack(control.bytes, trio.current_time())
+            att.flow.on_ack(control.bytes, trio.current_time())
             self._notify()
         elif isinstance(control, Resize):
             size = control.clamped()

@@ -32,6 +32,7 @@ attack (:mod:`webterm.hosts`).
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import math
 import os
@@ -140,6 +141,35 @@ Notice = Idle | Error | Flush | Pong
 """A control message another part of the server asks an attachment's pump to send."""
 
 
+class Phase(enum.Enum):
+    """Where an attached connection is in its life; :data:`PHASE_CHANGES` says what may
+    follow what."""
+
+    ATTACHED = enum.auto()
+    """In charge of the terminal: hello and the replay, then input and output flow."""
+    FINISHING = enum.auto()
+    """The shell exited and all output is sent: the pump sends ``exit``, waits for the
+    client's acks (its input loop goes on reading them) and closes 1000."""
+    TAKEN_OVER = enum.auto()
+    """A newer connection attached: input stops at once; the pump ends the frame it is
+    sending (within :data:`CLOSE_TIMEOUT`), then the connection closes 4409."""
+    SHUTTING_DOWN = enum.auto()
+    """The server is stopping: the socket is closed 1001 and input stops."""
+    BROKEN = enum.auto()
+    """A send was cut short (a takeover's deadline): the stream is dropped, no close
+    frame after the partial one."""
+
+
+PHASE_CHANGES: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.ATTACHED: frozenset({Phase.FINISHING, Phase.TAKEN_OVER, Phase.SHUTTING_DOWN}),
+    Phase.FINISHING: frozenset({Phase.TAKEN_OVER, Phase.SHUTTING_DOWN}),
+    Phase.SHUTTING_DOWN: frozenset({Phase.TAKEN_OVER}),
+    Phase.TAKEN_OVER: frozenset({Phase.BROKEN}),
+    Phase.BROKEN: frozenset(),
+}
+"""The phases each phase may change to."""
+
+
 @dataclass(eq=False)
 class Attachment:
     """One connection's view of the terminal."""
@@ -147,13 +177,22 @@ class Attachment:
     ws: WebSocketConnection
     offset: int = 0  # next log offset to send
     flow: FlowWindow = field(default_factory=FlowWindow)  # output in flight, if it acks
-    superseded: bool = False  # taken over by a newer connection, or shutting down
-    taken_over: bool = False  # superseded by a newer connection: it closes with 4409
+    phase: Phase = Phase.ATTACHED
     input_scope: trio.CancelScope | None = None  # its input loop, once running
     sending: trio.CancelScope | None = None  # the pump's send in progress
-    cut: bool = False  # a send was cut short: the stream is broken, no close frame
     notices: deque[Notice] = field(default_factory=deque)  # for the pump to send
-    finishing: bool = False  # the pump is sending ``exit`` and closing: let it finish
+
+    def enter(self, phase: Phase) -> None:
+        """Change to ``phase``; a change :data:`PHASE_CHANGES` does not list is a bug
+        here, raised as :class:`RuntimeError` with the phase left as it was."""
+        if phase not in PHASE_CHANGES[self.phase]:
+            raise RuntimeError(f"an attachment {self.phase.name} cannot become {phase.name}")
+        self.phase = phase
+
+    @property
+    def superseded(self) -> bool:
+        """Taken over or shut down: no longer in charge, its input is dropped."""
+        return self.phase in (Phase.TAKEN_OVER, Phase.SHUTTING_DOWN, Phase.BROKEN)
 
     def post(self, notice: Notice) -> None:
         """Queue a control message for the pump, the one task that sends on this
@@ -340,7 +379,7 @@ class Terminal:
             # shell at a time. Its pump finishes the frame it is sending (a frame cut short
             # and the close after it would read as a broken connection, which a page
             # answers by reconnecting), within CLOSE_TIMEOUT, and it closes with 4409.
-            old.superseded = old.taken_over = True
+            old.enter(Phase.TAKEN_OVER)
             if old.input_scope is not None:
                 old.input_scope.cancel()
             if old.sending is not None:
@@ -359,13 +398,13 @@ class Terminal:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump, att, nursery.cancel_scope)
                 with trio.CancelScope() as att.input_scope:
-                    if not att.superseded:  # else taken over while it said hello
+                    if att.phase is Phase.ATTACHED:  # else taken over while it said hello
                         await self._input_loop(att)
-                if att.finishing or att.superseded:
+                if att.phase is not Phase.ATTACHED:
                     self._notify()  # the pump ends on its own: closing, or its last frame
                 else:
                     nursery.cancel_scope.cancel()
-            if att.taken_over and not att.cut:
+            if att.phase is Phase.TAKEN_OVER:
                 await _close(ws, CloseCode.SUPERSEDED)
         except ConnectionClosed:
             pass
@@ -374,13 +413,13 @@ class Terminal:
                 self.attached = None
                 self._notify()
                 self._call_manager("connection", {"connected": False})
-        return att.cut
+        return att.phase is Phase.BROKEN
 
     async def _pump(self, att: Attachment, done: trio.CancelScope) -> None:
         """Send output from the log to ``att`` at the pace the client allows, and the
         notices posted to it; after the shell's exit, :meth:`_finish` the session."""
         try:
-            while not att.superseded:
+            while att.phase is Phase.ATTACHED:
                 changed = self._changed
                 if att.notices:
                     if not await _send_whole(att, encode_message(att.notices.popleft())):
@@ -411,7 +450,7 @@ class Terminal:
         rendered what it was sent. Till then its socket stays open (the input loop keeps
         reading acks): a socket closed under the acks it still sends would be reset,
         and a reset drops the output it has not read yet."""
-        att.finishing = True
+        att.enter(Phase.FINISHING)
         if not await _send_whole(att, encode_message(Exit(status=status.status))):
             return  # cut short by a takeover: the stream is broken, no close frame
         flow = att.flow
@@ -510,7 +549,7 @@ class Terminal:
         """Close the attached socket with 1001 and hang up the shell."""
         att = self.attached
         if att is not None:
-            att.superseded = True
+            att.enter(Phase.SHUTTING_DOWN)
             await _close(att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
@@ -518,17 +557,19 @@ class Terminal:
 
 async def _send_whole(att: Attachment, message: str | bytes) -> bool:
     """Send ``message`` on ``att`` unless a takeover's deadline (``att.sending``) cuts it
-    short: then the stream is broken (``att.cut``) and False is returned."""
+    short: then the stream is broken (:attr:`Phase.BROKEN`) and False is returned."""
     scope = att.sending = trio.CancelScope()
-    if att.taken_over:
+    if att.phase is Phase.TAKEN_OVER:
         scope.deadline = trio.current_time() + CLOSE_TIMEOUT
     try:
         with scope:
             await att.ws.send_message(message)
     finally:
         att.sending = None
-    att.cut = scope.cancelled_caught
-    return not att.cut
+    if scope.cancelled_caught:
+        att.enter(Phase.BROKEN)
+        return False
+    return True
 
 
 async def _close(ws: WebSocketConnection, code: int) -> None:

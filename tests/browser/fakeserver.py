@@ -72,7 +72,7 @@ from webterm.protocol import (
     subprotocols_for,
     token_from_subprotocols,
 )
-from webterm.pty.server import ReplayStream
+from webterm.pty.http import ReplayStream
 from webterm.webserver.app import CONTENT_SECURITY_POLICY
 
 ROOT: Final = Path(__file__).resolve().parents[2]

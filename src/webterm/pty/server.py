@@ -23,8 +23,9 @@ character, when the line discipline flushes on it) also drops the output read ah
 not yet sent, as the tty itself drops what it had queued: the prompt comes back after
 what is already in flight, not a backlog.
 
-HTTP: the listener peeks at each request head. ``GET /healthz`` is answered here;
-``/ws`` upgrades go to trio-websocket with the peeked bytes replayed. A server that
+HTTP: the listener reads each request head (with h11, :mod:`webterm.pty.http`).
+``GET /healthz`` is answered here; ``/ws`` upgrades go to trio-websocket with the bytes
+read replayed. A server that
 listens on loopback only first refuses (403) a ``Host`` that could be a DNS-rebinding
 attack (:mod:`webterm.hosts`).
 """
@@ -76,6 +77,7 @@ from webterm.protocol import (
     token_from_subprotocols,
     verify_token,
 )
+from webterm.pty.http import HEAD_TIMEOUT, BadRequest, ReplayStream, answer, read_head
 from webterm.pty.report import ReportError, post_json
 from webterm.pty.session import (
     ExitStatus,
@@ -97,12 +99,6 @@ fast socket busy; small enough that Ctrl-C is seen promptly."""
 
 FRAME_BYTES: Final = 256 * 1024
 """Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
-
-HEAD_LIMIT: Final = 16 * 1024
-"""Largest HTTP request head we read (same order as h11's 16 KiB cap)."""
-
-HEAD_TIMEOUT: Final = 10.0
-"""Seconds a client has to send its request head (slowloris guard)."""
 
 HOST_REFUSED: Final = (
     b"host not allowed: this terminal server listens on loopback only and answers\n"
@@ -584,81 +580,6 @@ async def _close(ws: WebSocketConnection, code: int) -> None:
 # --- HTTP: peek, health, upgrade ------------------------------------------------------------------
 
 
-class ReplayStream(trio.abc.Stream):
-    """A stream that first yields ``prefix`` (bytes we already read), then ``stream``."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            if max_bytes is None:
-                data, self._prefix = self._prefix, b""
-            else:
-                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        if isinstance(self._stream, trio.abc.HalfCloseableStream):
-            await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-    @classmethod
-    def parse(cls, head: bytes) -> RequestHead:
-        lines = head.split(b"\r\n")
-        parts = lines[0].decode("latin-1").split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise ValueError("not an HTTP/1.x request line")
-        headers = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise ValueError("malformed header line")
-            headers[name.strip().lower()] = value.strip()
-        return cls(parts[0], parts[1].split("?", 1)[0], headers)
-
-
-async def _read_head(stream: trio.abc.Stream) -> bytes:
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > HEAD_LIMIT:
-            raise ValueError("request head too large")
-        data = await stream.receive_some(4096)
-        if not data:
-            raise ValueError("connection closed before the request head ended")
-        buffer += data
-    return bytes(buffer)
-
-
-def _http_response(
-    status: int, reason: str, body: bytes, content_type: str = "text/plain"
-) -> bytes:
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
-    ).encode() + body
-
-
 class TerminalServer:
     """Routes raw TCP connections: health checks, WebSocket upgrades, 404 for the rest."""
 
@@ -680,22 +601,20 @@ class TerminalServer:
     async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
             with trio.fail_after(HEAD_TIMEOUT):
-                head = await _read_head(stream)
-            request = RequestHead.parse(head.split(b"\r\n\r\n", 1)[0])
-        except (ValueError, trio.TooSlowError, trio.BrokenResourceError):
-            await _respond(stream, 400, "Bad Request", b"bad request\n")
+                request = await read_head(stream)
+        except (BadRequest, trio.TooSlowError, trio.BrokenResourceError):
+            await _respond(stream, 400, b"bad request\n")
             return
         if self.guard_host and not rebinding_safe(request.headers.get("host"), self.allowed_hosts):
             log.info("refused a request for host %r", request.headers.get("host"))
-            await _respond(stream, 403, "Forbidden", HOST_REFUSED)
+            await _respond(stream, 403, HOST_REFUSED)
             return
-        upgrade = request.headers.get("upgrade", "").lower() == "websocket"
-        if request.path == "/healthz" and not upgrade:
-            await _respond(stream, 200, "OK", b"ok\n")
-        elif request.path == "/ws" and upgrade:
-            await self._websocket(ReplayStream(stream, head))
+        if request.path == "/healthz" and not request.upgrade:
+            await _respond(stream, 200, b"ok\n")
+        elif request.path == "/ws" and request.upgrade:
+            await self._websocket(ReplayStream(stream, request.received))
         else:
-            await _respond(stream, 404, "Not Found", b"not found\n")
+            await _respond(stream, 404, b"not found\n")
 
     async def _websocket(self, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
@@ -752,9 +671,9 @@ class TerminalServer:
         return None
 
 
-async def _respond(stream: trio.abc.Stream, status: int, reason: str, body: bytes) -> None:
+async def _respond(stream: trio.abc.Stream, status: int, body: bytes) -> None:
     try:
-        await stream.send_all(_http_response(status, reason, body))
+        await stream.send_all(answer(status, body))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:

@@ -69,16 +69,14 @@ from webterm.protocol import (
     Ping,
     Pong,
     Resize,
-    TokenClaims,
     TokenError,
     decode_client_message,
     encode_message,
-    sign_token,
     token_from_subprotocols,
     verify_token,
 )
 from webterm.pty.http import HEAD_TIMEOUT, BadRequest, ReplayStream, answer, read_head
-from webterm.pty.report import ReportError, post_json
+from webterm.pty.report import report
 from webterm.pty.session import (
     ExitStatus,
     OutputLog,
@@ -112,9 +110,6 @@ CLOSE_TIMEOUT: Final = 2.0
 
 SHUTDOWN_GRACE: Final = 5.0
 """Seconds a SIGTERM'd server spends closing sockets (1001) and hanging up the shell."""
-
-MANAGER_CALL_TIMEOUT: Final = 5.0
-"""Seconds a best-effort call to the manager may take; the session never waits on it."""
 
 DRAIN_TIMEOUT: Final = 1.0
 """After the shell exits, seconds without progress (output read, or sent to a client that
@@ -511,33 +506,7 @@ class Terminal:
         """Best effort, in the background: tell the manager about exits and attaches."""
         if not self.config.manager_url:
             return
-        self.nursery.start_soon(self._post_manager, action, body)
-
-    async def _post_manager(self, action: str, body: dict[str, Any]) -> None:
-        assert self.config.manager_url
-        token = sign_token(
-            self.config.secret,
-            TokenClaims(
-                terminal=self.config.name,
-                instance=self.config.instance,
-                client="",
-                expires_at=int(time.time()) + 60,
-                audience="manager",
-            ),
-        )
-        url = f"{self.config.manager_url.rstrip('/')}/v1/terminals/{self.config.name}/{action}"
-        attempts = 3 if action == "recycle" else 1
-        for attempt in range(attempts):
-            with trio.move_on_after(MANAGER_CALL_TIMEOUT):
-                try:
-                    status = await post_json(url, body, {"Authorization": f"Bearer {token}"})
-                    if status < 500:
-                        if status >= 400:
-                            log.warning("manager refused %s: %d", action, status)
-                        return
-                except ReportError as exc:
-                    log.warning("manager call %s failed: %s", action, exc)
-            await trio.sleep(0.5 * 2**attempt)
+        self.nursery.start_soon(report, self.config, action, body)
 
     # --- shutdown -------------------------------------------------------------------------------
 

@@ -106,12 +106,14 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @asynccontextmanager
 async def webterm_direct() -> AsyncIterator[Session]:
     from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+    from webterm.pty import parse_listening_line
 
     process, line = _spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
                             "--port", "0", "--name", "bench", "--instance", "b",
                             "--shell", "/bin/bash --norc --noprofile -i"])  # fmt: skip
     try:
-        address = line.rsplit(" ", 1)[1]
+        host, port = parse_listening_line(line)
+        address = f"{host}:{port}"
         token = sign_token(SECRET.encode(), TokenClaims(
             terminal="bench", instance="b", client="", expires_at=int(time.time()) + 600))  # fmt: skip
         async with open_websocket_url(f"ws://{address}/ws", subprotocols=subprotocols_for(token),

@@ -72,6 +72,7 @@ from webterm.protocol import (
     subprotocols_for,
     token_from_subprotocols,
 )
+from webterm.pty import parse_listening_line
 from webterm.pty.http import ReplayStream
 from webterm.webserver.app import CONTENT_SECURITY_POLICY
 
@@ -278,7 +279,7 @@ class FakeBackend:
                 if not chunk:
                     raise RuntimeError(f"webterm pty exited early ({process.returncode})")
                 line += chunk
-        port = int(line.decode().rsplit(":", 1)[1])
+        _, port = parse_listening_line(line.decode())
         terminal = FakeTerminal(name, instance, client, port, process)
         self.by_client[client] = terminal
         self.by_name[name] = terminal

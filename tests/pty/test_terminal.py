@@ -27,6 +27,7 @@ from trio_websocket import (
 
 from webterm.config import PtyConfig
 from webterm.protocol import TokenClaims, client_hash, sign_token, subprotocols_for
+from webterm.pty import parse_listening_line
 from webterm.pty.server import serve
 
 SECRET = b"test-secret-0123456789abcdef"
@@ -380,9 +381,9 @@ def start_cli_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("webterm-pty listening on 127.0.0.1:"), line
-    return server, int(line.rsplit(":", 1)[1])
+    host, port = parse_listening_line(server.stdout.readline())
+    assert host == "127.0.0.1"
+    return server, port
 
 
 def _bash_children() -> list[psutil.Process]:

@@ -75,6 +75,7 @@ from webterm.protocol import (
     token_from_subprotocols,
     verify_token,
 )
+from webterm.pty import listening_line
 from webterm.pty.http import HEAD_TIMEOUT, BadRequest, ReplayStream, answer, read_head
 from webterm.pty.report import report
 from webterm.pty.session import (
@@ -678,7 +679,7 @@ async def serve(
         await service.start(
             partial(trio.serve_listeners, server.handle, listeners, handler_nursery=service)
         )
-        print(f"webterm-pty listening on {host}:{port}", flush=True)
+        print(listening_line(host, port), flush=True)
         sys.stdout.flush()
         log.info("terminal %s listening on %s:%d", config.name, host, port)
         task_status.started(port)

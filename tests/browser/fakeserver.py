@@ -481,7 +481,9 @@ class FakeBackend:
             pass
         reason = upstream.closed
         if reason is not None and page.closed is None:
-            code = reason.code if reason.code not in _RESERVED_CLOSE_CODES else 4404
+            code = (
+                reason.code if reason.code not in _RESERVED_CLOSE_CODES else CloseCode.TERMINAL_GONE
+            )
             with trio.move_on_after(5):
                 await page.aclose(code, reason.reason)
         done.cancel()
@@ -495,7 +497,7 @@ class FakeBackend:
                 if bridge.frozen:
                     await trio.sleep_forever()  # until FROZEN_FOR cuts the bridge
             except ConnectionClosed:
-                code = page.closed.code if page.closed is not None else 1001
+                code = page.closed.code if page.closed is not None else CloseCode.GOING_AWAY
                 self.stats.closes_from_page.append(code)
                 if code in _RESERVED_CLOSE_CODES:
                     code = CloseCode.GOING_AWAY

@@ -16,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, wrap_client_stream
 
 import webterm.pty.server as server_module
+import webterm.pty.terminal as terminal_module
 from tests.pty.test_terminal import (
     Client,
     connect,
@@ -24,8 +25,9 @@ from tests.pty.test_terminal import (
     running_server,
 )
 from webterm.protocol import CloseCode, subprotocols_for
-from webterm.pty.server import SPAWN_FAILED, TerminalServer
+from webterm.pty.server import TerminalServer
 from webterm.pty.session import shell_environment, spawn_shell
+from webterm.pty.terminal import SPAWN_FAILED
 
 
 async def read_until_closed(client: Client, seconds: float = 60) -> int:
@@ -177,13 +179,13 @@ async def test_a_closed_shell_never_touches_its_old_fd_number() -> None:
 async def test_every_connection_hears_when_the_shell_cannot_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_spawn = server_module.spawn_shell
+    real_spawn = terminal_module.spawn_shell
 
     async def slow_spawn(*args: object, **kwargs: object) -> object:
         await trio.sleep(0.5)  # long enough for a second connection to arrive
         return await real_spawn(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server_module, "spawn_shell", slow_spawn)
+    monkeypatch.setattr(terminal_module, "spawn_shell", slow_spawn)
     codes: list[int] = []
     errors: list[dict[str, object]] = []
 

@@ -2,102 +2,62 @@
 
 Theory of operation
 -------------------
-One :class:`Terminal` per process. The first authorised connection spawns the shell;
-the shell then outlives any connection until it exits, idles out, or the server is
-stopped. At most one connection is *attached*: a newer one takes over and the older
-is closed with 4409.
+One :class:`~webterm.pty.terminal.Terminal` per process. The first authorised
+connection spawns the shell; the shell then outlives any connection until it exits,
+idles out, or the server is stopped. At most one connection is *attached*: a newer one
+takes over and the older is closed with 4409.
 
-Per attached connection two tasks run: the *input loop* (frames from the browser:
-binary → pty, text → control messages) and the *pump*, which pulls output from the
-terminal's :class:`~webterm.pty.session.OutputLog` at its own offset and sends the
-notices (idle warnings) other tasks post to it. One task reads the pty for the whole
-terminal and appends to the log, but never more than :data:`READ_AHEAD` bytes (nor the
-log's capacity) past what the attached connection was sent, so a slow socket makes the
-shell block instead of our memory growing or unsent output falling out of the log. A
-client that acknowledges rendered bytes (``ack``) additionally keeps the unacknowledged
-bytes in flight below a window that adapts to how fast it renders
-(:mod:`webterm.pty.window`): at most 512 KiB for a fast client, down to 64 KiB for a
-phone that queues output. That is what keeps a browser responsive under ``yes``. A
-client that never acks is paced by TCP alone. Ctrl-C (the tty's INTR, QUIT or SUSP
-character, when the line discipline flushes on it) also drops the output read ahead but
-not yet sent, as the tty itself drops what it had queued: the prompt comes back after
-what is already in flight, not a backlog.
+Per attached connection two tasks run (:mod:`webterm.pty.connection`): the *input
+loop* (frames from the browser: binary → pty, text → control messages) and the *pump*,
+which pulls output from the terminal's :class:`~webterm.pty.session.OutputLog` at its
+own offset and sends the notices (idle warnings) other tasks post to it. One task reads
+the pty for the whole terminal and appends to the log, but never more than
+:data:`~webterm.pty.terminal.READ_AHEAD` bytes (nor the log's capacity) past what the
+attached connection was sent, so a slow socket makes the shell block instead of our
+memory growing or unsent output falling out of the log. A client that acknowledges
+rendered bytes (``ack``) additionally keeps the unacknowledged bytes in flight below a
+window that adapts to how fast it renders (:mod:`webterm.pty.window`): at most 512 KiB
+for a fast client, down to 64 KiB for a phone that queues output. That is what keeps a
+browser responsive under ``yes``. A client that never acks is paced by TCP alone.
+Ctrl-C (the tty's INTR, QUIT or SUSP character, when the line discipline flushes on
+it) also drops the output read ahead but not yet sent, as the tty itself drops what it
+had queued: the prompt comes back after what is already in flight, not a backlog.
 
-HTTP: the listener reads each request head (with h11, :mod:`webterm.pty.http`).
-``GET /healthz`` is answered here; ``/ws`` upgrades go to trio-websocket with the bytes
-read replayed. A server that
-listens on loopback only first refuses (403) a ``Host`` that could be a DNS-rebinding
-attack (:mod:`webterm.hosts`).
+HTTP (this module): the listener reads each request head (with h11,
+:mod:`webterm.pty.http`). ``GET /healthz`` is answered here; ``/ws`` upgrades go to
+trio-websocket with the bytes read replayed. A server that listens on loopback only
+first refuses (403) a ``Host`` that could be a DNS-rebinding attack
+(:mod:`webterm.hosts`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
-import math
-import os
-import signal
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    wrap_server_stream,
-)
+from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from webterm.config import PtyConfig
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
-    Ack,
     CloseCode,
-    Error,
-    Exit,
-    Flush,
-    Hello,
-    Idle,
-    MalformedMessage,
-    Ping,
-    Pong,
-    Resize,
     TokenError,
-    decode_client_message,
-    encode_message,
     token_from_subprotocols,
     verify_token,
 )
 from webterm.pty import listening_line
+from webterm.pty.attachment import close
+from webterm.pty.connection import serve_connection
 from webterm.pty.http import HEAD_TIMEOUT, BadRequest, ReplayStream, answer, read_head
-from webterm.pty.report import report
-from webterm.pty.session import (
-    ExitStatus,
-    OutputLog,
-    Shell,
-    ShellLimits,
-    default_shell,
-    shell_environment,
-    spawn_shell,
-)
-from webterm.pty.window import FlowWindow
+from webterm.pty.terminal import Terminal
 
 log = logging.getLogger("webterm.pty")
-
-READ_AHEAD: Final = 256 * 1024
-"""Bytes the pty reader may run ahead of what the attached connection has sent (less
-if the scrollback is smaller: unsent output must stay in the log). Enough to keep a
-fast socket busy; small enough that Ctrl-C is seen promptly."""
-
-FRAME_BYTES: Final = 256 * 1024
-"""Largest output frame. Whatever piled up while the socket was busy goes in one frame."""
 
 HOST_REFUSED: Final = (
     b"host not allowed: this terminal server listens on loopback only and answers\n"
@@ -106,448 +66,8 @@ HOST_REFUSED: Final = (
 """The 403 body for a request whose Host could be a DNS-rebinding attack (see
 :mod:`webterm.hosts`)."""
 
-CLOSE_TIMEOUT: Final = 2.0
-"""Seconds we wait for a peer's close handshake before dropping the TCP connection."""
-
 SHUTDOWN_GRACE: Final = 5.0
 """Seconds a SIGTERM'd server spends closing sockets (1001) and hanging up the shell."""
-
-DRAIN_TIMEOUT: Final = 1.0
-"""After the shell exits, seconds without progress (output read, or sent to a client that
-is behind) after which we stop reading output that its children still hold."""
-
-SPAWN_FAILED: Final = "the shell could not be started"
-"""The ``error`` message, before close 1011, to every connection that waited for a
-failed spawn; the cause goes to the log only."""
-
-EXIT_REASON_IDLE: Final = "idle"
-EXIT_REASON_EXIT: Final = "exit"
-EXIT_REASON_LIFETIME: Final = "lifetime"
-
-
-class ShellUnavailable(Exception):
-    """The shell could not be started (the cause is logged, not told to clients)."""
-
-
-Notice = Idle | Error | Flush | Pong
-"""A control message another part of the server asks an attachment's pump to send."""
-
-
-class Phase(enum.Enum):
-    """Where an attached connection is in its life; :data:`PHASE_CHANGES` says what may
-    follow what."""
-
-    ATTACHED = enum.auto()
-    """In charge of the terminal: hello and the replay, then input and output flow."""
-    FINISHING = enum.auto()
-    """The shell exited and all output is sent: the pump sends ``exit``, waits for the
-    client's acks (its input loop goes on reading them) and closes 1000."""
-    TAKEN_OVER = enum.auto()
-    """A newer connection attached: input stops at once; the pump ends the frame it is
-    sending (within :data:`CLOSE_TIMEOUT`), then the connection closes 4409."""
-    SHUTTING_DOWN = enum.auto()
-    """The server is stopping: the socket is closed 1001 and input stops."""
-    BROKEN = enum.auto()
-    """A send was cut short (a takeover's deadline): the stream is dropped, no close
-    frame after the partial one."""
-
-
-PHASE_CHANGES: Final[dict[Phase, frozenset[Phase]]] = {
-    Phase.ATTACHED: frozenset({Phase.FINISHING, Phase.TAKEN_OVER, Phase.SHUTTING_DOWN}),
-    Phase.FINISHING: frozenset({Phase.TAKEN_OVER, Phase.SHUTTING_DOWN}),
-    Phase.SHUTTING_DOWN: frozenset({Phase.TAKEN_OVER}),
-    Phase.TAKEN_OVER: frozenset({Phase.BROKEN}),
-    Phase.BROKEN: frozenset(),
-}
-"""The phases each phase may change to."""
-
-
-@dataclass(eq=False)
-class Attachment:
-    """One connection's view of the terminal."""
-
-    ws: WebSocketConnection
-    offset: int = 0  # next log offset to send
-    flow: FlowWindow = field(default_factory=FlowWindow)  # output in flight, if it acks
-    phase: Phase = Phase.ATTACHED
-    input_scope: trio.CancelScope | None = None  # its input loop, once running
-    sending: trio.CancelScope | None = None  # the pump's send in progress
-    notices: deque[Notice] = field(default_factory=deque)  # for the pump to send
-
-    def enter(self, phase: Phase) -> None:
-        """Change to ``phase``; a change :data:`PHASE_CHANGES` does not list is a bug
-        here, raised as :class:`RuntimeError` with the phase left as it was."""
-        if phase not in PHASE_CHANGES[self.phase]:
-            raise RuntimeError(f"an attachment {self.phase.name} cannot become {phase.name}")
-        self.phase = phase
-
-    @property
-    def superseded(self) -> bool:
-        """Taken over or shut down: no longer in charge, its input is dropped."""
-        return self.phase in (Phase.TAKEN_OVER, Phase.SHUTTING_DOWN, Phase.BROKEN)
-
-    def post(self, notice: Notice) -> None:
-        """Queue a control message for the pump, the one task that sends on this
-        connection: no other task waits on its socket (the input loop goes on reading
-        while a big frame is stuck), a cancellation never cuts a frame short, and a
-        failed send ends the connection, not the server. A newer idle warning replaces
-        a queued one."""
-        if isinstance(notice, Idle):
-            self.notices = deque(n for n in self.notices if not isinstance(n, Idle))
-        self.notices.append(notice)
-
-
-@dataclass(eq=False)
-class Terminal:
-    """The state of this terminal server; see the module docstring."""
-
-    config: PtyConfig
-    nursery: trio.Nursery
-    log: OutputLog = field(init=False)
-    shell: Shell | None = None
-    exit_status: ExitStatus | None = None
-    exit_reason: str = EXIT_REASON_EXIT
-    attached: Attachment | None = None
-    last_input: float = 0.0
-    _changed: trio.Event = field(default_factory=trio.Event)
-    _spawning: trio.Event | None = None  # set when the current spawn attempt is over
-
-    def __post_init__(self) -> None:
-        self.log = OutputLog(self.config.scrollback_bytes)
-
-    # --- change notification ------------------------------------------------------------
-
-    def _notify(self) -> None:
-        """Wake every task waiting for output, progress, acks, exit or attach changes."""
-        self._changed.set()
-        self._changed = trio.Event()
-
-    # --- the shell ------------------------------------------------------------------------
-
-    async def _ensure_shell(self) -> bool:
-        """Spawn the shell on the first connection; True if it already existed. Raises
-        :class:`ShellUnavailable` if it cannot be started, also in the connections that
-        waited for that attempt; a later connection tries again."""
-        if self.shell is not None or self.exit_status is not None:
-            return True
-        if self._spawning is not None:  # a concurrent first connection: share its outcome
-            await self._spawning.wait()
-            if self.shell is None and self.exit_status is None:
-                raise ShellUnavailable
-            return True
-        self._spawning = attempt = trio.Event()
-        try:
-            argv = self.config.shell or default_shell()
-            env = shell_environment(os.environ, home=self.config.home)
-            cwd = env.get("HOME")
-            if cwd is not None and not await trio.Path(cwd).is_dir():
-                cwd = None
-            limits = ShellLimits(
-                max_processes=self.config.max_processes,
-                max_open_files=self.config.max_open_files,
-            )
-            self.shell = await spawn_shell(argv, env=env, cwd=cwd, limits=limits)
-        except Exception as exc:
-            log.error("the shell could not be started: %s", exc)
-            raise ShellUnavailable from exc
-        finally:
-            self._spawning = None
-            attempt.set()
-        self.last_input = trio.current_time()
-        log.info("shell started pid=%d argv=%s", self.shell.pid, argv[0])
-        self.nursery.start_soon(self._supervise_shell, self.shell)
-        if self.config.idle_timeout > 0:
-            self.nursery.start_soon(self._idle_watch)
-        if self.config.max_session > 0:
-            self.nursery.start_soon(self._lifetime_watch, self.shell)
-        return False
-
-    async def _supervise_shell(self, shell: Shell) -> None:
-        """Read output until the shell exits, then report the exit everywhere."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_output, shell)
-                status = await shell.wait()
-                shell.signal_session(signal.SIGHUP)  # background jobs holding the pty
-                await self._drain()
-                nursery.cancel_scope.cancel()
-        finally:
-            shell.close()
-        self.exit_status = status
-        log.info("shell exited status=%d reason=%s", status.status, self.exit_reason)
-        self._notify()
-        self._call_manager("recycle", {"reason": self.exit_reason})
-
-    _output_done: bool = False
-
-    async def _drain(self) -> None:
-        """After the shell's exit: until the reader has read all output, as long as
-        there is progress (output read, or sent to a client that is behind) at least
-        every :data:`DRAIN_TIMEOUT` seconds; children holding the pty open without
-        printing, or a client that stopped reading, do not hold up the exit."""
-        while not self._output_done:
-            progress = self._progress()
-            with trio.move_on_after(DRAIN_TIMEOUT):
-                while not self._output_done and self._progress() == progress:
-                    await self._changed.wait()
-            if self._progress() == progress:
-                return
-
-    def _progress(self) -> tuple[int, int | None]:
-        att = self.attached
-        return self.log.end, None if att is None else att.offset
-
-    async def _read_output(self, shell: Shell) -> None:
-        """Append the shell's output to the log, never more than :meth:`_read_room`."""
-        while True:
-            while (room := self._read_room()) <= 0:
-                await self._changed.wait()
-            data = await shell.read(room)
-            if not data:
-                break
-            self.log.append(data)
-            self._notify()
-        self._output_done = True
-        self._notify()
-
-    def _read_room(self) -> int:
-        """Bytes the reader may add to the log now: up to :data:`READ_AHEAD`, and never
-        more than the log holds, past what the attached connection was sent, so what it
-        has not been sent never falls out of the log (the shell blocks instead)."""
-        limit = min(READ_AHEAD, self.log.capacity)
-        if (att := self.attached) is None:
-            return limit
-        return limit - (self.log.end - max(att.offset, self.log.start))
-
-    async def _idle_watch(self) -> None:
-        timeout, warning = (
-            self.config.idle_timeout,
-            min(self.config.idle_warning, self.config.idle_timeout),
-        )
-        while self.exit_status is None and self.shell is not None:
-            now = trio.current_time()
-            deadline = self.last_input + timeout
-            if now >= deadline:
-                log.info("idle timeout after %.0f s without input", timeout)
-                self.exit_reason = EXIT_REASON_IDLE
-                await self.shell.hangup()
-                return
-            if now < deadline - warning:
-                await trio.sleep_until(deadline - warning)
-                continue
-            if (att := self.attached) is not None:
-                att.post(Idle(seconds_left=math.ceil(deadline - now)))
-                self._notify()
-            await trio.sleep_until(min(deadline, now + 1.0))
-
-    async def _lifetime_watch(self, shell: Shell) -> None:
-        """End the session after ``max_session`` seconds, whatever the activity."""
-        await trio.sleep(self.config.max_session)
-        if self.exit_status is None:
-            log.info("session reached its maximum lifetime of %.0f s", self.config.max_session)
-            self.exit_reason = EXIT_REASON_LIFETIME
-            if (att := self.attached) is not None:
-                att.post(Error(message="this session reached its maximum lifetime"))
-                self._notify()
-            await shell.hangup()
-
-    # --- connections ------------------------------------------------------------------------
-
-    async def serve_connection(self, ws: WebSocketConnection) -> bool:
-        """Attach ``ws`` until either side goes away. True if its stream is broken (a
-        send was cut short): then it must be dropped, not closed with a close frame."""
-        try:
-            reattached = await self._ensure_shell()
-        except ShellUnavailable:
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send_message(encode_message(Error(message=SPAWN_FAILED)))
-            await _close(ws, CloseCode.INTERNAL_ERROR)
-            return False
-        offset, restore = self.log.replay()
-        att = Attachment(ws, offset=offset)
-        old, self.attached = self.attached, att
-        if old is not None:
-            # Its input loop ends now, also a write stuck on a full pty: one writer to the
-            # shell at a time. Its pump finishes the frame it is sending (a frame cut short
-            # and the close after it would read as a broken connection, which a page
-            # answers by reconnecting), within CLOSE_TIMEOUT, and it closes with 4409.
-            old.enter(Phase.TAKEN_OVER)
-            if old.input_scope is not None:
-                old.input_scope.cancel()
-            if old.sending is not None:
-                old.sending.deadline = trio.current_time() + CLOSE_TIMEOUT
-        self._notify()
-        self._call_manager("connection", {"connected": True})
-        try:
-            await ws.send_message(
-                encode_message(Hello(terminal=self.config.name, reattached=reattached))
-            )
-            if restore:  # the modes in force where the replay starts, then the replay
-                att.flow.on_send(len(restore), trio.current_time())
-                await ws.send_message(restore)
-            if reattached and self.log.modes().alternate_screen and self.shell is not None:
-                self.shell.redraw()  # a full-screen program repaints what the replay lacks
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, att, nursery.cancel_scope)
-                with trio.CancelScope() as att.input_scope:
-                    if att.phase is Phase.ATTACHED:  # else taken over while it said hello
-                        await self._input_loop(att)
-                if att.phase is not Phase.ATTACHED:
-                    self._notify()  # the pump ends on its own: closing, or its last frame
-                else:
-                    nursery.cancel_scope.cancel()
-            if att.phase is Phase.TAKEN_OVER:
-                await _close(ws, CloseCode.SUPERSEDED)
-        except ConnectionClosed:
-            pass
-        finally:
-            if self.attached is att:
-                self.attached = None
-                self._notify()
-                self._call_manager("connection", {"connected": False})
-        return att.phase is Phase.BROKEN
-
-    async def _pump(self, att: Attachment, done: trio.CancelScope) -> None:
-        """Send output from the log to ``att`` at the pace the client allows, and the
-        notices posted to it; after the shell's exit, :meth:`_finish` the session."""
-        try:
-            while att.phase is Phase.ATTACHED:
-                changed = self._changed
-                if att.notices:
-                    if not await _send_whole(att, encode_message(att.notices.popleft())):
-                        return
-                    continue
-                room = att.flow.room()
-                att.flow.limited |= room == 0
-                if room != 0 and att.offset < self.log.end:
-                    # with acks, never far past the window
-                    limit = FRAME_BYTES if room is None else max(4096, min(FRAME_BYTES, room))
-                    start, chunk = self.log.read(att.offset, limit)
-                    att.offset = start + len(chunk)
-                    att.flow.on_send(len(chunk), trio.current_time())
-                    self._notify()  # the reader may be waiting for room
-                    if not await _send_whole(att, chunk):
-                        return
-                    continue
-                if self.exit_status is not None and att.offset >= self.log.end:
-                    await self._finish(att, self.exit_status)
-                    done.cancel()
-                    return
-                await changed.wait()
-        except ConnectionClosed:
-            done.cancel()
-
-    async def _finish(self, att: Attachment, status: ExitStatus) -> None:
-        """All output is sent: ``exit``, then close 1000, once an acking client has
-        rendered what it was sent. Till then its socket stays open (the input loop keeps
-        reading acks): a socket closed under the acks it still sends would be reset,
-        and a reset drops the output it has not read yet."""
-        att.enter(Phase.FINISHING)
-        if not await _send_whole(att, encode_message(Exit(status=status.status))):
-            return  # cut short by a takeover: the stream is broken, no close frame
-        flow = att.flow
-        while flow.acking and flow.in_flight and att.ws.closed is None:
-            acked = flow.acked
-            with trio.move_on_after(CLOSE_TIMEOUT):  # no ack for that long: it is gone
-                while flow.acked == acked and att.ws.closed is None:
-                    await self._changed.wait()
-            if flow.acked == acked:
-                break
-        await _close(att.ws, CloseCode.NORMAL)
-
-    async def _input_loop(self, att: Attachment) -> None:
-        """Frames from the client until it goes away (returns on any close)."""
-        try:
-            while True:
-                message = await att.ws.get_message()
-                if att.superseded:
-                    # Another connection took over (and cancelled these tasks; this
-                    # message arrived just before): what this one still had buffered must
-                    # not reach the shell after, or in between, the newer one's input.
-                    return
-                if isinstance(message, bytes):
-                    if self.shell is not None and self.exit_status is None:
-                        self.last_input = trio.current_time()
-                        interrupts = self.shell.interrupts(message)
-                        await self.shell.write(message)
-                        if interrupts:
-                            # Drop the backlog, here and (what was sent) in the client. After
-                            # the write: the tty flushes what it holds as it reads the ^C,
-                            # so output read from now on is what comes after it.
-                            att.offset = max(att.offset, self.log.end)
-                            if att.flow.acking:
-                                att.post(Flush())
-                            self._notify()
-                else:
-                    await self._control(att, message)
-        except ConnectionClosed:
-            return
-
-    async def _control(self, att: Attachment, text: str) -> None:
-        try:
-            control = decode_client_message(text)
-        except MalformedMessage as exc:
-            att.post(Error(message=str(exc)))
-            self._notify()
-            return
-        if isinstance(control, Ack):
-            att.flow.on_ack(control.bytes, trio.current_time())
-            self._notify()
-        elif isinstance(control, Resize):
-            size = control.clamped()
-            if self.shell is not None:
-                self.shell.resize(size.cols, size.rows)
-        elif isinstance(control, Ping):
-            att.post(Pong())
-            self._notify()
-
-    # --- the manager --------------------------------------------------------------------------
-
-    def _call_manager(self, action: str, body: dict[str, Any]) -> None:
-        """Best effort, in the background: tell the manager about exits and attaches."""
-        if not self.config.manager_url:
-            return
-        self.nursery.start_soon(report, self.config, action, body)
-
-    # --- shutdown -------------------------------------------------------------------------------
-
-    async def shutdown(self) -> None:
-        """Close the attached socket with 1001 and hang up the shell."""
-        att = self.attached
-        if att is not None:
-            att.enter(Phase.SHUTTING_DOWN)
-            await _close(att.ws, CloseCode.GOING_AWAY)
-        if self.shell is not None and self.exit_status is None:
-            await self.shell.hangup()
-
-
-async def _send_whole(att: Attachment, message: str | bytes) -> bool:
-    """Send ``message`` on ``att`` unless a takeover's deadline (``att.sending``) cuts it
-    short: then the stream is broken (:attr:`Phase.BROKEN`) and False is returned."""
-    scope = att.sending = trio.CancelScope()
-    if att.phase is Phase.TAKEN_OVER:
-        scope.deadline = trio.current_time() + CLOSE_TIMEOUT
-    try:
-        with scope:
-            await att.ws.send_message(message)
-    finally:
-        att.sending = None
-    if scope.cancelled_caught:
-        att.enter(Phase.BROKEN)
-        return False
-    return True
-
-
-async def _close(ws: WebSocketConnection, code: int) -> None:
-    with trio.move_on_after(CLOSE_TIMEOUT):
-        await ws.aclose(code)
-    if ws.closed is None:  # the peer never answered: drop the TCP connection
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await ws.aclose(code)
-
-
-# --- HTTP: peek, health, upgrade ------------------------------------------------------------------
 
 
 class TerminalServer:
@@ -608,11 +128,11 @@ class TerminalServer:
             ws = await request.accept(subprotocol=SUBPROTOCOL)
             broken = False
             try:
-                broken = await self.terminal.serve_connection(ws)
+                broken = await serve_connection(self.terminal, ws)
             finally:
                 if not broken:  # else a frame was cut short: no close frame after it
                     with trio.CancelScope(shield=True):
-                        await _close(ws, CloseCode.NORMAL if ws.closed else CloseCode.GOING_AWAY)
+                        await close(ws, CloseCode.NORMAL if ws.closed else CloseCode.GOING_AWAY)
             nursery.cancel_scope.cancel()
         if broken:
             await stream.aclose()

@@ -101,12 +101,14 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
 @contextmanager
 def webterm_direct() -> Iterator[Target]:
     from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+    from webterm.pty import parse_listening_line
 
     process, line = spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
                             "--port", "0", "--name", "bench", "--instance", "b",
                             "--shell", SHELL])  # fmt: skip
     try:
-        address = line.rsplit(" ", 1)[1]
+        host, port = parse_listening_line(line)
+        address = f"{host}:{port}"
         token = sign_token(SECRET.encode(), TokenClaims(
             terminal="bench", instance="b", client="", expires_at=int(time.time()) + 3000))  # fmt: skip
         yield Target(f"ws://{address}/ws", "webterm", subprotocols_for(token), root=process.pid)

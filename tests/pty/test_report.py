@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 from functools import partial
 
 import pytest
 import trio
 
-from webterm.pty.report import ReportError, post_json
+from webterm.config import PtyConfig
+from webterm.protocol import verify_token
+from webterm.pty.report import (
+    RECYCLE_ATTEMPTS,
+    REPORT_TOKEN_TTL,
+    ReportError,
+    post_json,
+    report,
+)
+
+SECRET = b"test-secret-0123456789abcdef"
 
 
 async def test_post_json_sends_the_body_and_returns_the_status() -> None:
@@ -51,3 +62,39 @@ async def test_post_json_fails_clearly() -> None:
         with pytest.raises(ReportError):
             await post_json(f"http://127.0.0.1:{listener.socket.getsockname()[1]}/", {}, {})
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("action", "attempts"), [("recycle", RECYCLE_ATTEMPTS), ("connection", 1)])
+async def test_a_report_is_signed_for_the_manager_and_retried_on_5xx(
+    action: str, attempts: int
+) -> None:
+    tokens: list[str] = []
+
+    async def unavailable(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            data += await stream.receive_some(4096)
+        head = data.split(b"\r\n\r\n", 1)[0].decode()
+        assert head.startswith(f"POST /base/v1/terminals/terminal-0/{action} HTTP/1.1\r\n")
+        (auth,) = [line for line in head.split("\r\n") if line.lower().startswith("authorization:")]
+        tokens.append(auth.split()[-1])
+        await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, unavailable, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        config = PtyConfig(
+            secret=SECRET,
+            name="terminal-0",
+            instance="uid-1",
+            manager_url=f"http://127.0.0.1:{port}/base/",
+        )
+        with trio.fail_after(30):
+            await report(config, action, {"reason": "exit"})
+        nursery.cancel_scope.cancel()
+    assert len(tokens) == attempts
+    now = time.time()
+    claims = verify_token(
+        SECRET, tokens[0], terminal="terminal-0", instance="uid-1", now=now, audience="manager"
+    )
+    assert now < claims.expires_at <= now + REPORT_TOKEN_TTL

@@ -1,5 +1,6 @@
 """The terminal server's two small calls to the manager (recycle me; a client came or
-went), as one HTTP/1.1 POST per connection with h11 over trio.
+went), as one HTTP/1.1 POST per connection with h11 over trio: :func:`report` signs
+and retries, :func:`post_json` sends one.
 
 Not httpx: a terminal pod runs one of these servers per user, and httpx with its
 dependencies (certificate bundle, CLI, encodings) is a quarter of an idle server's
@@ -9,13 +10,64 @@ memory. h11 is the HTTP/1.1 state machine httpx itself uses underneath.
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import time
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
+from webterm.config import PtyConfig
 from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+from webterm.protocol import TokenClaims, sign_token
+
+log = logging.getLogger("webterm.pty")
+
+REPORT_TOKEN_TTL: Final = 60
+"""Seconds the token a report carries (audience ``manager``) stays valid: enough for
+every attempt of one report, short enough that a leaked one is soon useless."""
+
+REPORT_TIMEOUT: Final = 5.0
+"""Seconds one attempt may take; the session never waits on a report."""
+
+RECYCLE_ATTEMPTS: Final = 3
+"""Attempts at a ``recycle`` report (a manager that misses it keeps a dead terminal
+allocated until its own checks notice). A ``connection`` report is tried once: the
+next one says the same, and the manager learns it from the pod too."""
+
+REPORT_BACKOFF: Final = 0.5
+"""Seconds before the second attempt; each later wait doubles."""
+
+
+async def report(config: PtyConfig, action: str, body: dict[str, Any]) -> None:
+    """Best effort: POST ``body`` to the manager's ``/v1/terminals/<name>/<action>``,
+    retried on a failed call or a 5xx (``recycle`` only); failures are logged."""
+    assert config.manager_url
+    token = sign_token(
+        config.secret,
+        TokenClaims(
+            terminal=config.name,
+            instance=config.instance,
+            client="",
+            expires_at=int(time.time()) + REPORT_TOKEN_TTL,
+            audience="manager",
+        ),
+    )
+    url = f"{config.manager_url.rstrip('/')}/v1/terminals/{config.name}/{action}"
+    attempts = RECYCLE_ATTEMPTS if action == "recycle" else 1
+    for attempt in range(attempts):
+        if attempt:
+            await trio.sleep(REPORT_BACKOFF * 2 ** (attempt - 1))
+        with trio.move_on_after(REPORT_TIMEOUT):
+            try:
+                status = await post_json(url, body, {"Authorization": f"Bearer {token}"})
+                if status < 500:
+                    if status >= 400:
+                        log.warning("manager refused %s: %d", action, status)
+                    return
+            except ReportError as exc:
+                log.warning("manager call %s failed: %s", action, exc)
 
 
 class ReportError(Exception):

@@ -1,0 +1,406 @@
+"""Sandboxed local terminals: real bwrap, real shells, through the real terminal
+server over real WebSockets. The argv builder also has unit tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from tests.manager.test_manager_local import SECRET, manager, wait_for
+from webterm.config import MiB, SandboxConfig
+from webterm.manager import sandbox
+from webterm.protocol import subprotocols_for
+
+ROOT = os.geteuid() == 0
+REPO = Path(__file__).resolve().parents[2]
+LAYOUT = sandbox.HostLayout(
+    dirs=("/usr",),
+    symlinks=(("/bin", "usr/bin"), ("/lib", "usr/lib")),
+    etc=("/etc/profile", "/etc/resolv.conf", "/etc/ssl/certs"),
+)
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bwrap not installed")
+
+
+# --- the argv builder -------------------------------------------------------------------------
+
+
+def build(**overrides: object) -> list[str]:
+    config = SandboxConfig(**overrides)  # type: ignore[arg-type]
+    return sandbox.wrap(
+        ["/bin/bash", "-l"],
+        config=config,
+        layout=LAYOUT,
+        files_dir="/srv/files",
+        hostname="terminal-3",
+        host_uid=1_900_000_003,
+    )
+
+
+def pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
+    return [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == flag]
+
+
+def test_wrap_unshares_everything_and_runs_the_shell_last() -> None:
+    argv = build()
+    bwrap = argv.index("bwrap")
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"):
+        assert flag in argv[bwrap:]
+    for flag in ("--unshare-net", "--die-with-parent", "--disable-userns", "--clearenv"):
+        assert flag in argv
+    assert "--new-session" not in argv  # it would take the pty away: no job control
+    assert "--share-net" not in argv
+    assert argv[-3:] == ["--", "/bin/bash", "-l"]
+    assert argv[argv.index("--hostname") + 1] == "terminal-3"
+
+
+def test_wrap_host_network_only_when_asked_and_resolv_conf_only_then() -> None:
+    none, host = build(network="none"), build(network="host")
+    assert "--unshare-net" in none
+    assert "--unshare-net" not in host
+    assert ("/etc/resolv.conf", "/etc/resolv.conf") not in pairs(none, "--ro-bind-try")
+    assert ("/etc/resolv.conf", "/etc/resolv.conf") in pairs(host, "--ro-bind-try")
+
+
+def test_wrap_binds_system_dirs_read_only_and_only_listed_etc_files() -> None:
+    argv = build()
+    assert ("/usr", "/usr") in pairs(argv, "--ro-bind")
+    assert ("usr/bin", "/bin") in pairs(argv, "--symlink")
+    binds = pairs(argv, "--bind") + pairs(argv, "--ro-bind") + pairs(argv, "--ro-bind-try")
+    sources = {src for src, _ in binds}
+    assert "/etc" not in sources  # never the whole of /etc
+    assert "/" not in sources
+    assert not any(s.startswith(("/home", "/root", "/work", "/tmp", "/proc")) for s in sources)
+    assert "--bind" not in argv  # nothing of the host is writable
+    accounts = {dest: src for src, dest in pairs(argv, "--ro-bind")}
+    assert accounts["/etc/passwd"] == "/srv/files/passwd"
+    assert accounts["/etc/group"] == "/srv/files/group"
+    assert argv[-12:].count("--remount-ro") == 0  # the remounts come before the env
+    assert pairs(argv, "--remount-ro")[-1][0] == "/"
+
+
+def test_wrap_every_tmpfs_has_a_size() -> None:
+    argv = build(tmpfs_bytes=3 * MiB)
+    tmpfs = [i for i, a in enumerate(argv) if a == "--tmpfs"]
+    assert [argv[i + 1] for i in tmpfs] == ["/dev/shm", sandbox.SANDBOX_HOME, "/tmp"]
+    for i in tmpfs:
+        size = argv.index("--size", i - 4)
+        assert size < i
+        assert int(argv[size + 1]) == (sandbox.SHM_BYTES if argv[i + 1] == "/dev/shm" else 3 * MiB)
+
+
+def test_wrap_limits_memory_and_switches_uid_before_bwrap() -> None:
+    argv = build(memory_bytes=100 * MiB)
+    assert argv[:3] == ["prlimit", f"--as={100 * MiB}:{100 * MiB}", "--"]
+    setpriv = argv.index("setpriv")
+    assert "--reuid=1900000003" in argv[setpriv:]
+    assert "--clear-groups" in argv[setpriv:]
+    assert setpriv < argv.index("bwrap")
+    no_limit = sandbox.wrap(
+        ["sh"],
+        config=SandboxConfig(memory_bytes=None),
+        layout=LAYOUT,
+        files_dir="/f",
+        hostname="t",
+        host_uid=None,
+    )
+    assert no_limit[0] == "bwrap"
+
+
+def test_wrap_environment_is_only_what_a_shell_needs() -> None:
+    argv = build()
+    clear = argv.index("--clearenv")
+    env = dict(pairs(argv, "--setenv"))
+    assert all(argv.index("--setenv") > clear for _ in env)
+    assert env["HOME"] == sandbox.SANDBOX_HOME
+    assert env["TERM"] == "xterm-256color"
+    assert not [k for k in env if k.startswith("WEBTERM")]
+    assert set(env) == {"HOME", "USER", "LOGNAME", "SHELL", "PATH", "TERM", "COLORTERM", "LANG"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "network", "expected"),
+    [
+        ("auto", "127.0.0.1", None, None),
+        ("auto", "localhost", None, None),
+        ("auto", "0.0.0.0", None, "none"),
+        ("auto", "192.0.2.7", "host", "host"),
+        ("bwrap", "127.0.0.1", None, "host"),
+        ("bwrap", "::", None, "none"),
+        ("none", "0.0.0.0", None, None),
+    ],
+)
+def test_choose(mode: str, host: str, network: str | None, expected: str | None) -> None:
+    chosen = sandbox.choose(mode, host, network, SandboxConfig(processes=99))  # type: ignore[arg-type]
+    assert (chosen and chosen.network) == expected
+    if chosen is not None:
+        assert chosen.processes == 99
+
+
+def test_account_files_are_ours_not_the_hosts(tmp_path: Path) -> None:
+    sandbox.write_account_files(tmp_path, "terminal-9")
+    passwd = (tmp_path / "passwd").read_text()
+    assert f"user:x:{sandbox.SANDBOX_UID}:" in passwd
+    assert len(passwd.splitlines()) == 3
+    assert (tmp_path / "hostname").read_text() == "terminal-9\n"
+    assert oct(tmp_path.stat().st_mode & 0o777) == "0o755"
+
+
+def test_host_layout_never_lists_secrets() -> None:
+    layout = sandbox.host_layout()
+    assert "/usr" in layout.dirs or ("/usr", "") in layout.symlinks
+    for path in ("/etc/shadow", "/etc/gshadow", "/etc/ssh", "/etc/ssl/private", "/etc"):
+        assert path not in layout.etc
+
+
+# --- real sandboxes ---------------------------------------------------------------------------
+
+
+class Shell:
+    """A WebSocket to a terminal's shell, with what it printed so far."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.output = b""
+
+    async def expect(self, marker: str) -> str:
+        with trio.fail_after(20):
+            while marker.encode() not in self.output:
+                message = await self.ws.get_message()
+                if isinstance(message, bytes):
+                    self.output += message
+        text = self.output.decode(errors="replace")
+        self.output = b""
+        return text
+
+    async def run(self, command: str, marker: str = "DONE") -> str:
+        """Run ``command``, then ``echo <marker>`` typed so that the echo of the
+        typed line never contains the marker itself."""
+        typed = f"{marker[:1]}''{marker[1:]}"
+        await self.ws.send_message(f"{command}; echo {typed}\n".encode())
+        return await self.expect(marker)
+
+
+@asynccontextmanager
+async def shell(answer: dict[str, str]) -> AsyncIterator[Shell]:
+    url = f"ws://{answer['address']}/ws"
+    async with open_websocket_url(url, subprotocols=subprotocols_for(answer["token"])) as ws:
+        yield Shell(ws)
+
+
+@asynccontextmanager
+async def sandboxed(**limits: object) -> AsyncIterator[httpx.AsyncClient]:
+    config = SandboxConfig(**{"network": "none", **limits})  # type: ignore[arg-type]
+    async with manager(sandbox=config) as http:
+        yield http
+
+
+async def allocate(http: httpx.AsyncClient, client: str) -> dict[str, str]:
+    with trio.fail_after(30):
+        while True:
+            response = await http.post("/v1/allocations", json={"client": client})
+            if response.status_code == 200:
+                break
+            await trio.sleep(0.2)
+    return response.json()  # type: ignore[no-any-return]
+
+
+def sandbox_processes() -> dict[int, list[psutil.Process]]:
+    """Our descendants that run under a uid other than ours, by real uid."""
+    by_uid: dict[int, list[psutil.Process]] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            uid = child.uids().real
+        except psutil.NoSuchProcess:
+            continue
+        if uid != os.getuid():
+            by_uid.setdefault(uid, []).append(child)
+    return by_uid
+
+
+@needs_bwrap
+async def test_probe_runs_a_real_sandbox() -> None:
+    await sandbox.probe(SandboxConfig(), host_uid=sandbox.pick_uid_base(1) if ROOT else None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        await sandbox.probe(SandboxConfig(bwrap="/nonexistent/bwrap"), host_uid=None)
+
+
+@needs_bwrap
+async def test_the_shell_sees_none_of_the_hosts_files_processes_or_secret() -> None:
+    outside = Path(tempfile.mkdtemp(dir=REPO, prefix=".sandbox-test-"))
+    try:
+        (outside / "private.txt").write_text("host-only-content\n")
+        async with sandboxed() as http:
+            answer = await allocate(http, "tab:a")
+            async with shell(answer) as sh:
+                out = await sh.run(f"cat {outside}/private.txt; ls /root /work /home")
+                assert "host-only-content" not in out
+                assert "No such file" in out
+                out = await sh.run("id -un; cat /etc/shadow; ls /etc | wc -l")
+                assert "user" in out
+                assert "No such file" in out
+                ps = await sh.run("ps -e -o pid=,comm= | sort -n")
+                pids = [line.split() for line in ps.splitlines() if line.strip()[:1].isdigit()]
+                assert {comm for _, comm in pids} <= {"bwrap", "bash", "ps", "sort"}
+                assert len(pids) <= 4
+                env = await sh.run("env; cat /proc/[0-9]*/environ | tr '\\0' '\\n'")
+                assert SECRET.decode() not in env
+                assert "WEBTERM_" not in env
+                cmdlines = await sh.run("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+                assert "pytest" not in cmdlines
+                assert "--manager-url" not in cmdlines  # the terminal server is not in here
+    finally:
+        shutil.rmtree(outside)
+
+
+@needs_bwrap
+@pytest.mark.parametrize("network", ["none", "host"])
+async def test_host_loopback_is_unreachable_without_network(network: str) -> None:
+    accepted = 0
+
+    async def count(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, count, 0, "127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with sandboxed(network=network) as http:
+            answer = await allocate(http, "tab:n")
+            async with shell(answer) as sh:
+                probe = f"(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo RE''ACHED"
+                out = await sh.run(probe + " || echo BLO''CKED", "ED")
+        nursery.cancel_scope.cancel()
+    if network == "none":
+        assert "BLOCKED" in out
+        assert accepted == 0
+    else:
+        assert "REACHED" in out
+        assert accepted == 1
+
+
+@needs_bwrap
+@pytest.mark.skipif(not ROOT, reason="a host uid of its own per terminal needs root")
+async def test_process_limit_holds_for_a_sandbox_started_by_root() -> None:
+    """Root is exempt from RLIMIT_NPROC: the limit holds only because the shell runs
+    under a host uid of its own."""
+    script = (
+        "python3 - <<'EOF'\n"
+        "import os, time\n"
+        "n = 0\n"
+        "while n < 200:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "    n += 1\n"
+        "print('FOR' + 'KED', n, 'END')\n"
+        "EOF\n"
+    )
+    async with sandboxed(processes=40) as http:
+        answer = await allocate(http, "tab:f")
+        async with shell(answer) as sh:
+            await sh.ws.send_message(script.encode())
+            out = await sh.expect(" END")
+    match = re.search(r"FORKED (\d+) END", out)
+    assert match is not None, out
+    forked = int(match.group(1))
+    assert forked < 40
+
+
+@needs_bwrap
+@pytest.mark.skipif(not ROOT, reason="a fork bomb is bounded per terminal only under root")
+async def test_a_fork_bomb_stays_inside_its_sandbox() -> None:
+    limit = 48
+    async with sandboxed(processes=limit) as http:
+        bomb_answer = await allocate(http, "tab:bomb")
+        other_answer = await allocate(http, "tab:other")
+        async with shell(bomb_answer) as bomb, shell(other_answer) as other:
+            await other.run("true")
+            before = set(sandbox_processes())
+            await bomb.ws.send_message(b":(){ :|:& };:\n")
+            with trio.fail_after(30):  # the bomb is running: its uid holds many processes
+                while True:
+                    counts = {u: len(p) for u, p in sandbox_processes().items() if u not in before}
+                    if counts and max(counts.values()) >= limit // 2:
+                        break
+                    await trio.sleep(0.2)
+            for _ in range(3):
+                assert "ECHO-OK" in await other.run("echo $((1+1))", "ECHO-OK")
+                await trio.run_process(["true"])  # the host still forks
+                counts = {u: len(p) for u, p in sandbox_processes().items() if u not in before}
+                assert max(counts.values()) <= limit + 1  # the kernel's check lets one more in
+            bomb_uids = set(counts)
+    with trio.fail_after(20):  # the manager's end killed the whole sandbox
+        while any(p.uids().real in bomb_uids for p in _all_processes()):
+            await trio.sleep(0.2)
+
+
+def _all_processes() -> list[psutil.Process]:
+    alive = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                p.uids()
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@needs_bwrap
+async def test_the_next_user_gets_an_empty_home_and_nothing_survives() -> None:
+    async with sandboxed() as http:
+        first = await allocate(http, "tab:a")
+        async with shell(first) as sh:
+            await sh.run("echo secret > ~/mine.txt; echo x > /tmp/left; (sleep 600 &)")
+            await sh.ws.send_message(b"exit\n")
+            with trio.fail_after(15):
+                while sh.ws.closed is None:
+                    with trio.move_on_after(1):
+                        await sh.ws.get_message()
+        uids = set(sandbox_processes())
+        second = await allocate(http, "tab:b")
+        assert second["terminal"] == first["terminal"]
+        async with shell(second) as sh:
+            out = await sh.run("ls -A ~ /tmp | wc -l; ls ~/mine.txt; pgrep -c sleep")
+            assert "No such file" in out
+            lines = [line.strip() for line in out.splitlines()]
+            assert "0" in lines  # nothing in $HOME or /tmp, and no sleep left over
+        await wait_for(http, first["terminal"], "in-use")
+    assert not any(p.uids().real in uids for p in _all_processes() if p.uids().real != 0)
+
+
+@needs_bwrap
+async def test_job_control_and_ctrl_c_work_inside() -> None:
+    async with sandboxed() as http:
+        answer = await allocate(http, "tab:j")
+        async with shell(answer) as sh:
+            first = await sh.run("sleep 300 & jobs", "DONE")
+            assert "no job control" not in first
+            assert "Running" in first
+            await sh.ws.send_message(b"bash -c 'echo RE''ADY; exec sleep 300'\n")
+            await sh.expect("READY")
+            await sh.ws.send_message(b"\x03")
+            assert "STATUS-130" in await sh.run("echo STATUS-$?", "STATUS-")
+            await sh.ws.send_message(b"bash -c 'echo ST''OPME; exec sleep 300'\n")
+            await sh.expect("STOPME")
+            await sh.ws.send_message(b"\x1a")
+            await sh.expect("Stopped")
+            out = await sh.run("jobs; kill %1 %2; fg 2>/dev/null; jobs", "DONE")
+            assert "sleep 300" in out

@@ -7,6 +7,7 @@ secret, the pty master and the socket. Only the shell goes in. The local backend
 the server a ``--shell`` that is :func:`wrap` of the real shell::
 
     prlimit --as=M:M -- setpriv --reuid=U --regid=U --clear-groups -- \\
+        /bin/sh -c '"$@"; exit "$?"' webterm-sandbox \\
         bwrap <namespaces> <mounts> --clearenv <env> -- /bin/bash -l
 
 - ``prlimit`` sets RLIMIT_AS, the memory limit (per process). The server itself sets
@@ -19,6 +20,12 @@ the server a ``--shell`` that is :func:`wrap` of the real shell::
   shares that count. When we are not root, every sandbox runs as our own user. The
   count then includes all of that user's processes, so one terminal's fork bomb can
   starve the others; :func:`limits_summary` says so in the log.
+- ``sh`` is there only to be bwrap's parent. bwrap's ``--die-with-parent`` also
+  arms the parent-death signal of bwrap itself, and that signal fires when the parent
+  *thread* ends. The terminal server starts the shell from one of trio's worker
+  threads, which exits after ten idle seconds. So bwrap needs a parent that lives as
+  long as the terminal does. It is the session leader, so it gets the SIGHUP when the
+  terminal server goes away, however that happens; bwrap and the sandbox die with it.
 - ``bwrap`` gives the shell new user, PID, IPC, UTS, cgroup and mount namespaces (and
   a network namespace with only a loopback of its own when the network is ``none``).
   It binds the host's system directories read-only and lets a short list of ``/etc``
@@ -93,6 +100,9 @@ NETWORK_ETC_ENTRIES: Final = ("resolv.conf",)
 """Added with ``--sandbox-network host``."""
 
 PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+
+PARENT_SCRIPT: Final = '"$@"; exit "$?"'
+"""Run bwrap as a child of ``sh``, never exec'd in its place (see the module docstring)."""
 INSTALL_HINT: Final = (
     "install bubblewrap 0.8 or newer (Debian/Ubuntu: apt-get install bubblewrap), "
     "or pass --sandbox none: every visitor then gets a shell as this machine's "
@@ -196,6 +206,7 @@ def wrap(
         argv += [
             "setpriv", f"--reuid={host_uid}", f"--regid={host_uid}", "--clear-groups", "--",
         ]  # fmt: skip
+    argv += ["/bin/sh", "-c", PARENT_SCRIPT, "webterm-sandbox"]
     argv += [
         config.bwrap,
         "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts",

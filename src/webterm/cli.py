@@ -115,10 +115,24 @@ async def run_until_signalled(serve: ServeFn, config: object) -> None:
 
 
 def _run(serve: ServeFn, config: object) -> None:
+    """Run a service; a :class:`ConfigError` it raises (from inside its nurseries, so
+    wrapped in exception groups) becomes a usage error: its message and exit code 2."""
     try:
         trio.run(run_until_signalled, serve, config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if errors and all(isinstance(e, ConfigError) for e in errors):
+            raise click.UsageError(str(errors[0])) from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return leaves
 
 
 def _setup_logging(level: str) -> None:

@@ -27,6 +27,16 @@ from webterm.webserver.app import serve as serve_webserver
 log = logging.getLogger("webterm.up")
 
 
+def unconfined_warning(config: UpConfig) -> str | None:
+    """What to warn about when shells run unconfined where others can reach them."""
+    if listens_on_loopback_only(config.host):
+        return None
+    return (
+        f"--sandbox none on {config.host}: anyone who can open the page gets a shell as "
+        f"{getpass.getuser()} on this machine, with its files, processes and network"
+    )
+
+
 async def serve(
     config: UpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -36,13 +46,8 @@ async def serve(
     if chosen is not None:
         probe_uid = sandbox.pick_uid_base(1) if os.geteuid() == 0 else None
         await sandbox.probe(chosen, host_uid=probe_uid)
-    elif not listens_on_loopback_only(config.host):
-        log.warning(
-            "--sandbox none on %s: anyone who can open the page gets a shell as %s on this "
-            "machine, with its files, processes and network",
-            config.host,
-            getpass.getuser(),
-        )
+    elif (warning := unconfined_warning(config)) is not None:
+        log.warning("%s", warning)
     secret = generate_secret()
     manager_config = ManagerConfig(
         secret=secret,

@@ -7,6 +7,8 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,9 +22,11 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.manager.test_manager_local import SECRET, manager
-from webterm.config import MiB, SandboxConfig
+from tests.upstack import RUNNING_LOGS, webterm_up
+from webterm.config import MiB, SandboxConfig, UpConfig
 from webterm.manager import sandbox
 from webterm.protocol import subprotocols_for
+from webterm.up import unconfined_warning
 
 ROOT = os.geteuid() == 0
 REPO = Path(__file__).resolve().parents[2]
@@ -238,6 +242,10 @@ async def test_probe_runs_a_real_sandbox() -> None:
     await sandbox.probe(SandboxConfig(), host_uid=sandbox.pick_uid_base(1) if ROOT else None)
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
         await sandbox.probe(SandboxConfig(bwrap="/nonexistent/bwrap"), host_uid=None)
+    broken = shutil.which("false")
+    assert broken is not None
+    with pytest.raises(sandbox.SandboxUnavailable, match="cannot start a bubblewrap sandbox"):
+        await sandbox.probe(SandboxConfig(bwrap=broken), host_uid=None)
 
 
 @needs_bwrap
@@ -434,3 +442,56 @@ async def test_job_control_and_ctrl_c_work_inside() -> None:
             await sh.expect("Stopped")
             out = await sh.run("jobs; kill %1 %2; fg 2>/dev/null; jobs", "DONE")
             assert "sleep 300" in out
+
+
+@needs_bwrap
+async def test_memory_disk_and_file_limits_are_in_force() -> None:
+    async with sandboxed(memory_bytes=64 * MiB, tmpfs_bytes=2 * MiB, open_files=100) as http:
+        answer = await allocate(http, "tab:l")
+        async with shell(answer) as sh:
+            out = await sh.run("echo FILES-$(ulimit -n) AS-$(ulimit -v)")
+            assert f"FILES-100 AS-{64 * 1024}" in out
+            out = await sh.run("head -c 3M /dev/zero > ~/big; head -c 3M /dev/zero > /tmp/big")
+            assert out.count("No space left on device") == 2
+            out = await sh.run("python3 -c 'bytearray(100 << 20)' 2>&1 | tail -1")
+            assert "MemoryError" in out
+
+
+# --- webterm up ---------------------------------------------------------------------------------
+
+
+def test_up_warns_only_when_unconfined_off_loopback() -> None:
+    assert unconfined_warning(UpConfig(host="127.0.0.1")) is None
+    warning = unconfined_warning(UpConfig(host="0.0.0.0", sandbox="none"))
+    assert warning is not None
+    assert "--sandbox none on 0.0.0.0" in warning
+
+
+@needs_bwrap
+async def test_up_with_sandbox_bwrap_serves_sandboxed_shells() -> None:
+    with webterm_up("--sandbox", "bwrap", "--spares", "1", "--max-terminals", "1") as base:
+        answer = httpx.post(f"{base}/api/terminal", json={}, timeout=30).json()
+        async with open_websocket_url(
+            answer["url"],
+            subprotocols=subprotocols_for(answer["token"]),
+            extra_headers=[(b"origin", base.encode())],
+        ) as ws:
+            out = await Shell(ws).run("echo WHO-$(id -un)-$(hostname)")
+        assert f"WHO-user-{answer['terminal']}" in out
+        log = RUNNING_LOGS[-1].read_text()
+        assert "terminals are sandboxed (bwrap): network host" in log
+
+
+def test_up_without_bwrap_fails_at_start_saying_how_to_install_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path), "WEBTERM_SANDBOX": "bwrap"}
+    result = subprocess.run(
+        [sys.executable, "-m", "webterm", "up", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "webterm is up" not in result.stdout
+    assert "apt-get install bubblewrap" in result.stderr
+    assert "--sandbox none" in result.stderr

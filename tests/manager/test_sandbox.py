@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -192,9 +193,11 @@ class Shell:
         self.output = b""
         return text
 
-    async def run(self, command: str, marker: str = "DONE") -> str:
+    async def run(self, command: str, marker: str | None = None) -> str:
         """Run ``command``, then ``echo <marker>`` typed so that the echo of the
-        typed line never contains the marker itself."""
+        typed line never contains the marker itself. The default marker is new each
+        time: a reattach replays earlier output."""
+        marker = marker or f"DONE-{uuid.uuid4().hex[:12]}"
         typed = f"{marker[:1]}''{marker[1:]}"
         await self.ws.send_message(f"{command}\necho {typed}\n".encode())
         return await self.expect(marker)
@@ -272,6 +275,16 @@ async def test_the_shell_sees_none_of_the_hosts_files_processes_or_secret() -> N
                 cmdlines = await sh.run("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
                 assert "pytest" not in cmdlines
                 assert "--manager-url" not in cmdlines  # the terminal server is not in here
+            other = await allocate(http, "tab:b")
+            async with shell(other) as sh_b, shell(answer) as sh_a:
+                await sh_b.run("echo b-only > ~/b.txt; echo b-only > /tmp/b.txt; sleep 300 &")
+                out = await sh_a.run(
+                    "for f in ~/b.txt /tmp/b.txt; do test -e $f || echo GO''NE-$f; done;"
+                    " echo SLEEPERS-$(pgrep -c sleep)"
+                )
+                assert f"GONE-{sandbox.SANDBOX_HOME}/b.txt" in out
+                assert "GONE-/tmp/b.txt" in out
+                assert "SLEEPERS-0" in out  # b's processes are not a's either
     finally:
         shutil.rmtree(outside)
 
@@ -429,7 +442,7 @@ async def test_job_control_and_ctrl_c_work_inside() -> None:
     async with sandboxed() as http:
         answer = await allocate(http, "tab:j")
         async with shell(answer) as sh:
-            first = await sh.run("sleep 300 & jobs", "DONE")
+            first = await sh.run("sleep 300 & jobs")
             assert "no job control" not in first
             assert "Running" in first
             await sh.ws.send_message(b"bash -c 'echo RE''ADY; exec sleep 300'\n")
@@ -440,7 +453,7 @@ async def test_job_control_and_ctrl_c_work_inside() -> None:
             await sh.expect("STOPME")
             await sh.ws.send_message(b"\x1a")
             await sh.expect("Stopped")
-            out = await sh.run("jobs; kill %1 %2; fg 2>/dev/null; jobs", "DONE")
+            out = await sh.run("jobs; kill %1 %2; fg 2>/dev/null; jobs")
             assert "sleep 300" in out
 
 

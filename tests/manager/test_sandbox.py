@@ -107,14 +107,27 @@ def test_wrap_every_tmpfs_has_a_size() -> None:
         assert int(argv[size + 1]) == (sandbox.SHM_BYTES if argv[i + 1] == "/dev/shm" else 3 * MiB)
 
 
-def test_wrap_limits_memory_and_switches_uid_before_bwrap() -> None:
-    argv = build(memory_bytes=100 * MiB)
-    assert argv[:3] == ["prlimit", f"--as={100 * MiB}:{100 * MiB}", "--"]
-    setpriv = argv.index("setpriv")
-    assert "--reuid=1900000003" in argv[setpriv:]
-    assert "--clear-groups" in argv[setpriv:]
-    assert setpriv < argv.index("bwrap")
-    no_limit = sandbox.wrap(
+def test_wrap_switches_uid_before_bwrap_and_sets_limits_inside() -> None:
+    argv = build(memory_bytes=100 * MiB, processes=77)
+    assert argv[:5] == [
+        "setpriv",
+        "--reuid=1900000003",
+        "--regid=1900000003",
+        "--clear-groups",
+        "--",
+    ]
+    assert argv.index("setpriv") < argv.index("bwrap")
+    # after bwrap's "--": limits set inside the sandbox's own user namespace
+    inside = argv[len(argv) - 1 - argv[::-1].index("prlimit") :]
+    assert inside == [
+        "prlimit",
+        "--nproc=77:77",
+        f"--as={100 * MiB}:{100 * MiB}",
+        "--",
+        "/bin/bash",
+        "-l",
+    ]
+    not_root = sandbox.wrap(
         ["sh"],
         config=SandboxConfig(memory_bytes=None),
         layout=LAYOUT,
@@ -122,9 +135,18 @@ def test_wrap_limits_memory_and_switches_uid_before_bwrap() -> None:
         hostname="t",
         host_uid=None,
     )
-    assert "prlimit" not in no_limit
-    assert "setpriv" not in no_limit
-    assert no_limit.index("bwrap") == 4  # after sh -c SCRIPT NAME: bwrap's parent
+    assert "setpriv" not in not_root
+    assert not [a for a in not_root if a.startswith("--as=")]
+    assert not_root.index("bwrap") == 4  # after sh -c SCRIPT NAME: bwrap's parent
+    assert not_root[:3] == ["/bin/sh", "-c", sandbox.PARENT_SCRIPT]
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [("6.18.44-fc-v1045", True), ("5.14.0-1", True), ("5.10.0-28-amd64", False), ("x", False)],
+)
+def test_per_namespace_nproc(release: str, expected: bool) -> None:
+    assert sandbox.per_namespace_nproc(release) is expected
 
 
 def test_wrap_environment_is_only_what_a_shell_needs() -> None:
@@ -348,6 +370,58 @@ async def test_process_limit_holds_for_a_sandbox_started_by_root() -> None:
     assert forked < 40
 
 
+FORK_LOOP = """
+import os, sys, time
+n = 0
+while n < 200:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(float(sys.argv[1]))
+        os._exit(0)
+    n += 1
+print(n, flush=True)
+"""
+
+
+@needs_bwrap
+@pytest.mark.skipif(not ROOT, reason="needs root to stand in for a non-root user (setpriv)")
+@pytest.mark.skipif(not sandbox.per_namespace_nproc(), reason="Linux < 5.14")
+async def test_without_root_the_process_limit_is_still_per_terminal() -> None:
+    """webterm not run as root: every sandbox has webterm's own uid. The limit set
+    inside each sandbox's user namespace still holds per terminal: one terminal at its
+    limit leaves the next one its own. (Root stands in for that user with setpriv.)"""
+    files = tempfile.mkdtemp(prefix="webterm-test-")  # the user must reach it
+    sandbox.write_account_files(files, "t")
+    user = sandbox.pick_uid_base(1)
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+
+    def argv(hold: str) -> list[str]:
+        return as_user + sandbox.wrap(
+            ["python3", "-c", FORK_LOOP, hold],
+            config=SandboxConfig(processes=40),
+            layout=sandbox.host_layout(),
+            files_dir=files,
+            hostname="t",
+            host_uid=None,
+        )
+
+    first = await trio.lowlevel.open_process(argv("20"), stdout=subprocess.PIPE)
+    try:
+        assert first.stdout is not None
+        with trio.fail_after(30):
+            held = int(await first.stdout.receive_some(100))  # its children keep holding
+            second = await trio.run_process(argv("0"), capture_stdout=True)
+    finally:
+        first.kill()  # its sh: bwrap and the whole sandbox die with it
+        await first.wait()
+        shutil.rmtree(files)
+    assert 20 < held < 40
+    assert 20 < int(second.stdout) < 40  # not starved by the first terminal's processes
+
+
 @needs_bwrap
 @pytest.mark.skipif(not ROOT, reason="a fork bomb is bounded per terminal only under root")
 async def test_a_fork_bomb_stays_inside_its_sandbox() -> None:
@@ -366,7 +440,9 @@ async def test_a_fork_bomb_stays_inside_its_sandbox() -> None:
                 assert "ECHO-2" in await other.run("echo ECHO-$((1+1))", "ECHO-2")
                 await trio.run_process(["true"])  # the host still forks
                 counts = process_counts()
-                assert counts[bomb_uid] <= limit
+                # the limit counts the sandbox's own processes; sh and bwrap outside it
+                # share its host uid
+                assert counts[bomb_uid] <= limit + 2
                 assert sum(n for uid, n in counts.items() if uid != bomb_uid) < 10
     with trio.fail_after(20):  # the manager's end killed the whole sandbox
         while running_as({bomb_uid}):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -241,10 +242,12 @@ class LocalBackend:
             hostname=name,
             host_uid=None if self.uid_base is None else self.uid_base + ordinal,
         )
+        # the process limit is set inside the sandbox; ours only bounds the host level
+        host_nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
         return [
             "--shell", shlex.join(shell),
-            "--max-processes", str(config.processes),
-            "--max-open-files", str(config.open_files),
+            f"--max-processes={host_nproc}",
+            f"--max-open-files={config.open_files}",
         ]  # fmt: skip
 
 

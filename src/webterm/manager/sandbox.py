@@ -6,20 +6,14 @@ The terminal server (``webterm pty``) stays outside the sandbox: it holds the si
 secret, the pty master and the socket. Only the shell goes in. The local backend hands
 the server a ``--shell`` that is :func:`wrap` of the real shell::
 
-    prlimit --as=M:M -- setpriv --reuid=U --regid=U --clear-groups -- \\
+    setpriv --reuid=U --regid=U --clear-groups -- \\
         /bin/sh -c '"$@"; exit "$?"' webterm-sandbox \\
-        bwrap <namespaces> <mounts> --clearenv <env> -- /bin/bash -l
+        bwrap <namespaces> <mounts> --clearenv <env> -- \\
+        prlimit --nproc=N:N --as=M:M -- /bin/bash -l
 
-- ``prlimit`` sets RLIMIT_AS, the memory limit (per process). The server itself sets
-  RLIMIT_NPROC and RLIMIT_NOFILE before it execs this (``--max-processes``,
-  ``--max-open-files``).
 - ``setpriv`` runs only when we are root. It gives the terminal a host uid of its own.
-  The kernel counts RLIMIT_NPROC per real uid (per user namespace, and up the chain to
-  the host), and it exempts root. A sandbox started by root would therefore be
-  unlimited. Under its own uid a fork bomb stops at the limit, and no other terminal
-  shares that count. When we are not root, every sandbox runs as our own user. The
-  count then includes all of that user's processes, so one terminal's fork bomb can
-  starve the others; :func:`limits_summary` says so in the log.
+  The kernel exempts a real uid of root from RLIMIT_NPROC. A sandbox started by root
+  would therefore have no process limit.
 - ``sh`` is there only to be bwrap's parent. bwrap's ``--die-with-parent`` also
   arms the parent-death signal of bwrap itself, and that signal fires when the parent
   *thread* ends. The terminal server starts the shell from one of trio's worker
@@ -36,6 +30,15 @@ the server a ``--shell`` that is :func:`wrap` of the real shell::
   no nested user namespaces. The sandbox is killed with its parent
   (``--die-with-parent``). When its first process ends, the PID namespace ends, and
   everything in it is killed.
+- ``prlimit`` runs inside the sandbox, after its user namespace exists. It sets
+  RLIMIT_NPROC (processes and threads) and RLIMIT_AS (memory, per process). Since Linux
+  5.14 the kernel counts RLIMIT_NPROC per user namespace *and* uid, and it checks the
+  count against the limit at each level up to the host. The sandbox's own level holds
+  only its own processes. A limit set in there is therefore per terminal, even when
+  every terminal has the same host uid (not root). The host level is checked against
+  the limit its creator had. The terminal server is given its own hard limit for that
+  (``--max-processes``), so that level adds no lower cap. The server also sets
+  RLIMIT_NOFILE (``--max-open-files``).
 
 No ``--new-session``: the shell must keep the pty as its controlling terminal for job
 control and Ctrl-C. The TIOCSTI attack that ``--new-session`` guards against types
@@ -200,8 +203,6 @@ def wrap(
     ``files_dir`` holds :func:`write_account_files`' output. ``host_uid`` is the
     terminal's own host uid, or ``None`` to stay our own user (not root)."""
     argv: list[str] = []
-    if config.memory_bytes is not None:
-        argv += ["prlimit", f"--as={config.memory_bytes}:{config.memory_bytes}", "--"]
     if host_uid is not None:
         argv += [
             "setpriv", f"--reuid={host_uid}", f"--regid={host_uid}", "--clear-groups", "--",
@@ -247,7 +248,11 @@ def wrap(
     argv.append("--clearenv")
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += ["--chdir", SANDBOX_HOME, "--", *shell]
+    argv += ["--chdir", SANDBOX_HOME, "--"]
+    argv += ["prlimit", f"--nproc={config.processes}:{config.processes}"]
+    if config.memory_bytes is not None:
+        argv.append(f"--as={config.memory_bytes}:{config.memory_bytes}")
+    argv += ["--", *shell]
     return argv
 
 
@@ -255,12 +260,13 @@ def limits_summary(config: SandboxConfig, *, host_uids: str | None) -> str:
     """One log line: which limit is in force, and by which mechanism."""
     controllers = delegated_cgroup_controllers()
     parts = [f"network {config.network}"]
-    who = (
-        f"each terminal its own host uid, {host_uids}"
-        if host_uids
-        else "counted with all of this user's processes: not root, so no uid of its own"
-    )
-    parts.append(f"processes {config.processes} (RLIMIT_NPROC, {who})")
+    if not per_namespace_nproc():
+        who = f"Linux {os.uname().release} counts it per uid only, not per namespace"
+    elif host_uids:
+        who = f"counted in its own user namespace, under its own host uid, {host_uids}"
+    else:
+        who = "counted in its own user namespace"
+    parts.append(f"processes {config.processes} per terminal (RLIMIT_NPROC; {who})")
     parts.append(f"open files {config.open_files} per process (RLIMIT_NOFILE)")
     if config.memory_bytes is not None:
         parts.append(f"memory {config.memory_bytes // MiB} MiB per process (RLIMIT_AS)")
@@ -273,6 +279,15 @@ def limits_summary(config: SandboxConfig, *, host_uids: str | None) -> str:
     used = ", ".join(sorted(controllers)) or "none"
     parts.append(f"cgroup v2 controllers delegated to us: {used} (not used)")
     return "; ".join(parts)
+
+
+def per_namespace_nproc(release: str | None = None) -> bool:
+    """Whether this kernel counts RLIMIT_NPROC per user namespace (Linux 5.14 and later)."""
+    numbers = (release or os.uname().release).split("-")[0].split(".")
+    try:
+        return (int(numbers[0]), int(numbers[1])) >= (5, 14)
+    except (IndexError, ValueError):
+        return False
 
 
 def delegated_cgroup_controllers() -> frozenset[str]:
@@ -305,8 +320,7 @@ def _autogroup() -> bool:
 async def probe(config: SandboxConfig, *, host_uid: int | None) -> None:
     """Start one sandbox running ``true``, exactly as terminals will be started. If that
     fails, raise :class:`SandboxUnavailable` with what failed and how to fix it."""
-    tools = [config.bwrap]
-    tools += ["prlimit"] if config.memory_bytes is not None else []
+    tools = [config.bwrap, "prlimit"]
     tools += ["setpriv"] if host_uid is not None else []
     for tool in tools:
         if shutil.which(tool) is None:

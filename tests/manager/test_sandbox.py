@@ -179,6 +179,13 @@ def test_choose(mode: str, host: str, network: str | None, expected: str | None)
         assert chosen.processes == 99
 
 
+def test_pid_budget_warning() -> None:
+    assert sandbox.pid_budget_warning(20, 1024, pid_max=4_194_304) is None
+    warning = sandbox.pid_budget_warning(20, 1024, pid_max=32768)
+    assert warning is not None
+    assert "kernel.pid_max" in warning
+
+
 def test_account_files_are_ours_not_the_hosts(tmp_path: Path) -> None:
     sandbox.write_account_files(tmp_path, "terminal-9")
     passwd = (tmp_path / "passwd").read_text()

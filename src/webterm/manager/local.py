@@ -109,6 +109,11 @@ class LocalBackend:
                 "terminals are sandboxed (bwrap): %s",
                 sandbox.limits_summary(self.config.sandbox, host_uids=uids),
             )
+            budget = sandbox.pid_budget_warning(
+                self.config.max_terminals, self.config.sandbox.processes
+            )
+            if budget is not None:
+                log.warning("%s", budget)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started(0)

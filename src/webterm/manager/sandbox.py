@@ -281,6 +281,23 @@ def limits_summary(config: SandboxConfig, *, host_uids: str | None) -> str:
     return "; ".join(parts)
 
 
+def pid_budget_warning(terminals: int, processes: int, pid_max: int | None = None) -> str | None:
+    """A warning when every terminal at its process limit would take more than half of
+    the host's pids (``kernel.pid_max``): then fork bombs in all of them starve the host."""
+    if pid_max is None:
+        try:
+            pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        except (OSError, ValueError):
+            return None
+    if terminals * processes <= pid_max // 2:
+        return None
+    return (
+        f"--max-terminals {terminals} x --sandbox-processes {processes} is more than half "
+        f"of this machine's {pid_max} pids (kernel.pid_max): fork bombs in every terminal "
+        "would leave the host none; lower either, or raise kernel.pid_max"
+    )
+
+
 def per_namespace_nproc(release: str | None = None) -> bool:
     """Whether this kernel counts RLIMIT_NPROC per user namespace (Linux 5.14 and later)."""
     numbers = (release or os.uname().release).split("-")[0].split(".")

@@ -46,15 +46,24 @@ def test_frontend(session: nox.Session) -> None:
             session.run("npm", "test", external=True)
 
 
-def ensure_chromium(session: nox.Session) -> None:
-    """The browser tests drive Debian's Chromium (Playwright never downloads one)."""
-    if Path(CHROMIUM).exists():
+def ensure_debian_packages(session: nox.Session) -> None:
+    """The browser tests drive Debian's Chromium (Playwright never downloads one); the
+    sandboxed local terminals' tests run real bubblewrap (docs/sandbox.md)."""
+    missing = [
+        package
+        for package, present in (
+            ("chromium", Path(CHROMIUM).exists()),
+            ("bubblewrap", shutil.which("bwrap") is not None),
+        )
+        if not present
+    ]
+    if not missing:
         return
     if os.geteuid() != 0:
-        session.error(f"{CHROMIUM} is missing: run `sudo apt-get install chromium` first")
+        session.error(f"missing: run `sudo apt-get install {' '.join(missing)}` first")
     session.run("apt-get", "update", "-qq", external=True)
     session.run(
-        "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True
     )
 
 
@@ -88,7 +97,7 @@ def tests(session: nox.Session) -> None:
     build_frontend(session)
     test_frontend(session)
     install_bench_peers(session)  # the bench smoke test runs the Node client
-    ensure_chromium(session)
+    ensure_debian_packages(session)
     session.install("-e", ".[test,docs]")
     session.run("pytest", *(session.posargs or ["-q"]), env={"WEBTERM_CHROMIUM": CHROMIUM})
     build_docs(session, Path(session.create_tmp()) / "site")

@@ -49,6 +49,7 @@ from webterm.manager.pool import (
     TerminalGone,
     TerminalReady,
 )
+from webterm.pty import parse_listening_line
 
 log = logging.getLogger("webterm.manager.local")
 
@@ -263,11 +264,8 @@ async def _read_address(stdout: trio.abc.ReceiveStream) -> str:
         if not data:
             raise ValueError("terminal process exited before listening")
         buffer += data
-    line = buffer.split(b"\n", 1)[0].decode()
-    prefix = "webterm-pty listening on "
-    if not line.startswith(prefix):
-        raise ValueError(f"unexpected first line from terminal: {line[:80]!r}")
-    return line[len(prefix) :].strip()
+    host, port = parse_listening_line(buffer.split(b"\n", 1)[0].decode())
+    return f"{host}:{port}"
 
 
 async def _wait_healthy(address: str) -> None:

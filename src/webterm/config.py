@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from webterm.errors import WebtermError
+
 IdentityMode = Literal["tab", "browser", "ip"]
 AddressMode = Literal["proxy", "nodeport"]
 BackendName = Literal["local", "kubernetes"]
@@ -22,7 +24,7 @@ MIN_SECRET_BYTES: Final = 16
 """A shorter secret makes the HMACs guessable; refuse to start with one."""
 
 
-class ConfigError(Exception):
+class ConfigError(WebtermError):
     """A setting that cannot work; the message says which and why."""
 
 

@@ -411,7 +411,7 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         try:
             manager.handle(Recycle(name=name, instance=auth.claims.instance))
         except PoolError as exc:
-            return _error(409, str(exc))
+            return _error(exc.error_status_hint, str(exc))
         log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])
         return _ok({"recycling": True})
 

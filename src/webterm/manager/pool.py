@@ -43,6 +43,8 @@ from enum import StrEnum
 from functools import partial
 from typing import Final
 
+from webterm.errors import WebtermError
+
 __all__ = [
     "Allocate",
     "Assign",
@@ -241,8 +243,10 @@ Decision = Assign | Wait | Reject | ScaleTo | Restart
 # --- errors -------------------------------------------------------------------------------
 
 
-class PoolError(Exception):
+class PoolError(WebtermError):
     """Base of the pool's errors. The pool's state is unchanged after any of them."""
+
+    error_status_hint = 409
 
 
 class IllegalTransition(PoolError):
@@ -256,7 +260,7 @@ class UnknownTerminal(PoolError):
 
 
 class UnknownClient(PoolError):
-    pass
+    error_status_hint = 404
 
 
 # --- state ----------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+from webterm.errors import WebtermError
+from webterm.http1 import ExchangeError, exchange
 
 
-class ReportError(Exception):
+class ReportError(WebtermError):
     """The manager could not be reached or did not answer in HTTP."""
+
+    error_status_hint = 502
 
 
 async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
@@ -51,5 +54,5 @@ async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> 
             connection = h11.Connection(h11.CLIENT)
             answer = await exchange(stream, connection, "POST", target, headers_out, payload)
             return answer.status
-    except (OSError, NoAnswer, BrokenAnswer) as exc:
+    except (OSError, ExchangeError) as exc:
         raise ReportError(str(exc) or type(exc).__name__) from exc

@@ -1,8 +1,10 @@
 """Service settings as frozen dataclasses, built by ``webterm.cli`` from flags and
 ``WEBTERM_*`` environment variables, and by tests directly.
 
-Every field has a default that is what ``webterm up`` wants on one machine, except
-``secret`` which each service must be given (see :func:`load_secret`)."""
+Each setting is declared once, here: its type and its default. The command line takes
+both from the field (a ``Literal`` field's values are its flag's choices). Every field
+has a default that is what ``webterm up`` wants on one machine, except ``secret`` which
+each service must be given (see :func:`load_secret`)."""
 
 from __future__ import annotations
 
@@ -28,13 +30,18 @@ class ConfigError(WebtermError):
     """A setting that cannot work; the message says which and why."""
 
 
+def read_secret_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """The stripped contents of a file holding ``what`` (a secret, a password)."""
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+
+
 def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
     """The shared token-signing secret: ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
     if secret_file is not None:
-        try:
-            raw = Path(secret_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret file {secret_file}: {exc.strerror}") from exc
+        raw = read_secret_file(secret_file, "secret")
     else:
         raw = os.environ.get(SECRET_ENV, "").strip().encode()
     if not raw:
@@ -80,8 +87,8 @@ class ManagerConfig:
     stale_after: float = 300.0  # in-use with no connection this long: recycled
     # local backend
     terminal_host: str = "127.0.0.1"
-    shell: tuple[str, ...] | None = None
-    idle_timeout: float = 600.0
+    shell: tuple[str, ...] | None = PtyConfig.shell
+    idle_timeout: float = PtyConfig.idle_timeout
     # kubernetes backend
     namespace: str = "webterm"
     statefulset: str = "terminal"
@@ -135,10 +142,12 @@ class WebserverConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class UpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    spares: int = 2
-    max_terminals: int = 20
-    identity: IdentityMode = "tab"
-    shell: tuple[str, ...] | None = None
-    idle_timeout: float = 600.0
+    """``webterm up``: the webserver's and the manager's settings that it passes on."""
+
+    host: str = WebserverConfig.host
+    port: int = WebserverConfig.port
+    spares: int = ManagerConfig.spares
+    max_terminals: int = ManagerConfig.max_terminals
+    identity: IdentityMode = WebserverConfig.identity
+    shell: tuple[str, ...] | None = ManagerConfig.shell
+    idle_timeout: float = ManagerConfig.idle_timeout

@@ -21,9 +21,9 @@ Transitions are data (:data:`TRANSITIONS`): ``(state, event type) → Step(to, a
 where ``to`` names the state the terminal ends in when it is fixed, and ``apply`` does
 the rest (and may ignore a stale report: a late one about an instance already gone). An
 event with no entry raises :class:`IllegalTransition` naming the event, terminal and
-state, and changes nothing: not even the pool's clock (:attr:`Pool.now`). Client-level events (:class:`Allocate`, :class:`Release`,
-:class:`CancelWait`, :class:`Tick`, :class:`Listed`) are not per-terminal and are
-handled directly.
+state, and changes nothing: not even the pool's clock (:attr:`Pool.now`). Client-level
+events (:class:`Allocate`, :class:`Release`, :class:`CancelWait`, :class:`Tick`,
+:class:`Listed`) are not per-terminal and are handled directly.
 
 Capacity: the pool wants ``in_use + waiting + spares`` terminals, never more than
 ``max_terminals``; it scales down only from the top ordinal and only while that

@@ -84,7 +84,11 @@ async def test_end_to_end_webserver_manager_and_pods(tmp_path: Path) -> None:
                     answer["url"] == f"ws://127.0.0.1:{web_port}/terminals/{answer['terminal']}/ws"
                 )
                 out = await run_in_terminal(
-                    answer["url"], answer["token"], "echo pod-$((6*7)); hostname", "pod-42", base
+                    answer["url"],
+                    answer["token"],
+                    "echo pod-$((6*7)); hostname",
+                    "pod-42",
+                    origin=base,
                 )
                 assert "pod-42" in out
             pod = api.pod(answer["terminal"])

@@ -22,15 +22,15 @@ every wire format in one file is the point.)
   by the manager with :func:`encode_allocation` and read by the webserver with
   :func:`decode_allocation` (msgspec, straight into a frozen struct).
 
-Error tree::
+Error tree (part of :mod:`webterm.errors`; ``error_status_hint`` in brackets)::
 
-    ProtocolError
+    ProtocolError [400]
     ├── MalformedMessage      a control frame that is not a valid message
     ├── MalformedAllocation   a manager's allocation answer that is not one
-    └── TokenError            a token that must not open this terminal
-        ├── InvalidToken      not decodable, or the signature does not match
+    └── TokenError [401]      a token that must not open this terminal
+        ├── InvalidToken      not decodable, bad signature, or impossible claims
         ├── ExpiredToken      signature fine, but past its expiry
-        └── WrongTerminal     signature fine, but for another terminal/instance/audience
+        └── WrongTerminal     [403] signature fine, but for another terminal/instance/audience
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from enum import IntEnum
 from typing import Any, Final, Literal
 
 import msgspec
+
+from webterm.errors import WebtermError
 
 __all__ = [
     "CLOSE_REASONS",
@@ -151,8 +153,10 @@ CLOSE_REASONS: Final[dict[int, str]] = {
 # --- errors ---------------------------------------------------------------------------
 
 
-class ProtocolError(Exception):
+class ProtocolError(WebtermError):
     """Base of every error this module raises."""
+
+    error_status_hint = 400
 
 
 class MalformedMessage(ProtocolError, ValueError):
@@ -167,6 +171,8 @@ class MalformedAllocation(ProtocolError, ValueError):
 class TokenError(ProtocolError):
     """A token that must not open this terminal."""
 
+    error_status_hint = 401
+
 
 class InvalidToken(TokenError):
     pass
@@ -177,7 +183,7 @@ class ExpiredToken(TokenError):
 
 
 class WrongTerminal(TokenError):
-    pass
+    error_status_hint = 403
 
 
 # --- control messages -----------------------------------------------------------------
@@ -381,9 +387,9 @@ class TokenClaims:
 
     def __post_init__(self) -> None:
         if not self.terminal or len(self.terminal) > 253:
-            raise ValueError("terminal name must be 1-253 characters")
+            raise InvalidToken("terminal name must be 1-253 characters")
         if len(self.instance) > 253 or len(self.client) > 253:
-            raise ValueError("instance and client must be at most 253 characters")
+            raise InvalidToken("instance and client must be at most 253 characters")
 
 
 def _b64encode(raw: bytes) -> str:
@@ -424,27 +430,41 @@ def read_token(secret: bytes, token: str, *, now: float, audience: Audience) -> 
     """The claims of a genuine, unexpired ``token`` for ``audience``, without binding it
     to a terminal: for callers that first need to know which terminal it names (the
     manager's recycle endpoint, the webserver's proxy). Check ``terminal`` afterwards."""
-    raw = _b64decode(token)
-    if len(raw) <= _SIGNATURE_BYTES:
-        raise InvalidToken("token too short")
-    payload = raw[_SIGNATURE_BYTES:]
-    data = json.loads(payload) if _signature_ok(secret, raw) else None
-    if not isinstance(data, dict):
-        raise InvalidToken("bad signature")
-    claims = verify_token(
-        secret,
-        token,
-        terminal=str(data.get("t", "")),
-        instance=str(data.get("i", "")),
-        now=now,
-        audience=audience,
-    )
+    claims = _decode(secret, token)
+    if claims.audience != audience:
+        raise WrongTerminal("token is for another audience")
+    _check_lifetime(claims, now)
     return claims
 
 
-def _signature_ok(secret: bytes, raw: bytes) -> bool:
-    expected = hmac.new(secret, raw[_SIGNATURE_BYTES:], hashlib.sha256).digest()
-    return hmac.compare_digest(raw[:_SIGNATURE_BYTES], expected)
+def _decode(secret: bytes, token: str) -> TokenClaims:
+    """The claims of a token signed with ``secret``. The signature is compared in
+    constant time before anything in the payload is trusted."""
+    raw = _b64decode(token)
+    if len(raw) <= _SIGNATURE_BYTES:
+        raise InvalidToken("token too short")
+    signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
+    expected = hmac.new(secret, payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(signature, expected):
+        raise InvalidToken("bad signature")
+    try:
+        data = json.loads(payload)
+        return TokenClaims(
+            terminal=data["t"],
+            instance=data["i"],
+            client=data["c"],
+            expires_at=int(data["e"]),
+            audience=data["a"],
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # signed by us, so a version skew
+        raise InvalidToken("unreadable token payload") from exc
+
+
+def _check_lifetime(claims: TokenClaims, now: float) -> None:
+    if now >= claims.expires_at:
+        raise ExpiredToken("token expired")
+    if claims.expires_at - now > MAX_TOKEN_TTL:
+        raise InvalidToken("token lifetime beyond the maximum")
 
 
 def verify_token(
@@ -460,34 +480,14 @@ def verify_token(
 
     The signature is compared in constant time before anything in the payload is
     trusted. An empty ``instance`` in the token never matches a non-empty one."""
-    raw = _b64decode(token)
-    if len(raw) <= _SIGNATURE_BYTES:
-        raise InvalidToken("token too short")
-    signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
-    expected = hmac.new(secret, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise InvalidToken("bad signature")
-    try:
-        data = json.loads(payload)
-        claims = TokenClaims(
-            terminal=data["t"],
-            instance=data["i"],
-            client=data["c"],
-            expires_at=int(data["e"]),
-            audience=data["a"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:  # signed by us, so a version skew
-        raise InvalidToken("unreadable token payload") from exc
+    claims = _decode(secret, token)
     if claims.audience != audience:
         raise WrongTerminal("token is for another audience")
     if not hmac.compare_digest(claims.terminal.encode(), terminal.encode()) or not (
         hmac.compare_digest(claims.instance.encode(), instance.encode())
     ):
         raise WrongTerminal("token is for another terminal")
-    if now >= claims.expires_at:
-        raise ExpiredToken("token expired")
-    if claims.expires_at - now > MAX_TOKEN_TTL:
-        raise InvalidToken("token lifetime beyond the maximum")
+    _check_lifetime(claims, now)
     return claims
 
 

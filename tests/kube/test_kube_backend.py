@@ -28,6 +28,7 @@ from tests.kubeapi import (
     KubeletConfig,
     run_kube_api,
 )
+from tests.terminal_client import run_in_terminal
 from webterm.config import ManagerConfig, WebserverConfig
 from webterm.manager.app import serve as serve_manager
 from webterm.protocol import client_hash, subprotocols_for
@@ -71,21 +72,6 @@ async def manager(api: KubeApi, port: int, **overrides: Any) -> AsyncIterator[ht
         nursery.cancel_scope.cancel()
 
 
-async def shell(url: str, token: str, command: str, marker: str, origin: str | None = None) -> str:
-    headers = [(b"origin", origin.encode())] if origin else []
-    async with open_websocket_url(
-        url, subprotocols=subprotocols_for(token), extra_headers=headers
-    ) as ws:
-        await ws.send_message(command.encode() + b"\n")
-        out = b""
-        with trio.fail_after(20):
-            while marker.encode() not in out:
-                message = await ws.get_message()
-                if isinstance(message, bytes):
-                    out += message
-        return out.decode(errors="replace")
-
-
 async def test_end_to_end_webserver_manager_and_pods(tmp_path: Path) -> None:
     async with cluster(tmp_path) as (api, port), manager(api, port):
         config = WebserverConfig(secret=api.secret, manager_url=f"http://127.0.0.1:{port}", port=0)
@@ -97,8 +83,12 @@ async def test_end_to_end_webserver_manager_and_pods(tmp_path: Path) -> None:
                 assert (
                     answer["url"] == f"ws://127.0.0.1:{web_port}/terminals/{answer['terminal']}/ws"
                 )
-                out = await shell(
-                    answer["url"], answer["token"], "echo pod-$((6*7)); hostname", "pod-42", base
+                out = await run_in_terminal(
+                    answer["url"],
+                    answer["token"],
+                    "echo pod-$((6*7)); hostname",
+                    "pod-42",
+                    origin=base,
                 )
                 assert "pod-42" in out
             pod = api.pod(answer["terminal"])
@@ -154,7 +144,7 @@ async def test_recycle_brings_a_fresh_pod_the_old_token_cannot_open(tmp_path: Pa
             ).status_code != 200:
                 await trio.sleep(0.2)
         assert again.json()["terminal"] == answer["terminal"]
-        out = await shell(
+        out = await run_in_terminal(
             f"ws://{again.json()['address']}/ws",
             again.json()["token"],
             "echo fresh-$((1+2))",
@@ -261,7 +251,7 @@ async def test_nodeport_services_are_created_and_deleted(tmp_path: Path) -> None
         assert service is not None
         node_port = service["spec"]["ports"][0]["nodePort"]
         assert answer["address"] == f"{api.node_ip}:{node_port}"
-        out = await shell(
+        out = await run_in_terminal(
             f"ws://{answer['address']}/ws", answer["token"], "echo np-$((2*4))", "np-8"
         )
         assert "np-8" in out
@@ -375,7 +365,7 @@ async def test_a_killed_terminal_server_restarts_and_its_owner_gets_a_working_sh
                 again = await http.post("/v1/allocations", json={"client": "crashy"})
                 if again.status_code == 200:
                     try:
-                        out = await shell(
+                        out = await run_in_terminal(
                             f"ws://{again.json()['address']}/ws",
                             again.json()["token"],
                             "echo AFTER-$((2+2))",

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, unquote
 import h11
 import trio
 
+from tests.httphead import BadRequest, receive_request
+
 MAX_HEADER_BYTES: Final = 64 * 1024  # an apiserver accepts up to 1 MiB headers; ours are tiny
 MAX_BODY_BYTES: Final = 3 * 1024 * 1024  # apiserver's default --max-request-bytes-ish (3 MiB)
 RECEIVE_BYTES: Final = 64 * 1024
@@ -169,49 +171,30 @@ class HttpServer:
     async def _receive_request(
         self, conn: h11.Connection, stream: trio.abc.Stream, client: str
     ) -> Request | None:
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(
-                        conn, stream, Response(exc.error_status_hint, [("connection", "close")])
-                    )
-                return None
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(RECEIVE_BYTES)
-                conn.receive_data(bytes(data))
-                if not data and conn.their_state is h11.IDLE:
-                    return None
-                continue
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
-            if isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    await self._send(conn, stream, Response(413, [("connection", "close")]))
-                    return None
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                target = head.target.decode("latin-1")
-                raw_path, _, query = target.partition("?")
-                headers: dict[str, str] = {}
-                for name, value in head.headers:
-                    key = name.decode("latin-1").lower()
-                    text = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
-                return Request(
-                    method=head.method.decode("ascii"),
-                    path=unquote(raw_path),
-                    query=parse_qs(query, keep_blank_values=True),
-                    headers=headers,
-                    body=bytes(body),
-                    client=client,
-                )
+        try:
+            received = await receive_request(conn, stream, max_body=MAX_BODY_BYTES)
+        except BadRequest as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send(conn, stream, Response(exc.status, [("connection", "close")]))
+            return None
+        if received is None:
+            return None
+        head, body = received
+        target = head.target.decode("latin-1")
+        raw_path, _, query = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return Request(
+            method=head.method.decode("ascii"),
+            path=unquote(raw_path),
+            query=parse_qs(query, keep_blank_values=True),
+            headers=headers,
+            body=body,
+            client=client,
+        )
 
     async def _send(
         self, conn: h11.Connection, stream: trio.abc.Stream, response: Response

@@ -418,7 +418,7 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         try:
             manager.handle(Recycle(name=name, instance=auth.claims.instance))
         except PoolError as exc:
-            return _error(409, str(exc))
+            return _error(exc.error_status_hint, str(exc))
         log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])
         return _ok({"recycling": True})
 
@@ -433,15 +433,16 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         connected = body.get("connected")
         if not isinstance(connected, bool):
             return _error(400, "'connected' must be true or false")
-        current = manager.pool.terminals.get(name)
-        if (
-            current is not None
-            and auth.claims is not None
-            and current.instance == auth.claims.instance
-        ):
-            manager.handle_quietly(
-                Connection(name=name, connected=connected, now=trio.current_time())
+        assert auth.claims is not None
+        # the pool ignores a report from an instance that is no longer this terminal's
+        manager.handle_quietly(
+            Connection(
+                name=name,
+                instance=auth.claims.instance,
+                connected=connected,
+                now=trio.current_time(),
             )
+        )
         return _ok({"ok": True})
 
     @app.get("/v1/terminals")

@@ -157,7 +157,7 @@ class TerminalServer:
                 now=time.time(),
             )
         except TokenError as exc:
-            return 403 if "another" in str(exc) else 401, str(exc)
+            return exc.error_status_hint, str(exc)
         return None
 
 

@@ -216,7 +216,7 @@ class TerminalProxy:
             raise _Refusal(CloseCode.UNAUTHORIZED, "no-token")
         try:
             claims = read_token(self.secret, token, now=time.time(), audience="terminal")
-        except (TokenError, ValueError):
+        except TokenError:
             raise _Refusal(CloseCode.UNAUTHORIZED, "bad-token") from None
         if claims.terminal != name:
             raise _Refusal(CloseCode.UNAUTHORIZED, "other-terminal")

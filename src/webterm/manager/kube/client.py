@@ -29,6 +29,7 @@ import httpx
 import msgspec
 
 from webterm.config import ManagerConfig
+from webterm.errors import WebtermError
 from webterm.manager.kube.pods import (
     Pod,
     PodList,
@@ -47,22 +48,26 @@ WATCH_READ_TIMEOUT: Final = 660.0
 every minute; a read that waits longer than this means a dead connection."""
 
 
-class KubeError(Exception):
+class KubeError(WebtermError):
+    """The API server refused (``status``, ``reason``) or could not be reached (0)."""
+
+    error_status_hint = 502
+
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
 
 
 class Conflict(KubeError):
-    pass
+    error_status_hint = 409
 
 
 class NotFound(KubeError):
-    pass
+    error_status_hint = 404
 
 
 class Gone(KubeError):
-    pass
+    error_status_hint = 410
 
 
 def _raise_for(response: httpx.Response, body: bytes) -> None:

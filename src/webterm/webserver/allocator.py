@@ -17,7 +17,7 @@ import trio
 
 from webterm.protocol import Allocation
 from webterm.ratelimit import TokenBucketLimiter
-from webterm.webserver.answers import Refusal
+from webterm.service.errors import Refusal
 from webterm.webserver.forwarding import limit_key
 from webterm.webserver.holds import AddressHolds
 from webterm.webserver.managerclient import ManagerClient

@@ -8,7 +8,7 @@ answer's ``client`` is null); ``ip`` — the remote address. The manager sees
 ``tab:<id>``, ``browser:<id>`` or ``ip:<address>`` (see
 :mod:`webterm.webserver.identity`). Both allocating routes take the one path of
 :class:`~webterm.webserver.allocator.Allocator`; a refusal is raised, never returned
-(:class:`~webterm.webserver.answers.Refusal`, the manager client's errors)."""
+(:class:`~webterm.service.errors.Refusal`, the manager client's errors)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from typing import Any, Final
 from quart import Response
 
 from webterm.config import WebserverConfig
+from webterm.service.answers import json_body, json_response
+from webterm.service.errors import Refusal
 from webterm.webserver.allocator import Allocator
-from webterm.webserver.answers import Refusal, json_body, json_response
 from webterm.webserver.caller import Caller
 from webterm.webserver.forwarding import TrustedProxies
 from webterm.webserver.identity import COOKIE_NAME, identify, manager_identity

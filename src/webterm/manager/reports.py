@@ -1,0 +1,67 @@
+"""What a terminal reports, under its own signed token (audience ``manager``):
+``POST /v1/terminals/<name>/recycle`` (recycle me) and
+``POST /v1/terminals/<name>/connection`` (a browser attached or detached)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+from quart import Response, request
+
+from webterm.manager.core import Manager
+from webterm.manager.pool import Connection, PoolError, Recycle
+from webterm.protocol import TokenClaims, TokenError, read_token
+from webterm.service.answers import json_body, json_response
+from webterm.service.errors import Refusal
+
+log = logging.getLogger("webterm.manager")
+
+
+class TerminalReports:
+    """The routes' handlers (Quart views, bound to this object)."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+
+    async def recycle(self, name: str) -> Response:
+        claims, body = await self._report(name)
+        try:
+            self.manager.handle(Recycle(name=name, instance=claims.instance))
+        except PoolError as exc:
+            raise Refusal(exc.error_status_hint, str(exc)) from None
+        log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])
+        return json_response({"recycling": True})
+
+    async def connection(self, name: str) -> Response:
+        claims, body = await self._report(name)
+        connected = body.get("connected")
+        if not isinstance(connected, bool):
+            raise Refusal(400, "'connected' must be true or false")
+        # the pool ignores a report from an instance that is no longer this terminal's
+        self.manager.handle_quietly(
+            Connection(
+                name=name, instance=claims.instance, connected=connected, now=trio.current_time()
+            )
+        )
+        return json_response({"ok": True})
+
+    async def _report(self, name: str) -> tuple[TokenClaims, dict[str, Any]]:
+        """The claims of terminal ``name``'s token and the report's body, or raise
+        :class:`Refusal` (401 no or a bad token, 403 another terminal's)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Refusal(401, "a terminal's signed token is required")
+        secret = self.manager.config.secret
+        try:
+            claims = read_token(secret, token, now=time.time(), audience="manager")
+        except TokenError:
+            raise Refusal(401, "invalid token") from None
+        if claims.terminal != name:
+            raise Refusal(403, "token is for another terminal")
+        return claims, await json_body()
+
+
+__all__ = ["TerminalReports"]

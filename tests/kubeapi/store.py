@@ -340,6 +340,18 @@ class Store:
         if subresource == "scale":
             return self._write_scale(rt, old, body)
         new = _check_body(rt, body)
+        if not S.allows_unconditional_update(rt) and not new["metadata"].get("resourceVersion"):
+            raise invalid(
+                rt,
+                name,
+                [
+                    (
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
         return self._write(rt, old, new, subresource)
 
     def patch(

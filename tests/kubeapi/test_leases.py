@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import KubeletConfig
 from .manifests import MANAGER_ROLE_RULES
+from .realism import Realism
 from .testing import MERGE, open_watch
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/webterm/leases"
@@ -100,7 +101,10 @@ async def test_manager_role_may_take_leases_and_the_official_client_can(
     tmp_path: Path,
 ) -> None:
     async with run_kube_api(
-        tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES
+        tmp_path,
+        realism=Realism.fast(),
+        kubelet=KubeletConfig(mode="fake"),
+        rbac=MANAGER_ROLE_RULES,
     ) as api:
 
         def elect() -> tuple[str, int, int]:

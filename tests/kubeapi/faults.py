@@ -113,6 +113,7 @@ class Faults:
     store: Store | None = None
     kill_hook: Callable[[str, int, str], bool] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
+    _watches_changed: trio.Event = field(default_factory=trio.Event)
 
     # ------------------------------------------------------------ HTTP faults
 
@@ -163,17 +164,19 @@ class Faults:
 
     def add_watch(self, handle: WatchHandle) -> None:
         self.watches.add(handle)
-        self._touch()
+        self._watches_changed.set()
+        self._watches_changed = trio.Event()
 
     def remove_watch(self, handle: WatchHandle) -> None:
         self.watches.discard(handle)
-        self._touch()
+        self._watches_changed.set()
+        self._watches_changed = trio.Event()
 
     async def wait_for_watches(self, count: int, *, path: str | None = None) -> None:
         """Until exactly ``count`` watch streams (on paths containing ``path``) are
         open: e.g. before dropping them, or to see that a client re-watched."""
         while sum(1 for w in self.watches if path is None or path in w.path) != count:
-            await self._changed.wait()
+            await self._watches_changed.wait()
 
     def go_down(self) -> None:
         """The apiserver goes away: open watches are reset, new requests too, until

@@ -245,6 +245,8 @@ class Soak:
         self.disrupted = 0  # disruptions in progress (an outage, a dead manager)
         self.calm_since = self.started  # when the last disruption ended
         self.owner_of: dict[str, str] = {}  # pod UID -> client hash it was handed to
+        self.handed_at: dict[str, float] = {}  # pod UID -> first handed out (soak time)
+        self.released_at: dict[str, float] = {}  # pod UID -> given back (soak time)
         self.pending_releases: dict[str, float] = {}  # pod UID -> when given back
         self.stopping = False
         self.managers: list[ManagerProcess] = []
@@ -303,7 +305,9 @@ class Soak:
                     self.violation(
                         "released-pod-not-deleted",
                         f"{pod['metadata']['name']} (uid {uid}) still there "
-                        f"{trio.current_time() - since:.0f} s after it was given back",
+                        f"{trio.current_time() - since:.0f} s after it was given back "
+                        f"(labels {pod['metadata'].get('labels', {}).get('webterm.dev/state')}, "
+                        f"owner {(pod['metadata'].get('annotations') or {}).get(OWNER_ANNOTATION, '')[:8]})",
                     )
             await trio.sleep(1)
 
@@ -318,11 +322,15 @@ class Soak:
             return None
         self.result.allocations += 1
         previous = self.owner_of.setdefault(claims.instance, claims.client)
+        self.handed_at.setdefault(claims.instance, self.now())
         if previous != claims.client:
+            released = self.released_at.get(claims.instance)
             self.violation(
                 "uid-handed-twice",
                 f"{answer['terminal']} (uid {claims.instance}) handed to client "
-                f"{claims.client[:8]} after client {previous[:8]}",
+                f"{claims.client[:8]} after client {previous[:8]} (handed at "
+                f"{self.handed_at[claims.instance]:.1f} s, "
+                + (f"given back at {released:.1f} s)" if released else "never given back)"),
             )
         return claims.instance, claims.client
 
@@ -443,6 +451,7 @@ class Soak:
                     released = await self._exit_shell(answer)
                 if released:
                     self.pending_releases[uid] = trio.current_time()
+                    self.released_at[uid] = self.now()
                     self.result.releases += 1
             # the tab closes: give the terminal back
             if handed and await self.give_back(http, handed, 60) and last is not None:

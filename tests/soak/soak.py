@@ -648,8 +648,10 @@ async def run_soak(config: SoakConfig, directory: Path | None = None) -> SoakRes
             nursery.cancel_scope.cancel()
             if result.violations:
                 for manager in soak.managers:
-                    tail = manager.log_path.read_text(errors="replace").splitlines()[-40:]
-                    log.info("manager-%d log (last lines):\n%s", manager.index, "\n".join(tail))
+                    lines = manager.log_path.read_text(errors="replace").splitlines()
+                    tail = [line for line in lines if "listening on" in line or "WARNING" in line
+                            or "recycl" in line or "rror" in line][-60:]  # fmt: skip
+                    log.warning("manager-%d log (last lines):\n%s", manager.index, "\n".join(tail))
         return result
 
 

@@ -670,6 +670,9 @@ def main() -> None:
     parser.add_argument("--max-terminals", type=int)
     parser.add_argument("--outage", type=float, nargs=2, metavar=("MIN", "MAX"))
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--shell-bound", type=float, help="seconds to a working shell")
+    parser.add_argument("--release-bound", type=float, help="seconds to delete a given-back pod")
+    parser.add_argument("--converge-bound", type=float, help="seconds to converge at the end")
     parser.add_argument("--real-timing", action="store_true", help="Realism() instead of fast()")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     args = parser.parse_args()
@@ -680,6 +683,8 @@ def main() -> None:
             "spares": args.spares, "max_terminals": args.max_terminals,
             "outage": tuple(args.outage) if args.outage else None, "seed": args.seed,
             "realism": Realism() if args.real_timing else None,
+            "shell_bound": args.shell_bound, "release_bound": args.release_bound,
+            "converge_bound": args.converge_bound,
         }.items()
         if v is not None
     }  # fmt: skip

@@ -120,6 +120,7 @@ class SoakResult:
     shells: int = 0
     lost_to_chaos: int = 0
     releases: int = 0
+    give_backs_refused: int = 0  # DELETE /api/terminal answered released: false
     faults: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
     converge_seconds: float | None = None
@@ -134,6 +135,7 @@ class SoakResult:
             f"  working shells    {self.shells}",
             f"  lost to chaos     {self.lost_to_chaos} (pod deleted before the shell was used)",
             f"  released/exited   {self.releases}",
+            f"  give-back refused {self.give_backs_refused} (released: false)",
             "  faults injected   "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none")
             + f" (total {sum(self.faults.values())})",
@@ -465,7 +467,9 @@ class Soak:
                 try:
                     answer = await http.request("DELETE", "/api/terminal", json={"client": handed})
                     if answer.status_code == 200:
-                        return bool(answer.json().get("released"))
+                        released = bool(answer.json().get("released"))
+                        self.result.give_backs_refused += not released
+                        return released
                 except httpx.HTTPError:
                     pass
                 await trio.sleep(1)

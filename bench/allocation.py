@@ -458,12 +458,14 @@ async def serve_stand_in(directory: Path) -> None:
     """The Kubernetes API stand-in with a fake-mode kubelet, until SIGTERM/SIGINT.
     Prints one line when its kubeconfig is written."""
     sys.path.insert(0, str(REPO))
-    from tests.kubeapi import MANAGER_ROLE_RULES, KubeletConfig, run_kube_api
+    from tests.kubeapi import MANAGER_ROLE_RULES, KubeletConfig, Realism, run_kube_api
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with run_kube_api(
             directory, terminal_replicas=0, rbac=MANAGER_ROLE_RULES, secret=SECRET.encode(),
             kubelet=KubeletConfig(mode="fake"),
+            # the manager's own cost, as in bench/results/baseline.json: no cluster delays
+            realism=Realism.instant(),
         ) as api:  # fmt: skip
             print(f"stand-in kubeconfig {api.kubeconfig}", flush=True)
             async for _ in signals:

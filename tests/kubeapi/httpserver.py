@@ -20,6 +20,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, NoReturn
 from urllib.parse import parse_qs, unquote
 
@@ -107,33 +108,71 @@ async def _reset(stream: trio.abc.Stream) -> None:
 
 
 class HttpServer:
+    """Serves ``handler`` until cancelled. Outage switches, consulted per request and
+    woken by ``changed()``: ``unreachable()`` answers each request with a TCP reset;
+    ``refusing()`` closes the listening socket (connections are refused) and resets
+    every open connection, reopening the same port once it turns false;
+    ``hanging()`` reads requests and answers none until it turns false (then resets)."""
+
     def __init__(
         self,
         handler: Handler,
         *,
         ssl_context: ssl.SSLContext | None = None,
         unreachable: Callable[[], bool] = lambda: False,
+        refusing: Callable[[], bool] = lambda: False,
+        hanging: Callable[[], bool] = lambda: False,
+        changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._handler = handler
         self._ssl_context = ssl_context
-        self._unreachable = unreachable  # when true, every request is answered by a TCP reset
+        self._unreachable = unreachable
+        self._refusing = refusing
+        self._hanging = hanging
+        self._changed = changed or trio.sleep_forever
+        self._connections: set[trio.abc.Stream] = set()
 
     async def run(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Serve until cancelled; ``task_status.started(bound_port)``."""
-        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-            await trio.open_tcp_listeners(port, host=host)
-        )
-        bound = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
-        if self._ssl_context is not None:
-            listeners = [
-                trio.SSLListener(lst, self._ssl_context, https_compatible=True) for lst in listeners
-            ]
-        async with trio.open_nursery() as nursery:
-            task_status.started(bound)
-            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
-        raise AssertionError("serve_listeners returned")  # pragma: no cover
+        started = False
+        async with trio.open_nursery() as handlers:
+            while True:
+                try:
+                    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+                        await trio.open_tcp_listeners(port, host=host)
+                    )
+                except OSError:
+                    if not started:
+                        raise
+                    await trio.sleep(0.05)  # the old socket is not quite gone yet
+                    continue
+                port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+                if self._ssl_context is not None:
+                    listeners = [
+                        trio.SSLListener(lst, self._ssl_context, https_compatible=True)
+                        for lst in listeners
+                    ]
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            self._connection,
+                            listeners,
+                            handler_nursery=handlers,
+                        )
+                    )
+                    if not started:
+                        started = True
+                        task_status.started(port)
+                    while not self._refusing():
+                        await self._changed()
+                    accepting.cancel_scope.cancel()  # closes the listening sockets
+                for stream in list(self._connections):
+                    await _reset(stream)
+                while self._refusing():
+                    await self._changed()
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -142,12 +181,18 @@ class HttpServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 client = "{}:{}".format(*sock.getpeername()[:2])
+        self._connections.add(stream)
         try:
             while True:
                 request = await self._receive_request(conn, stream, client)
                 if request is None:
                     return
-                if self._unreachable():
+                if self._unreachable() or self._refusing():
+                    await _reset(stream)
+                    return
+                if self._hanging():
+                    while self._hanging():
+                        await self._changed()
                     await _reset(stream)
                     return
                 response = await self._handler(request)
@@ -163,9 +208,10 @@ class HttpServer:
                     conn.start_next_cycle()
                 except h11.LocalProtocolError:
                     return
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
         finally:
+            self._connections.discard(stream)
             await trio.aclose_forcefully(stream)
 
     async def _receive_request(

@@ -13,6 +13,7 @@ from . import resources as R
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import KubeletConfig
 from .manifests import MANAGER_ROLE_RULES, terminal_statefulset
+from .realism import Realism
 from .testing import JSON_PATCH, MERGE, STRATEGIC, pod_manifest
 
 PODS = "/api/v1/namespaces/webterm/pods"
@@ -37,7 +38,7 @@ async def test_discovery(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api")).json()["versions"] == ["v1"]
     groups = (await client.get("/apis")).json()
     assert groups["kind"] == "APIGroupList"
-    assert [g["name"] for g in groups["groups"]] == ["apps"]
+    assert [g["name"] for g in groups["groups"]] == ["apps", "coordination.k8s.io"]
     core = (await client.get("/api/v1")).json()
     names = {r["name"] for r in core["resources"]}
     assert {"pods", "pods/status", "services", "namespaces"} <= names
@@ -464,6 +465,7 @@ async def test_rbac_role_limits_the_manager(tmp_path: Path) -> None:
     async with (
         run_kube_api(
             tmp_path,
+            realism=Realism.fast(),
             kubelet=KubeletConfig(mode="fake"),
             rbac=MANAGER_ROLE_RULES,
             terminal_replicas=1,

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
-from webterm.service.asgi import App, Receive, Scope, Send, header_lines, send_json
-from webterm.service.errors import encode_json, error_body
+from webterm.service.asgi import App, Receive, Scope, Send, header_lines, refuse_early
+from webterm.service.errors import Refusal
 
 log = logging.getLogger("webterm.service")
 
@@ -48,10 +48,7 @@ class HostGuard:
 
     async def refuse(self, scope: Scope, send: Send) -> None:
         log.warning("refused a request for a Host that is not this machine (DNS rebinding?)")
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
-            return
-        await send_json(send, 403, encode_json(error_body(WRONG_HOST)))
+        await refuse_early(scope, send, Refusal(403, WRONG_HOST))
 
     def wrap(self, app: Any) -> App:  # Any: Quart types its ASGI callable more narrowly
         """``app`` behind this guard (which lets everything pass when not active)."""

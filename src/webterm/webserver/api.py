@@ -12,6 +12,7 @@ answer's ``client`` is null); ``ip`` — the remote address. The manager sees
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from quart import Response
@@ -33,16 +34,17 @@ MAX_CLIENT_FIELD: Final = 200
 """A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
 
 
+@dataclass
 class TerminalApi:
     """The routes' handlers (Quart views, bound to this object)."""
 
-    def __init__(
-        self, config: WebserverConfig, allocator: Allocator, trusted: TrustedProxies
-    ) -> None:
-        self.config = config
-        self.allocator = allocator
-        self.trusted = trusted
-        self.allowed_origins = frozenset(config.allowed_origins)
+    config: WebserverConfig
+    allocator: Allocator
+    trusted: TrustedProxies
+    allowed_origins: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.allowed_origins = frozenset(self.config.allowed_origins)
 
     async def terminal(self) -> Response:
         """``POST /api/terminal``: a terminal for the caller, and where to dial it."""

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
 from webterm.config import WebserverConfig
-from webterm.protocol import MAX_FRAME_BYTES, CloseCode, client_hash
+from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.service.answers import install_error_handlers
 from webterm.service.health import add_probes
@@ -133,14 +133,14 @@ class Webserver:
             if self.gate.admits(scope):
                 await self.proxy(scope, receive, send)
             else:  # before accept: an HTTP 403
-                await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED})
+                await self.gate.refuse(scope, send)
         elif kind == "http":
 
             async def respond(send: Send) -> None:
                 if self.gate.admits(scope):
                     await self.app(scope, receive, send)  # type: ignore[arg-type]
                 else:
-                    await self.gate.refuse(send)
+                    await self.gate.refuse(scope, send)
 
             await self.envelope.answer(scope, send, respond)
         else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)

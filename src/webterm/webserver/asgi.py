@@ -1,11 +1,11 @@
-"""The raw ASGI layer's types and the few things read off a scope. Pure: no I/O.
+"""The few things the webserver reads off a raw ASGI scope. Pure: no I/O.
 
 The dispatcher, the gates in front of the app and the WebSocket proxy work on raw
-ASGI scopes and messages, loosely typed as Hypercorn hands them over."""
+ASGI scopes and messages (the types are the service kit's, :mod:`webterm.service.asgi`)."""
 
 from __future__ import annotations
 
-from webterm.service.asgi import Receive, Scope, Send, send_json
+from webterm.service.asgi import Receive, Scope, Send
 from webterm.webserver.forwarding import joined_headers
 
 
@@ -26,4 +26,4 @@ def loggable_path(path: str) -> str:
     return path[:200].encode("unicode_escape").decode("ascii")
 
 
-__all__ = ["Receive", "Scope", "Send", "loggable_path", "peer", "scope_headers", "send_json"]
+__all__ = ["Receive", "Scope", "Send", "loggable_path", "peer", "scope_headers"]

@@ -289,6 +289,37 @@ def webserver(
     help="Recycle an in-use terminal unconnected this long.",
 )
 @option("--token-ttl", default=60, type=int, help="Seconds a terminal token is valid.")
+@option(
+    "--resync-period",
+    default=30.0,
+    type=float,
+    help="Seconds between full reconciles of the pods against the pool's decisions.",
+)
+@option(
+    "--watch-timeout",
+    default=150.0,
+    type=float,
+    help="Seconds a pod watch may stay silent before it is restarted (half-open sockets).",
+)
+@option(
+    "--leader-elect/--no-leader-elect",
+    default=False,
+    help="Elect one active manager with a coordination.k8s.io Lease (run 2 replicas).",
+)
+@option("--lease-name", default="webterm-manager", help="The Lease used for leader election.")
+@option("--lease-duration", default=15.0, type=float, help="Seconds a leader's lease lasts.")
+@option(
+    "--renew-deadline",
+    default=10.0,
+    type=float,
+    help="Seconds the leader keeps trying to renew before it steps down (and exits).",
+)
+@option("--retry-period", default=2.0, type=float, help="Seconds between lease attempts.")
+@option(
+    "--pod-name",
+    default=None,
+    help="This manager's pod (downward API): the leader labels it webterm.dev/leader=true.",
+)
 @option("--shell", default=None, help="Shell command for local terminals.")
 @option("--idle-timeout", default=600.0, type=float, help="Idle timeout for local terminals.")
 @secret_option
@@ -307,6 +338,14 @@ def manager(
     public_host: str | None,
     stale_after: float,
     token_ttl: int,
+    resync_period: float,
+    watch_timeout: float,
+    leader_elect: bool,
+    lease_name: str,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
+    pod_name: str | None,
     shell: str | None,
     idle_timeout: float,
     secret_file: str | None,
@@ -331,6 +370,14 @@ def manager(
             public_host=public_host,
             stale_after=stale_after,
             token_ttl=token_ttl,
+            resync_period=resync_period,
+            watch_timeout=watch_timeout,
+            leader_elect=leader_elect,
+            lease_name=lease_name,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+            pod_name=pod_name,
             shell=_shell(shell),
             idle_timeout=idle_timeout,
         )

@@ -54,6 +54,7 @@ from webterm.manager.pool import (
     TerminalGone,
     TerminalReady,
     Tick,
+    Unassign,
     UnknownClient,
     Wait,
 )
@@ -82,6 +83,13 @@ RETRY_AFTER_SLOW: Final = 5
 
 CLAIM_ATTEMPTS: Final = 3
 """Terminals tried for one request when other managers keep winning the race."""
+
+RETRY_AFTER_CLAIM: Final = 2
+"""What a client is told when its allocation could not be recorded (the API failed)."""
+
+RETRY_AFTER_NOT_LEADER: Final = 1
+"""What a client is told by a manager that is not (yet) the active one: the Service
+routes to the leader once it has labelled its pod, within a lease period."""
 
 
 class Manager:
@@ -211,6 +219,19 @@ class Manager:
                 else:
                     self.handle_quietly(TerminalGone(name=answer.name, instance=answer.instance))
                 continue
+            except Exception:
+                # the ownership was not recorded: the terminal must not stay this
+                # client's here while the cluster says it is free (another manager, or
+                # this one restarted, would hand it out again with the shell in it)
+                log.exception("could not record %s for a client", answer.name)
+                self.handle_quietly(
+                    Unassign(client=client, name=answer.name, instance=answer.instance)
+                )
+                answer = Reject(
+                    client=client, reason="could not record the allocation, try again",
+                    retry_after=RETRY_AFTER_CLAIM,
+                )  # fmt: skip
+                break
             answer = replace(answer, address=address)
             break
         else:
@@ -277,6 +298,11 @@ class Manager:
             expires_at=int(time.time()) + self.config.token_ttl,
         )
         return sign_token(self.config.secret, claims)
+
+    @property
+    def following(self) -> bool:
+        """A standby manager: synced, but another one holds the lease."""
+        return bool(getattr(self.backend, "following", False))
 
     def release(self, client_id: str) -> None:
         self.handle(Release(client=client_hash(self.config.secret, client_id)))
@@ -371,6 +397,15 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     if listens_on_loopback_only(manager.config.host):
         app.before_request(_refuse_rebinding)
 
+    @app.before_request
+    async def only_when_active() -> Response | None:
+        """Until the pool runs (a standby without the lease, or still starting), every
+        pool call is a 503 + Retry-After: the caller retries, and reaches the leader."""
+        if manager.ready.is_set() or request.path in ("/healthz", "/readyz", "/metrics"):
+            return None
+        reason = "this manager is on standby" if manager.following else "manager starting"
+        return _error(503, reason, retry_after=RETRY_AFTER_NOT_LEADER)
+
     @app.post("/v1/allocations")
     async def allocate() -> Response:
         body = await _json_body()
@@ -455,6 +490,8 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if manager.following:
+            return _ok({"status": "standby"})  # synced; serving once it holds the lease
         if not manager.ready.is_set():
             return _error(503, "backend not synced yet")
         return _ok({"status": "ready"})

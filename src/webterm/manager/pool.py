@@ -63,6 +63,7 @@ __all__ = [
     "TerminalGone",
     "TerminalReady",
     "Tick",
+    "Unassign",
     "UnknownClient",
     "UnknownTerminal",
     "Wait",
@@ -170,6 +171,17 @@ class Listed:
     present: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unassign:
+    """Undo an :class:`Assign` the backend could not record (its ownership write
+    failed): the terminal is free again, the client holds nothing. Ignored unless
+    ``client`` still holds exactly this terminal instance."""
+
+    client: str
+    name: str
+    instance: str
+
+
 Event = (
     TerminalAppeared
     | TerminalReady
@@ -182,6 +194,7 @@ Event = (
     | CancelWait
     | Tick
     | Listed
+    | Unassign
 )
 
 
@@ -341,6 +354,8 @@ class Pool:
             decisions = self._tick(event)
         elif isinstance(event, Listed):
             decisions = self._listed(event)
+        elif isinstance(event, Unassign):
+            decisions = self._unassign(event)
         else:
             terminal = self._terminal_for(event)
             handler = TRANSITIONS.get((terminal.state, type(event)))
@@ -430,6 +445,19 @@ class Pool:
         if terminal is None:
             raise UnknownClient("this client holds no terminal")
         return _recycle(self, terminal, Recycle(name=terminal.name))
+
+    def _unassign(self, event: Unassign) -> list[Decision]:
+        terminal = self.terminal_of(event.client)
+        if (
+            terminal is None
+            or terminal.name != event.name
+            or terminal.instance != event.instance
+            or terminal.state is not State.IN_USE
+        ):
+            return []
+        self._disown(terminal)
+        self._set_state(terminal, State.FREE)
+        return []
 
     def _tick(self, event: Tick) -> list[Decision]:
         decisions: list[Decision] = []
@@ -533,7 +561,9 @@ def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decisio
         terminal.owner = owner
         terminal.allocated_at = event.allocated_at
         terminal.connected = False
-        terminal.disconnected_since = event.allocated_at
+        # found allocated (a restarted manager): unconnected as far as we know, from
+        # now at the earliest, as _adopt does (both on the pool's clock)
+        terminal.disconnected_since = max(event.allocated_at, pool.now)
         pool.owners[owner] = terminal.name
         pool._set_state(terminal, State.IN_USE)
         pool._unconnected.add(terminal.name)

@@ -560,7 +560,12 @@ async def serve(
         url = f"http://{host}:{port}"
         if isinstance(the_backend, LocalBackend):
             the_backend.manager_url = url  # its terminals call back here
-        await nursery.start(manager.run)
+        if config.leader_elect:
+            # a standby serves (503 + Retry-After, /readyz "standby") while it waits
+            # for the lease, which may be for ever
+            nursery.start_soon(manager.run)
+        else:
+            await nursery.start(manager.run)
         log.info("manager (%s backend) listening on %s", config.backend, url)
         task_status.started(port)
 

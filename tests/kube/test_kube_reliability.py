@@ -167,12 +167,14 @@ async def test_a_pending_pod_is_not_failed_and_the_client_is_told_to_retry(
     it runs the client gets that very pod."""
     async with cluster(tmp_path) as (api, port):
         api.faults.hold_pending("terminal-0")
-        async with manager(api, port, spares=1, max_terminals=1, ready_timeout=2.0) as http:
+        # no spares: the pod exists only for the waiting client, and must outlive its
+        # timed-out request (the client retries), not be scaled away and started anew
+        async with manager(api, port, spares=0, max_terminals=1, ready_timeout=6.0) as http:
             answer = await http.post("/v1/allocations", json={"client": "a"})
             assert answer.status_code == 503
             assert int(answer.headers["Retry-After"]) > 0
             uid = api.pod("terminal-0")["metadata"]["uid"]
-            await trio.sleep(4)  # twice the ready timeout
+            await trio.sleep(8)  # well past the ready timeout
             pod = api.pod("terminal-0")
             assert pod is not None
             assert pod["metadata"]["uid"] == uid

@@ -81,6 +81,9 @@ LOCAL_WAIT_TIMEOUT: Final = 20.0
 RETRY_AFTER_SLOW: Final = 5
 """What a client is told when its terminal did not become ready in time."""
 
+WAIT_LINGER: Final = 3 * RETRY_AFTER_SLOW
+"""How long a client told to retry keeps its place in the queue (and its terminal)."""
+
 CLAIM_ATTEMPTS: Final = 3
 """Terminals tried for one request when other managers keep winning the race."""
 
@@ -108,6 +111,8 @@ class Manager:
         )
         self.ready = trio.Event()
         self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
+        self._lingering: dict[str, object] = {}  # timed-out waiters told to come back
+        self._nursery: trio.Nursery | None = None
         self._to_backend, self._backend_queue = trio.open_memory_channel[ScaleTo | Restart](
             math.inf
         )
@@ -166,6 +171,7 @@ class Manager:
         # size); afterwards the pool applies events far faster than any API produces them.
         events_in, events_out = trio.open_memory_channel[Event](math.inf)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             replicas = await nursery.start(self.backend.run, events_in)
             self.pool.adopt_replicas(replicas)
             nursery.start_soon(self._apply_decisions)
@@ -199,6 +205,7 @@ class Manager:
 
     async def allocate(self, client_id: str) -> Assign | Reject:
         client = client_hash(self.config.secret, client_id)
+        self._lingering.pop(client, None)
         started = trio.current_time()
         for _ in range(CLAIM_ATTEMPTS):
             answer = await self._decide(client)
@@ -260,27 +267,55 @@ class Manager:
             done.set()
 
         self._waiters[client].append(resolve)
+        scope = trio.move_on_after(self.wait_timeout)
         try:
-            with trio.move_on_after(self.wait_timeout):
+            with scope:
                 await done.wait()
         finally:
             if not got:  # timed out, or the request was dropped (cancelled)
-                self._stop_waiting(client, resolve)
+                self._stop_waiting(client, resolve, linger=scope.cancelled_caught)
         if got:
             return got[0]
         return Reject(
             client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
         )
 
-    def _stop_waiting(self, client: str, resolve: Callable[[Assign], None]) -> None:
+    def _stop_waiting(
+        self, client: str, resolve: Callable[[Assign], None], *, linger: bool = False
+    ) -> None:
         """Withdraw one waiting request; the pool stops waiting for ``client`` once none
         is left, so no terminal is later assigned to a request nobody reads. Synchronous:
-        it runs in ``finally`` of a cancelled request too."""
+        it runs in ``finally`` of a cancelled request too.
+
+        ``linger`` (the request timed out: it was told to retry): the client keeps its
+        place for WAIT_LINGER, so the terminal starting for it (a Pending pod waiting
+        for a node) is not scaled away and started again on every retry; one assigned
+        meanwhile is kept for its return, and freed again if it does not return."""
         waiters = self._waiters.get(client, [])
         if resolve in waiters:
             waiters.remove(resolve)
         if not waiters:
             self._waiters.pop(client, None)
+            if linger and self._nursery is not None:
+                token = object()
+                self._lingering[client] = token
+                self._nursery.start_soon(self._end_linger, client, token)
+            else:
+                self.handle_quietly(CancelWait(client=client))
+
+    async def _end_linger(self, client: str, token: object) -> None:
+        await trio.sleep(WAIT_LINGER)
+        if self._lingering.get(client) is not token:
+            return  # it came back
+        del self._lingering[client]
+        if self._waiters.get(client):
+            return
+        terminal = self.pool.terminal_of(client)
+        if terminal is not None:  # assigned while it was away, never claimed: free again
+            self.handle_quietly(
+                Unassign(client=client, name=terminal.name, instance=terminal.instance)
+            )
+        else:
             self.handle_quietly(CancelWait(client=client))
 
     @staticmethod

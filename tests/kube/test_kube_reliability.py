@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 import yaml
+from trio_websocket import open_websocket_url
 
 from tests.kube.tcpproxy import forwarder
 from tests.kube.test_kube_backend import cluster, free_port, manager
@@ -23,7 +24,7 @@ from webterm.config import ManagerConfig
 from webterm.manager.kube.backend import _retry_hint
 from webterm.manager.kube.client import KubeClient, KubeError, load_connection
 from webterm.manager.kube.pods import Pod, PodInfo, host_port
-from webterm.protocol import client_hash
+from webterm.protocol import client_hash, subprotocols_for
 
 OWNER = "webterm.dev/client"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -235,6 +236,62 @@ async def test_an_adopted_unconnected_terminal_is_recycled_as_stale(tmp_path: Pa
         async with manager(api, port, spares=1, max_terminals=2, stale_after=2.0):
             with trio.fail_after(30):
                 await api.wait_pod_gone(answer["terminal"], uid=uid)
+
+
+async def test_an_adopted_connected_session_is_not_recycled_as_stale(tmp_path: Path) -> None:
+    """A browser stays attached across a manager restart (a leader change): the new
+    manager knows from the pod's connected annotation that the session is live, and
+    does not recycle it as stale under its user."""
+    async with cluster(tmp_path) as (api, port), trio.open_nursery() as nursery:
+        first_scope = trio.CancelScope()
+        allocated, stopped = trio.Event(), trio.Event()
+        got: dict[str, Any] = {}
+
+        async def first_manager() -> None:
+            try:
+                with first_scope:
+                    async with manager(api, port, spares=1, max_terminals=2) as http:
+                        got.update(await until_ok(http, "still-here"))
+                        allocated.set()
+                        await trio.sleep_forever()
+            finally:
+                stopped.set()
+
+        nursery.start_soon(first_manager)
+        await allocated.wait()
+        name = got["terminal"]
+        uid = api.pod(name)["metadata"]["uid"]
+        async with open_websocket_url(
+            f"ws://{got['address']}/ws", subprotocols=subprotocols_for(got["token"])
+        ) as ws:
+            await _run(ws, "echo before-$((2*3))", "before-6")
+            await api.wait_for(
+                PODS,
+                name,
+                lambda p: (p["metadata"].get("annotations") or {}).get(CONNECTED) == "true",
+            )
+            first_scope.cancel()
+            await stopped.wait()
+            async with manager(api, port, spares=1, max_terminals=2, stale_after=2.0):
+                await trio.sleep(6)  # three times --stale-after
+                pod = api.pod(name)
+                assert pod is not None
+                assert pod["metadata"]["uid"] == uid
+                assert "deletionTimestamp" not in pod["metadata"]
+                await _run(ws, "echo after-$((3*3))", "after-9")
+
+
+CONNECTED = "webterm.dev/connected"
+
+
+async def _run(ws: Any, command: str, marker: str) -> None:
+    await ws.send_message(command.encode() + b"\n")
+    seen = b""
+    with trio.fail_after(20):
+        while marker.encode() not in seen:
+            message = await ws.get_message()
+            if isinstance(message, bytes):
+                seen += message
 
 
 async def test_retry_after_from_the_api_server_is_honoured(tmp_path: Path) -> None:

@@ -505,6 +505,10 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
             manager.handle_quietly(
                 Connection(name=name, connected=connected, now=trio.current_time())
             )
+            # a backend that keeps state outside this process (the pods) records it
+            note = getattr(manager.backend, "note_connection", None)
+            if note is not None:
+                note(name, auth.claims.instance, connected)
         return _ok({"ok": True})
 
     @app.get("/v1/terminals")

@@ -60,6 +60,7 @@ from webterm.config import ManagerConfig
 from webterm.manager.backend import BackendDecision, ClaimLost
 from webterm.manager.kube.client import Conflict, KubeClient, KubeError, NotFound, load_connection
 from webterm.manager.kube.leader import LeaderConfig, LeaderElector, default_identity
+from webterm.manager.kube.pods import CONNECTED_ANNOTATION
 from webterm.manager.kube.reflector import (
     ALLOCATED_ANNOTATION,
     OWNER_ANNOTATION,
@@ -70,6 +71,7 @@ from webterm.manager.kube.reflector import (
 )
 from webterm.manager.pool import (
     Assign,
+    Connection,
     Event,
     Listed,
     Restart,
@@ -160,6 +162,7 @@ class KubernetesBackend:
         self.desired_replicas: int | None = None
         self.retired: dict[str, str] = {}  # uid -> pod name: delete while present
         self.claims: dict[str, tuple[str, str]] = {}  # pod -> (uid, client hash)
+        self.connections: dict[str, tuple[str, bool]] = {}  # pod -> (uid, attached)
         self._services_to_delete: set[str] = set()
         self._written_replicas: int | None = None
         self._deleted_at: dict[str, float] = {}  # uid -> when its delete was accepted
@@ -239,6 +242,7 @@ class KubernetesBackend:
                 self._events = events
                 self._last_resync = trio.current_time()
                 self._on_listed_sync(self.pods)  # the cache, as the pool's first list
+                self._adopt_connections()
                 nursery.start_soon(self._reconcile_loop)
                 task_status.started(replicas)
         finally:
@@ -259,10 +263,28 @@ class KubernetesBackend:
             claim = self.claims.get(decision.name)
             if claim is not None and claim[0] == decision.instance:
                 del self.claims[decision.name]
+            connection = self.connections.get(decision.name)
+            if connection is not None and connection[0] == decision.instance:
+                del self.connections[decision.name]
             if self.config.address_mode == "nodeport":
                 self._public.pop(decision.name, None)
                 self._services_to_delete.add(f"{decision.name}-np")
         self._kick()
+
+    def note_connection(self, name: str, instance: str, connected: bool) -> None:
+        """A terminal reported a browser attached or detached: desired on its pod (the
+        connected annotation), so whoever manages the pool next knows it."""
+        self.connections[name] = (instance, connected)
+        self._kick()
+
+    def _adopt_connections(self) -> None:
+        """Taking over (a restart, a new leader): sessions the pods say are attached
+        are attached, or they would be recycled as stale under their users."""
+        now = trio.current_time()
+        for pod in self.pods.values():
+            if pod.connected and pod.owner is not None and pod.usable:
+                self._post(Connection(name=pod.name, connected=True, now=now))
+                self.connections.setdefault(pod.name, (pod.uid, True))
 
     async def claim(self, assign: Assign) -> str:
         pod = self.pods.get(assign.name)
@@ -425,6 +447,14 @@ class KubernetesBackend:
                 self._backoff.forget(("owner", name))
             elif pod.owner is None:
                 items.append((("owner", name), partial(self._rewrite_owner, name, uid, client)))
+        for name, (uid, attached) in list(self.connections.items()):
+            pod = self.pods.get(name)
+            if pod is None or pod.uid != uid or pod.deleting:
+                del self.connections[name]
+                self._backoff.forget(("connected", name))
+            elif pod.connected != attached:
+                work = partial(self._write_connected, name, uid, attached)
+                items.append((("connected", name), work))
         for service in list(self._services_to_delete):
             items.append((("service", service), partial(self._delete_service, service)))
         if self.config.pod_name and not self._labelled:
@@ -484,6 +514,12 @@ class KubernetesBackend:
         with contextlib.suppress(Conflict, NotFound):
             self._store(PodInfo.from_pod(await self.client.patch_pod(name, patch)))
 
+    async def _write_connected(self, name: str, uid: str, attached: bool) -> None:
+        value = "true" if attached else "false"
+        patch = {"metadata": {"uid": uid, "annotations": {CONNECTED_ANNOTATION: value}}}
+        with contextlib.suppress(Conflict, NotFound):  # replaced or gone: nothing to say
+            self._store(PodInfo.from_pod(await self.client.patch_pod(name, patch)))
+
     async def _delete_service(self, name: str) -> None:
         await self.client.delete_service(name)
         self._services_to_delete.discard(name)
@@ -537,6 +573,7 @@ class KubernetesBackend:
         arrive this way only; a waiter for a pod the list lacks hears None (gone)."""
         vanished = self.pods.keys() - pods.keys()
         self.pods = pods
+        self._seen_ready &= {pod.uid for pod in pods.values()}
         if self.active:
             self._replay()
         for name in vanished:
@@ -562,6 +599,7 @@ class KubernetesBackend:
 
     def _on_event(self, kind: str, pod: PodInfo) -> None:
         if kind == "DELETED":
+            self._seen_ready.discard(pod.uid)
             if self.pods.get(pod.name, pod).uid == pod.uid:
                 self.pods.pop(pod.name, None)
             self._post(TerminalGone(name=pod.name, instance=pod.uid))

@@ -15,6 +15,9 @@ import msgspec
 
 OWNER_ANNOTATION: Final = "webterm.dev/client"
 ALLOCATED_ANNOTATION: Final = "webterm.dev/allocated-at"
+CONNECTED_ANNOTATION: Final = "webterm.dev/connected"
+"""``"true"`` while a browser is attached (as its terminal last reported): a manager
+taking over learns from it which adopted sessions are live."""
 
 
 class _Condition(msgspec.Struct):
@@ -84,6 +87,7 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
     allocated_at: float  # wall clock (the annotation); 0.0 when unset
     resource_version: str
     pending: bool = False  # phase Pending: unscheduled, pulling its image, starting
+    connected: bool = False  # the connected annotation
 
     @classmethod
     def from_pod(cls, pod: Pod) -> PodInfo:
@@ -110,6 +114,7 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
             allocated_at=allocated_at,
             resource_version=meta.resourceVersion,
             pending=status.phase in ("Pending", ""),
+            connected=annotations.get(CONNECTED_ANNOTATION) == "true",
         )
 
     def same_state(self, other: PodInfo) -> bool:
@@ -124,6 +129,7 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
             and self.allocated_at == other.allocated_at
             and self.name == other.name
             and self.pending == other.pending
+            and self.connected == other.connected
         )
 
     def address(self, port: int) -> str:

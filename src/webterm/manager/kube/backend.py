@@ -53,7 +53,6 @@ from typing import Final, ParamSpec, TypeVar
 
 import stamina
 import trio
-import trio.lowlevel
 from prometheus_client import CollectorRegistry, Gauge
 
 from webterm.config import ManagerConfig
@@ -98,6 +97,9 @@ BACKOFF_CAP: Final = 30.0
 """Per work item: 0.5 s doubling to 30 s (client-go's ItemExponentialFailureRateLimiter
 with a shorter cap), so a returning API sees convergence within 30 s."""
 CONCURRENT_WRITES: Final = 8
+COALESCE: Final = 0.05
+"""Seconds the reconcile loop waits after a wake-up, as a work queue lets changes pile
+up: a storm of 1,000 pod events makes a few passes, not 1,000."""
 
 
 def _retry_hint(exc: Exception) -> bool | float:
@@ -419,7 +421,7 @@ class KubernetesBackend:
             with trio.move_on_at(wake_at):
                 await self._wake.wait()
             self._wake = trio.Event()
-            await trio.lowlevel.checkpoint()  # let a burst of changes coalesce into one pass
+            await trio.sleep(COALESCE)  # a burst of changes makes one pass, not one each
 
     def _work(self) -> list[tuple[Hashable, Callable[[], Awaitable[None]]]]:
         """Every difference between the desired state and the cache, as work items."""

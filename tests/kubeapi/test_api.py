@@ -37,7 +37,7 @@ async def test_discovery(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api")).json()["versions"] == ["v1"]
     groups = (await client.get("/apis")).json()
     assert groups["kind"] == "APIGroupList"
-    assert [g["name"] for g in groups["groups"]] == ["apps"]
+    assert [g["name"] for g in groups["groups"]] == ["apps", "coordination.k8s.io"]
     core = (await client.get("/api/v1")).json()
     names = {r["name"] for r in core["resources"]}
     assert {"pods", "pods/status", "services", "namespaces"} <= names

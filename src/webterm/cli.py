@@ -2,7 +2,9 @@
 
 Every flag also reads ``WEBTERM_<FLAG_IN_CAPS>`` (``--max-terminals`` ↔
 ``WEBTERM_MAX_TERMINALS``). Each service runs in one trio nursery; SIGINT or SIGTERM
-cancels it and the service's own shielded cleanup closes connections and children."""
+cancels it and the service's own shielded cleanup closes connections and children.
+(Longer than our other modules: it is mostly the flag declarations, one per setting,
+each beside its command, which is where a reader looks for them.)"""
 
 from __future__ import annotations
 
@@ -313,6 +315,36 @@ def webserver(access_password_file: str | None, secret_file: str | None, **setti
 @setting(ManagerConfig, "token_ttl", help="Seconds a terminal token is valid.")
 @shell_setting(ManagerConfig, help="Shell command for local terminals.")
 @setting(ManagerConfig, "idle_timeout", help="Idle timeout for local terminals.")
+@setting(
+    ManagerConfig,
+    "resync_period",
+    help="Seconds between full reconciles of the pods against the pool's decisions.",
+)
+@setting(
+    ManagerConfig,
+    "watch_timeout",
+    help="Seconds a pod watch may stay silent before it is restarted (half-open sockets).",
+)
+@setting(
+    ManagerConfig,
+    "leader_elect",
+    "--leader-elect/--no-leader-elect",
+    envvar="WEBTERM_LEADER_ELECT",
+    help="Elect one active manager with a coordination.k8s.io Lease (run 2 replicas).",
+)
+@setting(ManagerConfig, "lease_name", help="The Lease used for leader election.")
+@setting(ManagerConfig, "lease_duration", help="Seconds a leader's lease lasts.")
+@setting(
+    ManagerConfig,
+    "renew_deadline",
+    help="Seconds the leader keeps trying to renew before it steps down (and exits).",
+)
+@setting(ManagerConfig, "retry_period", help="Seconds between lease attempts.")
+@setting(
+    ManagerConfig,
+    "pod_name",
+    help="This manager's pod (downward API): the leader labels it webterm.dev/leader=true.",
+)
 @secret_option
 def manager(secret_file: str | None, **settings: Any) -> None:
     """The terminal pool and its backend."""

@@ -128,8 +128,22 @@ class ManagerConfig:
     delete_grace_period: int = 1
     address_mode: AddressMode = "proxy"
     public_host: str | None = None
+    resync_period: float = 30.0  # seconds between full reconciles of cache and desired state
+    watch_timeout: float = 150.0  # a watch silent this long is dead (bookmarks: ~1/min)
+    # high availability (kubernetes backend): one leader, elected with a Lease
+    leader_elect: bool = False
+    lease_name: str = "webterm-manager"
+    lease_duration: float = 15.0  # client-go's defaults: 15 s, 10 s, 2 s
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    pod_name: str | None = None  # this manager's own pod: the leader labels it
+    leader_identity: str | None = None  # default: <hostname>_<random>
 
     def __post_init__(self) -> None:
+        if self.leader_elect and not (
+            0 < self.retry_period < self.renew_deadline < self.lease_duration
+        ):
+            raise ConfigError("need 0 < --retry-period < --renew-deadline < --lease-duration")
         if self.spares < 0:
             raise ConfigError("--spares must be >= 0")
         if self.max_terminals < 1:

@@ -206,6 +206,8 @@ def _argv(
             env[item["name"]] = item["value"]
         elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             env[item["name"]] = workload["metadata"]["namespace"]
+        elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[item["name"]] = "pod-from-the-downward-api"
         else:
             env[item["name"]] = "x" * 32  # uid, secret
     command_name, *rest = argv[1:]
@@ -242,6 +244,10 @@ def test_the_commands_in_the_manifests_parse_and_name_the_real_objects(
     assert params["port"] == manager_service["spec"]["ports"][0]["port"]
     assert params["host"] == "0.0.0.0"
     assert params["spares"] <= params["max_terminals"]  # type: ignore[operator]
+    # the manager Service selects the leader's label: only an electing manager that
+    # knows its own pod sets it
+    assert params["leader_elect"] is True
+    assert params["pod_name"] == "pod-from-the-downward-api"
 
     name, params = _argv(objects, find(objects, "Deployment", "webserver"), entrypoint("webterm"))
     assert name == "webserver"

@@ -489,3 +489,30 @@ async def test_rbac_role_limits_the_manager(tmp_path: Path) -> None:
         assert_status(await manager.get("/api/v1/namespaces/default/pods"), 403, "Forbidden")
         assert (await admin.post(PODS, json=pod_manifest("x"))).status_code == 201
         assert all(r.status in (200, 201, 403) for r in api.requests())
+
+
+async def test_leases_for_leader_election(tmp_path: Path) -> None:
+    """coordination.k8s.io/v1 Leases: create (AlreadyExists for the second), and an
+    update fenced by metadata.resourceVersion (409 for a stale one), as client-go's
+    leaderelection relies on."""
+    leases = "/apis/coordination.k8s.io/v1/namespaces/webterm/leases"
+    async with (
+        run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES) as api,
+        api.client() as manager,
+    ):
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "webterm-manager"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+        }
+        created = await manager.post(leases, json=body)
+        assert created.status_code == 201
+        assert_status(await manager.post(leases, json=body), 409, "AlreadyExists")
+        lease = created.json()
+        lease["spec"]["holderIdentity"] = "b"
+        updated = await manager.put(f"{leases}/webterm-manager", json=lease)
+        assert updated.status_code == 200
+        assert updated.json()["spec"]["holderIdentity"] == "b"
+        assert_status(await manager.put(f"{leases}/webterm-manager", json=lease), 409, "Conflict")
+        assert (await manager.get("/apis/coordination.k8s.io/v1")).status_code == 200

@@ -17,16 +17,18 @@ from typing import Final
 
 import trio
 from prometheus_client import CollectorRegistry
+from quart import request
 from quart_trio import QuartTrio
 
 from webterm.config import ManagerConfig
 from webterm.manager.allocations import Allocations
 from webterm.manager.backend import Backend
-from webterm.manager.core import TICK_SECONDS, Manager
+from webterm.manager.core import RETRY_AFTER_NOT_LEADER, TICK_SECONDS, Manager
 from webterm.manager.listing import Listing
 from webterm.manager.reports import TerminalReports
 from webterm.service.answers import install_error_handlers
-from webterm.service.health import add_probes
+from webterm.service.errors import Refusal
+from webterm.service.health import PROBE_PATHS, READY, add_probes
 from webterm.service.hostguard import HostGuard
 from webterm.service.hypercorn import bound_port, hypercorn_config, serve_http
 
@@ -38,6 +40,16 @@ SHUTDOWN_GRACE: Final = 2.0
 
 def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     app = QuartTrio("webterm.manager", static_folder=None)
+
+    @app.before_request
+    async def only_when_active() -> None:
+        """Until the pool runs (a standby without the lease, or still starting), every
+        pool call is a 503 + Retry-After: the caller retries, and reaches the leader."""
+        if manager.ready.is_set() or request.path in PROBE_PATHS:
+            return
+        reason = "this manager is on standby" if manager.following else "manager starting"
+        raise Refusal(503, reason, RETRY_AFTER_NOT_LEADER)
+
     allocations = Allocations(manager)
     app.add_url_rule("/v1/allocations", view_func=allocations.allocate, methods=["POST"])
     app.add_url_rule(
@@ -52,10 +64,14 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     app.add_url_rule("/v1/terminals", view_func=listing.terminals, methods=["GET"])
     app.add_url_rule("/v1/terminals/<name>", view_func=listing.terminal, methods=["GET"])
 
-    async def ready() -> bool:
-        return manager.ready.is_set()
+    async def readiness() -> dict[str, str]:
+        if manager.following:
+            return {"status": "standby"}  # synced; serving once it holds the lease
+        if not manager.ready.is_set():
+            raise Refusal(503, "backend not synced yet")
+        return READY
 
-    add_probes(app, registry, ready, "backend not synced yet")
+    add_probes(app, registry, readiness)
     install_error_handlers(app)
     return app
 
@@ -91,7 +107,12 @@ async def serve(
         url = f"http://{host}:{port}"
         if isinstance(the_backend, LocalBackend):
             the_backend.manager_url = url  # its terminals call back here
-        await nursery.start(manager.run)
+        if config.leader_elect:
+            # a standby serves (503 + Retry-After, /readyz "standby") while it waits
+            # for the lease, which may be for ever
+            nursery.start_soon(manager.run)
+        else:
+            await nursery.start(manager.run)
         log.info("manager (%s backend) listening on %s", config.backend, url)
         task_status.started(port)
 

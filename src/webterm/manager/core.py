@@ -45,6 +45,7 @@ from webterm.manager.pool import (
     TerminalGone,
     TerminalReady,
     Tick,
+    Unassign,
     Wait,
 )
 from webterm.protocol import TokenClaims, client_hash, sign_token
@@ -61,8 +62,18 @@ LOCAL_WAIT_TIMEOUT: Final = 20.0
 RETRY_AFTER_SLOW: Final = 5
 """What a client is told when its terminal did not become ready in time."""
 
+WAIT_LINGER: Final = 3 * RETRY_AFTER_SLOW
+"""How long a client told to retry keeps its place in the queue (and its terminal)."""
+
 CLAIM_ATTEMPTS: Final = 3
 """Terminals tried for one request when other managers keep winning the race."""
+
+RETRY_AFTER_CLAIM: Final = 2
+"""What a client is told when its allocation could not be recorded (the API failed)."""
+
+RETRY_AFTER_NOT_LEADER: Final = 1
+"""What a client is told by a manager that is not (yet) the active one: the Service
+routes to the leader once it has labelled its pod, within a lease period."""
 
 
 class Manager:
@@ -81,6 +92,8 @@ class Manager:
         )
         self.ready = trio.Event()
         self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
+        self._lingering: dict[str, object] = {}  # timed-out waiters told to come back
+        self._nursery: trio.Nursery | None = None
         self._to_backend, self._backend_queue = trio.open_memory_channel[ScaleTo | Restart](
             math.inf
         )
@@ -139,6 +152,7 @@ class Manager:
         # size); afterwards the pool applies events far faster than any API produces them.
         events_in, events_out = trio.open_memory_channel[Event](math.inf)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             replicas = await nursery.start(self.backend.run, events_in)
             self.pool.adopt_replicas(replicas)
             nursery.start_soon(self._apply_decisions)
@@ -172,6 +186,7 @@ class Manager:
 
     async def allocate(self, client_id: str) -> Assign | Reject:
         client = client_hash(self.config.secret, client_id)
+        self._lingering.pop(client, None)
         started = trio.current_time()
         for _ in range(CLAIM_ATTEMPTS):
             answer = await self._decide(client)
@@ -192,6 +207,19 @@ class Manager:
                 else:
                     self.handle_quietly(TerminalGone(name=answer.name, instance=answer.instance))
                 continue
+            except Exception:
+                # the ownership was not recorded: the terminal must not stay this
+                # client's here while the cluster says it is free (another manager, or
+                # this one restarted, would hand it out again with the shell in it)
+                log.exception("could not record %s for a client", answer.name)
+                self.handle_quietly(
+                    Unassign(client=client, name=answer.name, instance=answer.instance)
+                )
+                answer = Reject(
+                    client=client, reason="could not record the allocation, try again",
+                    retry_after=RETRY_AFTER_CLAIM,
+                )  # fmt: skip
+                break
             answer = replace(answer, address=address)
             break
         else:
@@ -220,27 +248,55 @@ class Manager:
             done.set()
 
         self._waiters[client].append(resolve)
+        scope = trio.move_on_after(self.wait_timeout)
         try:
-            with trio.move_on_after(self.wait_timeout):
+            with scope:
                 await done.wait()
         finally:
             if not got:  # timed out, or the request was dropped (cancelled)
-                self._stop_waiting(client, resolve)
+                self._stop_waiting(client, resolve, linger=scope.cancelled_caught)
         if got:
             return got[0]
         return Reject(
             client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
         )
 
-    def _stop_waiting(self, client: str, resolve: Callable[[Assign], None]) -> None:
+    def _stop_waiting(
+        self, client: str, resolve: Callable[[Assign], None], *, linger: bool = False
+    ) -> None:
         """Withdraw one waiting request; the pool stops waiting for ``client`` once none
         is left, so no terminal is later assigned to a request nobody reads. Synchronous:
-        it runs in ``finally`` of a cancelled request too."""
+        it runs in ``finally`` of a cancelled request too.
+
+        ``linger`` (the request timed out: it was told to retry): the client keeps its
+        place for WAIT_LINGER, so the terminal starting for it (a Pending pod waiting
+        for a node) is not scaled away and started again on every retry; one assigned
+        meanwhile is kept for its return, and freed again if it does not return."""
         waiters = self._waiters.get(client, [])
         if resolve in waiters:
             waiters.remove(resolve)
         if not waiters:
             self._waiters.pop(client, None)
+            if linger and self._nursery is not None:
+                token = object()
+                self._lingering[client] = token
+                self._nursery.start_soon(self._end_linger, client, token)
+            else:
+                self.handle_quietly(CancelWait(client=client))
+
+    async def _end_linger(self, client: str, token: object) -> None:
+        await trio.sleep(WAIT_LINGER)
+        if self._lingering.get(client) is not token:
+            return  # it came back
+        del self._lingering[client]
+        if self._waiters.get(client):
+            return
+        terminal = self.pool.terminal_of(client)
+        if terminal is not None:  # assigned while it was away, never claimed: free again
+            self.handle_quietly(
+                Unassign(client=client, name=terminal.name, instance=terminal.instance)
+            )
+        else:
             self.handle_quietly(CancelWait(client=client))
 
     @staticmethod
@@ -259,6 +315,11 @@ class Manager:
         )
         return sign_token(self.config.secret, claims)
 
+    @property
+    def following(self) -> bool:
+        """A standby manager: synced, but another one holds the lease."""
+        return bool(getattr(self.backend, "following", False))
+
     def release(self, client_id: str) -> None:
         self.handle(Release(client=client_hash(self.config.secret, client_id)))
 
@@ -276,4 +337,13 @@ class Manager:
         }
 
 
-__all__ = ["CLAIM_ATTEMPTS", "LOCAL_WAIT_TIMEOUT", "RETRY_AFTER_SLOW", "TICK_SECONDS", "Manager"]
+__all__ = [
+    "CLAIM_ATTEMPTS",
+    "LOCAL_WAIT_TIMEOUT",
+    "RETRY_AFTER_CLAIM",
+    "RETRY_AFTER_NOT_LEADER",
+    "RETRY_AFTER_SLOW",
+    "TICK_SECONDS",
+    "WAIT_LINGER",
+    "Manager",
+]

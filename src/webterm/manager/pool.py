@@ -75,6 +75,7 @@ __all__ = [
     "TerminalGone",
     "TerminalReady",
     "Tick",
+    "Unassign",
     "UnknownClient",
     "UnknownTerminal",
     "Wait",
@@ -186,6 +187,16 @@ class Listed:
     present: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unassign(OfClient):
+    """Undo an :class:`Assign` the backend could not record (its ownership write
+    failed): the terminal is free again, the client holds nothing. Ignored unless
+    ``client`` still holds exactly this terminal instance."""
+
+    name: str
+    instance: str
+
+
 Event = (
     TerminalAppeared
     | TerminalReady
@@ -198,6 +209,7 @@ Event = (
     | CancelWait
     | Tick
     | Listed
+    | Unassign
 )
 
 
@@ -371,6 +383,8 @@ class Pool:
             return partial(self._tick, event)
         if isinstance(event, Listed):
             return partial(self._listed, event)
+        if isinstance(event, Unassign):
+            return partial(self._unassign, event)
         terminal = self._terminal_for(event)
         step = TRANSITIONS.get((terminal.state, type(event)))
         if step is None:
@@ -483,6 +497,19 @@ class Pool:
         self.waiting.pop(event.client, None)
         return []
 
+    def _unassign(self, event: Unassign) -> list[Decision]:
+        terminal = self.terminal_of(event.client)
+        if (
+            terminal is None
+            or terminal.name != event.name
+            or terminal.instance != event.instance
+            or terminal.state is not State.IN_USE
+        ):
+            return []
+        self._disown(terminal)
+        self._set_state(terminal, State.FREE)
+        return []
+
     def _tick(self, event: Tick) -> list[Decision]:
         decisions: list[Decision] = []
         for name in list(self._unconnected):
@@ -578,6 +605,9 @@ def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decisio
     owner = event.owner
     if owner is not None and owner not in pool.owners:
         pool._take(terminal, owner, event.allocated_at)
+        # found allocated (a restarted manager): unconnected as far as we know, from
+        # now at the earliest, as _adopt does (both on the pool's clock)
+        terminal.disconnected_since = max(event.allocated_at, pool.now)
     else:
         pool._set_state(terminal, State.FREE)
     return []

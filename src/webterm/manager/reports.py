@@ -46,6 +46,12 @@ class TerminalReports:
                 name=name, instance=claims.instance, connected=connected, now=trio.current_time()
             )
         )
+        # a backend that keeps state outside this process (the pods) records it, for
+        # the terminal's current instance only (the pool ignored any other)
+        current = self.manager.pool.terminals.get(name)
+        note = getattr(self.manager.backend, "note_connection", None)
+        if note is not None and current is not None and current.instance == claims.instance:
+            note(name, claims.instance, connected)
         return json_response({"ok": True})
 
     async def _report(self, name: str) -> tuple[TokenClaims, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """``/healthz``, ``/readyz`` and ``/metrics``, one implementation for the services.
 
 ``/healthz`` answers :data:`HEALTHY` while the process serves; ``/readyz`` answers
-:data:`READY` when the service can do its job, else a 503 with the reason; ``/metrics``
+:data:`READY` when the service can do its job (or another status it names), else a 503
+with the reason; ``/metrics``
 is the service's own Prometheus registry. The Quart apps get the three routes from
 :func:`add_probes`; the terminal server answers ``/healthz`` with :data:`HEALTHY`
 itself."""
@@ -17,10 +18,10 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from webterm.service.answers import json_response
-from webterm.service.errors import Refusal
 
 HEALTHY: Final = {"status": "ok"}
 READY: Final = {"status": "ready"}
+PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def metrics_answer(registry: CollectorRegistry) -> tuple[bytes, str]:
@@ -31,19 +32,16 @@ def metrics_answer(registry: CollectorRegistry) -> tuple[bytes, str]:
 def add_probes(
     app: QuartTrio,
     registry: CollectorRegistry,
-    ready: Callable[[], Awaitable[bool]],
-    not_ready: str,
+    readiness: Callable[[], Awaitable[dict[str, str]]],
 ) -> None:
-    """The three probe routes on ``app``; ``/readyz`` awaits ``ready()`` and refuses
-    with 503 ``not_ready`` when it is False."""
+    """The three probe routes on ``app``; ``/readyz`` answers what ``readiness()``
+    returns (:data:`READY`, or another status), or the :class:`Refusal` it raises."""
 
     async def healthz() -> Response:
         return json_response(HEALTHY)
 
     async def readyz() -> Response:
-        if not await ready():
-            raise Refusal(503, not_ready)
-        return json_response(READY)
+        return json_response(await readiness())
 
     async def metrics() -> Response:
         body, content_type = metrics_answer(registry)
@@ -54,4 +52,4 @@ def add_probes(
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
 
 
-__all__ = ["HEALTHY", "READY", "add_probes", "metrics_answer"]
+__all__ = ["HEALTHY", "PROBE_PATHS", "READY", "add_probes", "metrics_answer"]

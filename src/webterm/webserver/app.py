@@ -44,7 +44,8 @@ from webterm.config import WebserverConfig
 from webterm.protocol import MAX_FRAME_BYTES, client_hash
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.service.answers import install_error_handlers
-from webterm.service.health import add_probes
+from webterm.service.errors import Refusal
+from webterm.service.health import READY, add_probes
 from webterm.service.hostguard import HostGuard
 from webterm.service.hypercorn import bound_port, hypercorn_config, serve_http
 from webterm.webserver.access import AccessGate
@@ -154,9 +155,14 @@ class Webserver:
         app.add_url_rule("/api/terminal", view_func=api.terminal, methods=["POST"])
         app.add_url_rule("/api/terminal", view_func=api.give_back, methods=["DELETE"])
         app.add_url_rule("/getPseudoTerminalAddress", view_func=api.legacy, methods=["POST"])
-        add_probes(app, self.registry, self.manager.ready, "terminal manager not ready")
+        add_probes(app, self.registry, self.readiness)
         install_error_handlers(app)  # the manager client's errors are refusals too
         return app
+
+    async def readiness(self) -> dict[str, str]:
+        if not await self.manager.ready():
+            raise Refusal(503, "terminal manager not ready")
+        return READY
 
 
 async def serve(

@@ -97,7 +97,7 @@ def main() -> None:
             _callgrind(target.root, "-i", "on")
         if args.pyspy:
             spy = subprocess.Popen(
-                ["py-spy", "record", "-r", "200", "-f", "raw", "-o", args.pyspy,
+                ["py-spy", "record", "-r", "200", "-f", "raw", "--subprocesses", "-o", args.pyspy,
                  "-p", str(target.root)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip

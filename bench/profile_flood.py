@@ -4,13 +4,16 @@ Starts ``webterm pty`` (or a peer), warms it, floods ``--size`` bytes through th
 client (``bench/peers/node-reference/client.js``) and prints the server's CPU seconds
 (psutil user+system, per 50 MB) and, with ``--callgrind``, the instructions the server
 executed during the flood alone (valgrind's callgrind, instrumentation switched on just
-before the flood and dumped right after it; the count is repeatable on a busy machine,
-wall time is not)::
+before the flood and dumped right after it; the count is repeatable on a busy machine to
+about 20 %, wall time is not)::
 
     python bench/profile_flood.py --size 5e6 --callgrind
     python bench/profile_flood.py --target node-binary --size 50e6
 
-``--py-spy FILE`` records the flood with py-spy (raw collapsed stacks) instead.
+``--py-spy FILE`` records the flood with py-spy (raw collapsed stacks, native frames,
+subprocesses), ``--perf FILE`` with ``perf record -g`` (kernel included), ``--cprofile
+FILE`` runs the server under cProfile. Set ``PYTHONPATH`` to another checkout's ``src``
+to measure that code with the same client (an A/B on one machine).
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def main() -> None:
             _callgrind(target.root, "-i", "on")
         if args.pyspy:
             spy = subprocess.Popen(
-                ["py-spy", "record", "-r", "200", "-f", "raw", "--subprocesses", "-o", args.pyspy,
+                ["py-spy", "record", "-r", "500", "-f", "raw", "--native", "--subprocesses", "-o", args.pyspy,
                  "-p", str(target.root)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip

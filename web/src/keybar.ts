@@ -71,14 +71,18 @@ export class KeyBar {
     this.term.focus();
   }
 
-  /** The clipboard, pasted as if typed (bracketed when the program asked for it). */
+  /** The clipboard, pasted as if typed (bracketed when the program asked for it).
+   * `data-paste` on the bar tells how the last one went: "pasted", "empty", "refused". */
   private async paste(): Promise<void> {
+    delete this.bar.dataset.paste;
     try {
       const text = await navigator.clipboard.readText();
       if (text) {
         this.term.paste(text);
       }
+      this.bar.dataset.paste = text ? "pasted" : "empty";
     } catch (error) {
+      this.bar.dataset.paste = "refused";
       console.warn("webterm: the clipboard cannot be read here:", error);
     }
   }

@@ -246,18 +246,18 @@ const searchBox = new SearchBox(term, terminal.search);
 const keyBar = new KeyBar(term);
 const bell = new Bell();
 followVisualViewport();
-/** A bar button: its action, then the keys go back to the terminal. */
-const button = (id: string, action: () => void): void => {
-  document.getElementById(id)?.addEventListener("click", () => {
-    action();
-    if (id !== "search-button") {
-      term.focus();
-    }
-  });
-};
-button("search-button", () => searchBox.toggle());
-button("font-smaller", () => fontSize.smaller());
-button("font-larger", () => fontSize.larger());
+// the bar's controls: ⌕ gives the keys to the search box, A− and A+ back to the terminal
+const onClick = (id: string, action: () => void): void =>
+  document.getElementById(id)?.addEventListener("click", action);
+onClick("search-button", () => searchBox.toggle());
+onClick("font-smaller", () => {
+  fontSize.smaller();
+  term.focus();
+});
+onClick("font-larger", () => {
+  fontSize.larger();
+  term.focus();
+});
 const page = new Page(
   terminal,
   { keepaliveMs, pongTimeoutMs: Math.min(PONG_TIMEOUT_MS, keepaliveMs) },

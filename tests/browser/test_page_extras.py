@@ -96,6 +96,8 @@ def test_the_search_button_opens_the_box_and_a_missing_word_says_so(tab: Page, b
         "document.getElementById('search-count').textContent === 'no match'", timeout=WAIT
     )
     assert tab.evaluate(SELECTION) == ""
+    tab.keyboard.press("Control+Shift+F")  # again: closes it
+    tab.wait_for_selector("#search[hidden]", state="attached", timeout=WAIT)
 
 
 def test_font_size_buttons_and_keys_and_the_size_survives_a_reload(tab: Page, base: str) -> None:

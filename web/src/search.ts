@@ -1,9 +1,10 @@
 // Searching the scrollback: a small box (#search) opened by Ctrl+Shift+F or the ⌕ button.
 // Enter finds the next match (upwards from the bottom, as the newest output is there),
-// Shift+Enter the previous one, Esc closes it and gives the keys back to the terminal.
+// Shift+Enter the previous one, Esc (or Ctrl+Shift+F again) closes it and gives the keys back to the terminal.
 // The match is selected and scrolled to; every match is highlighted (@xterm/addon-search).
 import type { Terminal } from "@xterm/xterm";
 import type { ISearchOptions, SearchAddon } from "@xterm/addon-search";
+import { shortcut } from "./keys";
 
 const OPTIONS: ISearchOptions = {
   caseSensitive: false,
@@ -39,7 +40,7 @@ export class SearchBox {
       if (event.key === "Enter") {
         event.preventDefault();
         this.find(event.shiftKey ? "next" : "previous", false);
-      } else if (event.key === "Escape") {
+      } else if (event.key === "Escape" || shortcut(event) === "search") {
         event.preventDefault();
         this.close();
       }

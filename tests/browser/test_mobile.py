@@ -85,16 +85,24 @@ def pressed(page: Page, key: str) -> str | None:
 def od(page: Page, keys: Callable[[], None], setup: str = "", teardown: str = "") -> list[str]:
     """The bytes (as `od -c` names them) that `keys` send to a program reading the tty
     (in cooked mode, with echo off so that only od's dump shows); `setup` runs first."""
+    before = screen(page).count("\nod-done")
     run(page, f"stty -echo; {setup} echo od-ready; od -An -c; stty echo; {teardown} echo od-done")
-    wait_for_text(page, "\nod-ready")
+    wait_for_count(page, "\nod-ready", before + 1)  # od is reading: the keys are its
     keys()
     page.keyboard.type("\n")
     tap(page, "ctrl")
     page.keyboard.type("d")  # ^D: end of input, od prints
-    wait_for_text(page, "\nod-done")
+    wait_for_count(page, "\nod-done", before + 1)
     text = screen(page)
     dump = text[text.rindex("\nod-ready") + len("\nod-ready") : text.rindex("\nod-done")]
     return dump.split()
+
+
+def wait_for_count(page: Page, text: str, count: int) -> None:
+    """Wait until `text` is on the screen `count` times (or more)."""
+    page.wait_for_function(
+        f"() => ({BUFFER_TEXT})().split({text!r}).length > {count}", timeout=WAIT
+    )
 
 
 def test_the_key_bar_shows_on_a_touch_screen_with_titles(phone: Page) -> None:

@@ -6,7 +6,8 @@ controllers are: a pool decision only changes the **desired state** —
 
 * ``replicas`` (from :class:`ScaleTo`),
 * retired pod UIDs (from :class:`Restart`): each must be deleted while the cache still
-  has it, with a UID precondition so a newer pod of the same name is never hit,
+  has it, with a UID precondition so a newer pod of the same name is never hit (tried
+  at once too, before the give-back is answered: a manager dying next would lose it),
 * the owner annotation of every claimed pod (and, in nodeport mode, the Services of
   recycled terminals to delete),
 

@@ -20,6 +20,7 @@ from tests.kube.tcpproxy import forwarder
 from tests.kube.test_kube_backend import SUITE_REALISM, cluster, free_port, manager
 from tests.kubeapi import LEASES, PODS, STATEFULSETS, KubeletConfig, Realism, run_kube_api
 from webterm.config import ManagerConfig
+from webterm.manager.kube import backend as kube_backend
 from webterm.manager.kube.backend import _retry_hint
 from webterm.manager.kube.client import KubeClient, KubeError, load_connection
 from webterm.manager.kube.pods import Pod, PodInfo, host_port
@@ -104,6 +105,29 @@ async def test_a_recycle_decided_during_an_api_outage_is_carried_out_when_it_ret
         fresh_pod = api.pod(fresh["terminal"])
         assert fresh_pod["metadata"]["uid"] != uid
         assert owner_of(fresh_pod) is not None  # now the next client's, nobody else's
+
+
+async def test_a_give_back_answered_survives_the_manager_dying_right_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak's released-pod-not-deleted: a give-back answered 200 while the delete
+    was only in the manager's memory, and the manager then killed. The restarted one
+    listed the pod, still annotated with its owner, and adopted it as in use until
+    --stale-after. Answered means on the pod: the next manager sees it being deleted.
+    (A slow reconcile loop, as on a loaded node, stands for the window after the 200.)"""
+    async with cluster(tmp_path) as (api, port):
+        async with manager(api, port, spares=1, max_terminals=2) as http:
+            answer = await until_ok(http, "leaving")
+            uid = api.pod(answer["terminal"])["metadata"]["uid"]
+            monkeypatch.setattr(kube_backend, "COALESCE", 30.0)
+            await trio.sleep(1)  # the loop is idle, waiting for a change
+            assert (await http.delete("/v1/allocations/leaving")).status_code == 200
+        # the first manager is gone; the next one must not keep the given-back pod
+        async with manager(api, port, spares=1, max_terminals=2, stale_after=600.0) as http:
+            with trio.fail_after(30):
+                await api.wait_pod_gone(answer["terminal"], uid=uid)
+            other = await until_ok(http, "next")
+            assert owner_of(api.pod(other["terminal"])) == client_hash(api.secret, "next")
 
 
 # --- defect 4: a Ready pod hidden after a quick scale-down then up -----------------------

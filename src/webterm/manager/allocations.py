@@ -40,7 +40,7 @@ class Allocations:
 
     async def release(self, client: str) -> Response:
         try:
-            self.manager.release(client)
+            await self.manager.release(client)
         except UnknownClient:
             raise Refusal(404, "this client holds no terminal") from None
         return json_response({"released": True})

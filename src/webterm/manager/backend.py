@@ -42,7 +42,9 @@ class Backend(Protocol):
 
     async def apply(self, decision: BackendDecision) -> None:
         """Carry out a decision. Errors are the backend's to log and retry: the pool's
-        events (a terminal that never appears) tell the manager what happened."""
+        events (a terminal that never appears) tell the manager what happened. A
+        give-back or recycle request is answered once this returns (or after a few
+        seconds): what must survive this process should be durable by then."""
         ...
 
     async def claim(self, assign: Assign) -> str:

@@ -7,7 +7,10 @@ time and ``Pool.handle`` never awaits, so every HTTP handler and the backend's e
 task can call :meth:`Manager.handle` directly: events are applied one at a time, and
 two concurrent allocations can never see the same free terminal. The decisions that
 need I/O (:class:`ScaleTo`, :class:`Restart`) go to the backend through a channel read
-by one task, in order; :class:`Assign` decisions resolve the HTTP requests waiting for
+by one task, in order (a give-back or a recycle is answered only once the backend has
+applied the decisions it produced, or APPLY_WAIT has passed: the Kubernetes backend
+has then deleted the pod, so a manager killed right after answering loses nothing);
+:class:`Assign` decisions resolve the HTTP requests waiting for
 a terminal (a client that asked while none was free waits, under a deadline, for the
 terminal the pool is starting for it; a request dropped while it waits withdraws).
 The HTTP API over it is :mod:`webterm.manager.app`.
@@ -71,6 +74,11 @@ CLAIM_ATTEMPTS: Final = 3
 RETRY_AFTER_CLAIM: Final = 2
 """What a client is told when its allocation could not be recorded (the API failed)."""
 
+APPLY_WAIT: Final = 5.0
+"""Seconds a give-back or recycle request waits for the backend to apply its decisions
+(the Kubernetes backend tries the pod's delete for up to 2 s) before it is answered
+anyway: the decision stays queued, and is carried out while this manager lives."""
+
 RETRY_AFTER_NOT_LEADER: Final = 1
 """What a client is told by a manager that is not (yet) the active one: the Service
 routes to the leader once it has labelled its pod, within a lease period."""
@@ -94,9 +102,9 @@ class Manager:
         self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
         self._lingering: dict[str, object] = {}  # timed-out waiters told to come back
         self._nursery: trio.Nursery | None = None
-        self._to_backend, self._backend_queue = trio.open_memory_channel[ScaleTo | Restart](
-            math.inf
-        )
+        self._to_backend, self._backend_queue = trio.open_memory_channel[
+            tuple[ScaleTo | Restart, trio.Event]
+        ](math.inf)
         self.wait_timeout = (
             LOCAL_WAIT_TIMEOUT if config.backend == "local" else config.ready_timeout
         )
@@ -120,22 +128,40 @@ class Manager:
     # --- the event loop around the pool ------------------------------------------------------
 
     def handle(self, event: Event) -> list[Decision]:
+        return self._handle(event)[0]
+
+    async def handle_and_apply(self, event: Event) -> list[Decision]:
+        """:meth:`handle`, then wait (up to APPLY_WAIT) until the backend has applied
+        the decisions it produced: what a request answers for is then carried out, not
+        only queued in this process."""
+        decisions, applied = self._handle(event)
+        with trio.move_on_after(APPLY_WAIT) as waited:
+            for done in applied:
+                await done.wait()
+        if waited.cancelled_caught:
+            log.warning("answering before the backend applied %s", decisions)
+        return decisions
+
+    def _handle(self, event: Event) -> tuple[list[Decision], list[trio.Event]]:
         try:
             decisions = self.pool.handle(event)
         except PoolError as exc:
             log.debug("pool refused %s: %s", type(event).__name__, exc)
             raise
+        applied: list[trio.Event] = []
         for decision in decisions:
             if isinstance(decision, ScaleTo | Restart):
                 if isinstance(decision, ScaleTo):
                     self.m_scale.inc()
                 else:
                     self.m_recycles.inc()
-                self._to_backend.send_nowait(decision)
+                done = trio.Event()
+                applied.append(done)
+                self._to_backend.send_nowait((decision, done))
             elif isinstance(decision, Assign):
                 for resolve in self._waiters.pop(decision.client, []):
                     resolve(decision)
-        return decisions
+        return decisions, applied
 
     def _count(self, state: State) -> int:
         return self.pool.counts[state]
@@ -171,11 +197,13 @@ class Manager:
                     self.handle_quietly(event)
 
     async def _apply_decisions(self) -> None:
-        async for decision in self._backend_queue:
+        async for decision, done in self._backend_queue:
             try:
                 await self.backend.apply(decision)
             except Exception:
                 log.exception("backend failed to apply %s", decision)
+            finally:
+                done.set()
 
     async def _ticks(self) -> None:
         while True:
@@ -320,8 +348,9 @@ class Manager:
         """A standby manager: synced, but another one holds the lease."""
         return bool(getattr(self.backend, "following", False))
 
-    def release(self, client_id: str) -> None:
-        self.handle(Release(client=client_hash(self.config.secret, client_id)))
+    async def release(self, client_id: str) -> None:
+        """Give the client's terminal back; returns once the backend has applied it."""
+        await self.handle_and_apply(Release(client=client_hash(self.config.secret, client_id)))
 
     def describe(self, name: str) -> dict[str, Any] | None:
         terminal = self.pool.terminals.get(name)

@@ -29,7 +29,7 @@ class TerminalReports:
     async def recycle(self, name: str) -> Response:
         claims, body = await self._report(name)
         try:
-            self.manager.handle(Recycle(name=name, instance=claims.instance))
+            await self.manager.handle_and_apply(Recycle(name=name, instance=claims.instance))
         except PoolError as exc:
             raise Refusal(exc.error_status_hint, str(exc)) from None
         log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])

@@ -6,7 +6,8 @@ controllers are: a pool decision only changes the **desired state** —
 
 * ``replicas`` (from :class:`ScaleTo`),
 * retired pod UIDs (from :class:`Restart`): each must be deleted while the cache still
-  has it, with a UID precondition so a newer pod of the same name is never hit,
+  has it, with a UID precondition so a newer pod of the same name is never hit (tried
+  at once too, before the give-back is answered: a manager dying next would lose it),
 * the owner annotation of every claimed pod (and, in nodeport mode, the Services of
   recycled terminals to delete),
 
@@ -97,6 +98,10 @@ BACKOFF_CAP: Final = 30.0
 """Per work item: 0.5 s doubling to 30 s (client-go's ItemExponentialFailureRateLimiter
 with a shorter cap), so a returning API sees convergence within 30 s."""
 CONCURRENT_WRITES: Final = 8
+DELETE_AT_ONCE: Final = 2.0
+"""Seconds :meth:`KubernetesBackend.apply` tries a retired pod's delete itself before
+leaving it to the reconcile loop: the give-back it answers for is then on the pod
+(a deletionTimestamp), not only in this process, should the manager die next."""
 COALESCE: Final = 0.05
 """Seconds the reconcile loop waits after a wake-up, as a work queue lets changes pile
 up: a storm of 1,000 pod events makes a few passes, not 1,000."""
@@ -252,7 +257,13 @@ class KubernetesBackend:
                 await self.client.aclose()
 
     async def apply(self, decision: BackendDecision) -> None:
-        """Record the decision in the desired state; the reconcile loop carries it out."""
+        """Record the decision in the desired state; the reconcile loop carries it out.
+
+        A :class:`Restart` is also tried at once (one delete with the UID precondition,
+        for up to DELETE_AT_ONCE): the manager answers a give-back after this returns,
+        and a decision that exists only in memory dies with the process, while a pod
+        being deleted is seen as gone by whichever manager lists it next. Only if that
+        call fails does the delete wait for the loop (retried with backoff)."""
         if isinstance(decision, ScaleTo):
             log.info("desired: %s at %d replicas", self.config.statefulset, decision.replicas)
             before = self.desired_replicas or 0
@@ -271,7 +282,20 @@ class KubernetesBackend:
             if self.config.address_mode == "nodeport":
                 self._public.pop(decision.name, None)
                 self._services_to_delete.add(f"{decision.name}-np")
+            await self._delete_at_once(decision.name, decision.instance)
         self._kick()
+
+    async def _delete_at_once(self, name: str, uid: str) -> None:
+        pod = self.pods.get(name)
+        if pod is None or pod.uid != uid or pod.deleting:
+            return  # gone, replaced or on its way out already: the loop converges
+        with trio.move_on_after(DELETE_AT_ONCE):
+            try:
+                await self._delete(name, uid)
+            except KubeError as exc:
+                log.info("deleting %s (uid %s) failed (%s): left to the loop", name, uid, exc)
+                return
+            self._backoff.forget(("delete", uid))
 
     def note_connection(self, name: str, instance: str, connected: bool) -> None:
         """A terminal reported a browser attached or detached: desired on its pod (the

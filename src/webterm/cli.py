@@ -21,13 +21,17 @@ import trio
 
 from webterm import __version__
 from webterm.config import (
+    PUBLIC_KEYS_ENV,
     ConfigError,
+    KeySource,
     ManagerConfig,
     PtyConfig,
     UpConfig,
     WebserverConfig,
+    load_credential,
     load_secret,
 )
+from webterm.protocol import KeySet
 
 F = TypeVar("F", bound=Callable[..., Any])
 ConfigT = TypeVar("ConfigT")
@@ -64,12 +68,53 @@ def _secret(secret_file: str | None) -> bytes:
         raise click.UsageError(str(exc)) from exc
 
 
-secret_option = option(
-    "--secret-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File holding the shared token-signing secret (else WEBTERM_SECRET).",
-)
+def secret_option(purpose: str) -> Callable[[F], F]:
+    return option(
+        "--secret-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"File holding this service's own secret, {purpose} (else WEBTERM_SECRET).",
+    )
+
+
+def _credential(path: str, what: str) -> bytes:
+    try:
+        return load_credential(path, what)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _key_source(public_keys_file: str | None, keys_url: str | None) -> KeySource | None:
+    """``--public-keys-file``, else ``--keys-url``, else the JWKS in WEBTERM_PUBLIC_KEYS."""
+    if public_keys_file is not None:
+        return KeySource(file=public_keys_file)
+    if keys_url is not None:
+        return KeySource(url=keys_url)
+    document = os.environ.get(PUBLIC_KEYS_ENV)
+    if document:
+        try:
+            return KeySource(keys=KeySet.from_jwks(document))
+        except ValueError as exc:
+            raise click.UsageError(f"{PUBLIC_KEYS_ENV}: {exc}") from exc
+    return None
+
+
+def public_keys_options(func: F) -> F:
+    func = option(
+        "--keys-url",
+        default=None,
+        help="URL of the manager's public keys (JWKS), fetched at start and on an "
+        "unknown key id (default: the manager URL's /v1/keys).",
+    )(func)
+    return option(
+        "--public-keys-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="JWKS file with the manager's public keys (e.g. a ConfigMap); "
+        "re-read on an unknown key id.",
+    )(func)
+
+
 identity_option = option(
     "--identity",
     type=click.Choice(["tab", "browser", "ip"]),
@@ -125,6 +170,7 @@ def main(log_level: str) -> None:
       manager    the terminal pool (local processes or a Kubernetes StatefulSet)
       pty        one terminal server (what each terminal pod runs)
       token      print a token that opens a terminal (operators, debugging)
+      keygen     write a new signing key for the manager
     """
     _setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -155,6 +201,7 @@ def up(
     """Run webterm on this machine: webserver + manager + terminal processes."""
     from webterm.up import serve
 
+    _hide_keys_from_terminals()
     config = UpConfig(
         host=host,
         port=port,
@@ -214,7 +261,14 @@ def up(
     callback=_rate,
     help="Terminal requests per source address: RATE per second / BURST.",
 )
-@secret_option
+@option(
+    "--manager-credential-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File with the bearer credential this webserver presents to the manager.",
+)
+@public_keys_options
+@secret_option("signing identity ids and cookies")
 def webserver(
     manager_url: str,
     host: str,
@@ -230,6 +284,9 @@ def webserver(
     max_per_address: int,
     client_rate: tuple[float, int],
     address_rate: tuple[float, int],
+    manager_credential_file: str,
+    public_keys_file: str | None,
+    keys_url: str | None,
     secret_file: str | None,
 ) -> None:
     """The browser-facing service: page, API, WebSocket proxy."""
@@ -243,6 +300,8 @@ def webserver(
         config = WebserverConfig(
             secret=_secret(secret_file),
             manager_url=manager_url,
+            manager_credential=_credential(manager_credential_file, "manager credential"),
+            keys=_key_source(public_keys_file, keys_url),
             host=host,
             port=port,
             identity=identity,  # type: ignore[arg-type]
@@ -291,7 +350,27 @@ def webserver(
 @option("--token-ttl", default=60, type=int, help="Seconds a terminal token is valid.")
 @option("--shell", default=None, help="Shell command for local terminals.")
 @option("--idle-timeout", default=600.0, type=float, help="Idle timeout for local terminals.")
-@secret_option
+@option(
+    "--signing-key-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="PEM Ed25519 private key that signs every token (webterm keygen writes one).",
+)
+@option(
+    "--previous-public-key-file",
+    "previous_public_key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="PEM public key of a retiring signing key, still published and accepted "
+    "during a rotation (repeatable).",
+)
+@option(
+    "--webserver-credential-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File with the bearer credential the webserver presents (allocation calls).",
+)
+@secret_option("keying the client hashes written on terminals")
 def manager(
     backend: str,
     namespace: str,
@@ -309,14 +388,26 @@ def manager(
     token_ttl: int,
     shell: str | None,
     idle_timeout: float,
+    signing_key_file: str,
+    previous_public_key_files: tuple[str, ...],
+    webserver_credential_file: str,
     secret_file: str | None,
 ) -> None:
     """The terminal pool and its backend."""
+    from webterm.keys import load_public_key, load_signing_key
     from webterm.manager.app import serve
 
+    if backend == "local":
+        _hide_keys_from_terminals()
     try:
+        previous = KeySet({})
+        for path in previous_public_key_files:
+            previous = previous.union(load_public_key(path))
         config = ManagerConfig(
             secret=_secret(secret_file),
+            signing_key=load_signing_key(signing_key_file),
+            previous_keys=previous,
+            webserver_credential=_credential(webserver_credential_file, "webserver credential"),
             backend=backend,  # type: ignore[arg-type]
             namespace=namespace,
             statefulset=statefulset,
@@ -360,7 +451,7 @@ def manager(
 @option("--max-session", default=0.0, type=float, help="Seconds a session may last (0: no limit).")
 @option("--max-processes", default=1024, type=int, help="Process limit for the shell (NPROC).")
 @option("--max-open-files", default=4096, type=int, help="Open-file limit for the shell.")
-@secret_option
+@public_keys_options
 def pty(
     host: str,
     port: int,
@@ -375,15 +466,26 @@ def pty(
     max_session: float,
     max_processes: int,
     max_open_files: int,
-    secret_file: str | None,
+    public_keys_file: str | None,
+    keys_url: str | None,
 ) -> None:
-    """One terminal server: a shell on a pty, over a WebSocket."""
+    """One terminal server: a shell on a pty, over a WebSocket. It holds public keys
+    only (it can check a token, never make one)."""
+    from webterm.keys import KEYS_PATH
     from webterm.pty.privacy import hide_from_same_user
     from webterm.pty.server import serve
 
-    hide_from_same_user()  # before the secret is read: the shell shares our uid
+    hide_from_same_user()  # the shell shares our uid: keep it out of our tokens
+    keys = _key_source(public_keys_file, keys_url)
+    if keys is None and manager_url:
+        keys = KeySource(url=manager_url.rstrip("/") + KEYS_PATH)
+    if keys is None:
+        raise click.UsageError(
+            f"no public keys: pass --public-keys-file, --keys-url or --manager-url "
+            f"(or set {PUBLIC_KEYS_ENV})"
+        )
     config = PtyConfig(
-        secret=_secret(secret_file),
+        keys=keys,
         name=name or socket.gethostname(),
         instance=instance if instance is not None else os.environ.get("WEBTERM_INSTANCE", ""),
         host=host,
@@ -404,23 +506,70 @@ def pty(
 @main.command()
 @option("--terminal", required=True, help="Terminal name (pod name).")
 @option("--instance", default="", help="Instance id the terminal was started with (pod UID).")
-@option("--client", default="operator", help="Client id the token is issued to.")
+@option("--client", default="operator", help="Client claim (terminals do not check it).")
 @option("--ttl", default=60, type=int, help="Seconds until the token expires.")
-@secret_option
-def token(terminal: str, instance: str, client: str, ttl: int, secret_file: str | None) -> None:
+@option(
+    "--signing-key-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The manager's PEM Ed25519 private key.",
+)
+def token(terminal: str, instance: str, client: str, ttl: int, signing_key_file: str) -> None:
     """Print a token that opens TERMINAL (offer it as subprotocol webterm.token.<token>)."""
-    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, client_hash, sign_token
+    from webterm.keys import load_signing_key
+    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, sign_token
 
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise click.UsageError(f"--ttl must be between 1 and {MAX_TOKEN_TTL}")
-    secret = _secret(secret_file)
+    try:
+        key = load_signing_key(signing_key_file)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     claims = TokenClaims(
-        terminal=terminal,
-        instance=instance,
-        client=client_hash(secret, client),
-        expires_at=int(time.time()) + ttl,
+        terminal=terminal, instance=instance, client=client, expires_at=int(time.time()) + ttl
     )
-    click.echo(sign_token(secret, claims))
+    click.echo(sign_token(key, claims))
+
+
+@main.command()
+@option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the private key here (mode 0600) instead of standard output.",
+)
+@option(
+    "--public-of",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Print the public key (PEM) of this existing private key instead (rotation).",
+)
+def keygen(out: str | None, public_of: str | None) -> None:
+    """Write a new Ed25519 signing key for the manager (PEM, PKCS#8)."""
+    from webterm.keys import load_signing_key
+    from webterm.protocol import SigningKey
+
+    if public_of is not None:
+        try:
+            click.echo(load_signing_key(public_of).public_pem().decode(), nl=False)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return
+    pem = SigningKey.generate().to_pem()
+    if out is None:
+        click.echo(pem.decode(), nl=False)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _hide_keys_from_terminals() -> None:
+    """Local terminals' shells run as our user: make this process, which holds the
+    signing key, off limits to them (see :mod:`webterm.pty.privacy`)."""
+    from webterm.pty.privacy import hide_from_same_user
+
+    hide_from_same_user()
 
 
 __all__ = ["main", "run_until_signalled"]

@@ -1,8 +1,15 @@
 """Service settings as frozen dataclasses, built by ``webterm.cli`` from flags and
 ``WEBTERM_*`` environment variables, and by tests directly.
 
-Every field has a default that is what ``webterm up`` wants on one machine, except
-``secret`` which each service must be given (see :func:`load_secret`)."""
+Every field has a default that is what ``webterm up`` wants on one machine, except the
+keys and secrets each service must be given. Who holds what (none of it ever reaches a
+terminal but public keys):
+
+* manager: the Ed25519 signing key (signs every token), its own ``secret`` (keys the
+  client hashes written on terminals), and the webserver's credential (to check it);
+* webserver: its own ``secret`` (signs identity ids and cookies), the credential it
+  presents to the manager, and the public keys (checks tokens in its proxy);
+* terminal server: the public keys only."""
 
 from __future__ import annotations
 
@@ -12,12 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from webterm.protocol import KeySet, SigningKey
+
 IdentityMode = Literal["tab", "browser", "ip"]
 AddressMode = Literal["proxy", "nodeport"]
 BackendName = Literal["local", "kubernetes"]
 AccessMode = Literal["none", "password", "header"]
 
 SECRET_ENV: Final = "WEBTERM_SECRET"
+PUBLIC_KEYS_ENV: Final = "WEBTERM_PUBLIC_KEYS"
+"""A JWKS document itself, for a terminal server given neither a keys file nor URL
+(how ``webterm up``'s manager hands its terminals the public keys)."""
 MIN_SECRET_BYTES: Final = 16
 """A shorter secret makes the HMACs guessable; refuse to start with one."""
 
@@ -47,9 +59,33 @@ def generate_secret() -> bytes:
     return secrets.token_urlsafe(32).encode()
 
 
+def load_credential(path: str | os.PathLike[str], what: str) -> bytes:
+    """A bearer credential from a file (the webserver's, to the manager), at least
+    :data:`MIN_SECRET_BYTES` bytes, surrounding whitespace stripped."""
+    try:
+        raw = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the {what} must be at least {MIN_SECRET_BYTES} bytes")
+    if not all(0x21 <= byte <= 0x7E for byte in raw):
+        raise ConfigError(f"the {what} must be printable ASCII without spaces")
+    return raw
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeySource:
+    """Where a verifier gets the manager's public keys: given (``webterm up``), a JWKS
+    file (re-read on an unknown key id), or a URL (the manager's ``/v1/keys``)."""
+
+    keys: KeySet | None = None
+    file: str | None = None
+    url: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class PtyConfig:
-    secret: bytes = field(repr=False)
+    keys: KeySource  # the manager's public keys: verify the browsers' tokens
     name: str
     instance: str = ""
     host: str = "0.0.0.0"
@@ -68,7 +104,10 @@ class PtyConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ManagerConfig:
-    secret: bytes = field(repr=False)
+    secret: bytes = field(repr=False)  # keys the client hashes; the manager's alone
+    signing_key: SigningKey = field(repr=False)
+    webserver_credential: bytes = field(repr=False)  # what the webserver presents
+    previous_keys: KeySet = field(default_factory=lambda: KeySet({}))  # retiring keys
     backend: BackendName = "local"
     host: str = "127.0.0.1"
     port: int = 8081
@@ -98,11 +137,18 @@ class ManagerConfig:
         if self.spares > self.max_terminals:
             raise ConfigError("--spares cannot exceed --max-terminals")
 
+    @property
+    def public_keys(self) -> KeySet:
+        """What ``GET /v1/keys`` publishes and reports are checked with."""
+        return self.signing_key.key_set(self.previous_keys)
+
 
 @dataclass(frozen=True, kw_only=True)
 class WebserverConfig:
-    secret: bytes = field(repr=False)
+    secret: bytes = field(repr=False)  # signs identity ids and cookies; the webserver's alone
     manager_url: str
+    manager_credential: bytes = field(repr=False)  # presented on every call to the manager
+    keys: KeySource | None = None  # None: the manager's /v1/keys
     host: str = "127.0.0.1"
     port: int = 8080
     identity: IdentityMode = "tab"

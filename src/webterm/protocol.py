@@ -13,10 +13,11 @@ WebSocket frames and the messages below.
   :func:`decode_server_message` turn a text frame into a frozen dataclass or raise
   :class:`MalformedMessage`; :func:`encode_message` goes the other way.
 * A token authorises one client to open one terminal instance until it expires. It is
-  ``base64url(hmac_sha256(secret, payload) || payload)`` without padding, where the
-  payload is compact JSON of :class:`TokenClaims`. Base64url characters are all HTTP
-  "token" characters, so the token travels as the WebSocket subprotocol
-  ``webterm.token.<token>`` and never appears in a URL.
+  a JWT (RFC 7519) signed by the manager alone with Ed25519 (``alg`` EdDSA, the key's
+  ``kid`` in the header) over :class:`TokenClaims`; every verifier holds only a
+  :class:`KeySet` of public keys, so it can check tokens but mint none. A JWT is
+  base64url and dots, all HTTP "token" characters, so the token travels as the
+  WebSocket subprotocol ``webterm.token.<token>`` and never appears in a URL.
 
 Error tree::
 
@@ -35,9 +36,17 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 __all__ = [
     "CLOSE_REASONS",
@@ -45,6 +54,8 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "MAX_TOKEN_TTL",
     "SUBPROTOCOL",
+    "TOKEN_ALGORITHM",
+    "TOKEN_AUDIENCE",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "Ack",
     "ClientMessage",
@@ -56,23 +67,28 @@ __all__ = [
     "Hello",
     "Idle",
     "InvalidToken",
+    "KeySet",
     "MalformedMessage",
     "Ping",
     "Pong",
     "ProtocolError",
     "Resize",
     "ServerMessage",
+    "SigningKey",
     "TokenClaims",
     "TokenError",
+    "UnknownKey",
     "WrongTerminal",
     "client_hash",
     "decode_client_message",
     "decode_server_message",
     "encode_message",
+    "key_id",
     "read_token",
     "sign_token",
     "subprotocols_for",
     "token_from_subprotocols",
+    "token_key_id",
     "verify_token",
 ]
 
@@ -104,8 +120,14 @@ MAX_ACK_BYTES: Final = 1 << 40
 MAX_TOKEN_TTL: Final = 24 * 3600
 """Seconds. Tokens are meant to live about a minute; a day is the hard ceiling."""
 
-_SIGNATURE_BYTES: Final = 32  # HMAC-SHA256
-_MAX_TOKEN_CHARS: Final = 2048  # a real token is ~200 characters
+TOKEN_ALGORITHM: Final = "EdDSA"
+"""The one JWT algorithm tokens are signed and verified with (pinned: no alg confusion)."""
+
+TOKEN_AUDIENCE: Final = "webterm-terminal"
+"""Every token's ``aud``: it opens a terminal (and, presented back by that terminal,
+authenticates its reports to the manager)."""
+
+_MAX_TOKEN_CHARS: Final = 2048  # a real token is ~300 characters
 
 
 class CloseCode(IntEnum):
@@ -160,6 +182,11 @@ class ExpiredToken(TokenError):
 
 class WrongTerminal(TokenError):
     pass
+
+
+class UnknownKey(TokenError):
+    """Signed with a key id this verifier does not know (unknown, or retired after a
+    rotation); a verifier that fetches its keys refreshes them once and retries."""
 
 
 # --- control messages -----------------------------------------------------------------
@@ -338,28 +365,23 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
 def client_hash(secret: bytes, client_id: str) -> str:
     """The keyed hash of a client id that is stored on terminals and in tokens.
 
-    Keyed with the shared secret so that the value written onto a pod (which operators
-    and other tools can read) reveals nothing about the id and cannot be precomputed.
-    128 bits, hex: short enough for a label-safe annotation, far beyond guessing."""
+    Keyed with the manager's own secret so that the value written onto a pod (which
+    operators and other tools can read) reveals nothing about the id and cannot be
+    precomputed. 128 bits, hex: short enough for a label-safe annotation, far beyond
+    guessing."""
     return hmac.new(secret, b"client\x00" + client_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-Audience = Literal["terminal", "manager"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenClaims:
-    """What a token asserts.
-
-    ``audience`` is ``"terminal"`` for a browser opening a terminal, ``"manager"`` for a
-    terminal server calling the manager (recycle), so one kind never serves as the other.
-    ``expires_at`` is in Unix seconds."""
+    """What a token asserts: ``client`` (a :func:`client_hash`) may open ``terminal`` as
+    started with ``instance`` (its pod UID) until ``expires_at`` (Unix seconds). Every
+    token's audience is :data:`TOKEN_AUDIENCE`."""
 
     terminal: str
     instance: str
     client: str
     expires_at: int
-    audience: Audience = "terminal"
 
     def __post_init__(self) -> None:
         if not self.terminal or len(self.terminal) > 253:
@@ -373,103 +395,232 @@ def _b64encode(raw: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    if len(text) > _MAX_TOKEN_CHARS:
-        raise InvalidToken("token too long")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("token is not base64url") from exc
-    # Base64 ignores the spare low bits of the last character: insist on the one
-    # canonical spelling so that a token has exactly one valid form.
+        raise ValueError("not base64url") from exc
     if _b64encode(raw) != text:
-        raise InvalidToken("token is not canonical base64url")
+        raise ValueError("not canonical base64url")
     return raw
 
 
-def sign_token(secret: bytes, claims: TokenClaims) -> str:
-    """A token carrying ``claims``, signed with ``secret``."""
-    payload = json.dumps(
+def key_id(public: Ed25519PublicKey) -> str:
+    """A public key's id: base64url of the first 12 bytes of SHA-256 of its raw bytes."""
+    return _b64encode(hashlib.sha256(_raw_public(public)).digest()[:12])
+
+
+def _raw_public(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The manager's Ed25519 private key; only the manager ever holds one."""
+
+    private: Ed25519PrivateKey = field(repr=False)
+    kid: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.of(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def of(cls, private: Ed25519PrivateKey) -> SigningKey:
+        return cls(private, key_id(private.public_key()))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        """A PKCS#8 PEM Ed25519 private key (``webterm keygen``, ``openssl genpkey
+        -algorithm ed25519``); ValueError for anything else."""
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError("not an unencrypted PEM private key") from exc
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError("the signing key must be an Ed25519 key")
+        return cls.of(private)
+
+    def to_pem(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public_pem(self) -> bytes:
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def key_set(self, previous: KeySet | None = None) -> KeySet:
+        """This key's public half, plus ``previous`` (retiring keys during a rotation)."""
+        keys = dict(previous.keys) if previous is not None else {}
+        keys[self.kid] = self.private.public_key()
+        return KeySet(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The public keys tokens may be signed with, by key id. What every verifier holds;
+    it can check a token, never make one. Published as a JWKS (RFC 8037 OKP keys)."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> KeySet:
+        """One PEM public key (a ``--previous-public-key-file``)."""
+        try:
+            public = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise ValueError("not a PEM public key") from exc
+        if not isinstance(public, Ed25519PublicKey):
+            raise ValueError("public keys must be Ed25519 keys")
+        return cls({key_id(public): public})
+
+    @classmethod
+    def from_jwks(cls, text: str | bytes) -> KeySet:
+        """Parse a JWKS document; keys that are not Ed25519 signing keys are skipped, a
+        key whose ``kid`` is not its id is refused (ValueError)."""
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError("the key set is not JSON") from exc
+        items = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(items, list):
+            raise ValueError("the key set has no 'keys' list")
+        keys: dict[str, Ed25519PublicKey] = {}
+        for item in items:
+            if not isinstance(item, dict) or item.get("kty") != "OKP":
+                continue
+            if item.get("crv") != "Ed25519" or item.get("use", "sig") != "sig":
+                continue
+            try:
+                public = Ed25519PublicKey.from_public_bytes(_b64decode(str(item.get("x"))))
+            except ValueError as exc:
+                raise ValueError("a key's 'x' is not an Ed25519 public key") from exc
+            if item.get("kid") != key_id(public):
+                raise ValueError("a key's 'kid' does not match the key")
+            keys[key_id(public)] = public
+        return cls(keys)
+
+    def to_jwks(self) -> dict[str, Any]:
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "kid": kid,
+                    "x": _b64encode(_raw_public(public)),
+                    "use": "sig",
+                    "alg": TOKEN_ALGORITHM,
+                }
+                for kid, public in self.keys.items()
+            ]
+        }
+
+    def union(self, other: KeySet) -> KeySet:
+        return KeySet({**self.keys, **other.keys})
+
+
+def sign_token(key: SigningKey, claims: TokenClaims) -> str:
+    """A token carrying ``claims``: a JWT signed with ``key`` (EdDSA), its ``kid`` in
+    the header."""
+    return jwt.encode(
         {
-            "t": claims.terminal,
-            "i": claims.instance,
-            "c": claims.client,
-            "e": claims.expires_at,
-            "a": claims.audience,
+            "terminal": claims.terminal,
+            "instance": claims.instance,
+            "client": claims.client,
+            "exp": claims.expires_at,
+            "aud": TOKEN_AUDIENCE,
         },
-        separators=(",", ":"),
-    ).encode()
-    signature = hmac.new(secret, payload, hashlib.sha256).digest()
-    return _b64encode(signature + payload)
-
-
-def read_token(secret: bytes, token: str, *, now: float, audience: Audience) -> TokenClaims:
-    """The claims of a genuine, unexpired ``token`` for ``audience``, without binding it
-    to a terminal: for callers that first need to know which terminal it names (the
-    manager's recycle endpoint, the webserver's proxy). Check ``terminal`` afterwards."""
-    raw = _b64decode(token)
-    if len(raw) <= _SIGNATURE_BYTES:
-        raise InvalidToken("token too short")
-    payload = raw[_SIGNATURE_BYTES:]
-    data = json.loads(payload) if _signature_ok(secret, raw) else None
-    if not isinstance(data, dict):
-        raise InvalidToken("bad signature")
-    claims = verify_token(
-        secret,
-        token,
-        terminal=str(data.get("t", "")),
-        instance=str(data.get("i", "")),
-        now=now,
-        audience=audience,
+        key.private,
+        algorithm=TOKEN_ALGORITHM,
+        headers={"kid": key.kid},
     )
+
+
+def token_key_id(token: str) -> str:
+    """The ``kid`` a token names (unverified: only to pick or fetch the key)."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidToken("token too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("token is not a JWT") from exc
+    if header.get("alg") != TOKEN_ALGORITHM:
+        raise InvalidToken(f"token is not signed with {TOKEN_ALGORITHM}")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("token names no key id")
+    return kid
+
+
+def read_token(keys: KeySet, token: str, *, now: float, leeway: float = 0) -> TokenClaims:
+    """The claims of a genuine, unexpired ``token``, without binding it to a terminal:
+    for callers that first need to know which terminal it names (the manager's report
+    endpoints, the webserver's proxy). Check ``terminal`` and ``instance`` afterwards.
+
+    The algorithm is pinned (EdDSA; ``none`` or HMAC never verify), ``exp`` and ``aud``
+    are required. ``leeway`` accepts a token that many seconds past its expiry (the
+    manager's reports). Raises :class:`UnknownKey` for a key id not in ``keys``."""
+    kid = token_key_id(token)
+    public = keys.keys.get(kid)
+    if public is None:
+        raise UnknownKey("token is signed by an unknown or retired key")
+    try:
+        data = jwt.decode(
+            token,
+            public,
+            algorithms=[TOKEN_ALGORITHM],
+            audience=TOKEN_AUDIENCE,
+            options={
+                "require": ["exp", "aud"],
+                "verify_exp": False,  # against `now` below: this module reads no clock
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.InvalidAudienceError as exc:
+        raise WrongTerminal("token is for another audience") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("bad signature or malformed token") from exc
+    try:
+        claims = TokenClaims(
+            terminal=data["terminal"],
+            instance=data["instance"],
+            client=data["client"],
+            expires_at=data["exp"],
+        )
+        if not all(isinstance(v, str) for v in (claims.terminal, claims.instance, claims.client)):
+            raise TypeError("claims must be strings")
+        if not isinstance(claims.expires_at, int) or isinstance(claims.expires_at, bool):
+            raise TypeError("exp must be an integer")
+    except (ValueError, KeyError, TypeError) as exc:  # signed by us, so a version skew
+        raise InvalidToken("unreadable token claims") from exc
+    if now >= claims.expires_at + leeway:
+        raise ExpiredToken("token expired")
+    if claims.expires_at - now > MAX_TOKEN_TTL:
+        raise InvalidToken("token lifetime beyond the maximum")
     return claims
 
 
-def _signature_ok(secret: bytes, raw: bytes) -> bool:
-    expected = hmac.new(secret, raw[_SIGNATURE_BYTES:], hashlib.sha256).digest()
-    return hmac.compare_digest(raw[:_SIGNATURE_BYTES], expected)
-
-
 def verify_token(
-    secret: bytes,
+    keys: KeySet,
     token: str,
     *,
     terminal: str,
     instance: str,
     now: float,
-    audience: Audience = "terminal",
+    leeway: float = 0,
 ) -> TokenClaims:
-    """The claims of ``token`` if it may open ``terminal``/``instance`` at ``now``.
-
-    The signature is compared in constant time before anything in the payload is
-    trusted. An empty ``instance`` in the token never matches a non-empty one."""
-    raw = _b64decode(token)
-    if len(raw) <= _SIGNATURE_BYTES:
-        raise InvalidToken("token too short")
-    signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
-    expected = hmac.new(secret, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise InvalidToken("bad signature")
-    try:
-        data = json.loads(payload)
-        claims = TokenClaims(
-            terminal=data["t"],
-            instance=data["i"],
-            client=data["c"],
-            expires_at=int(data["e"]),
-            audience=data["a"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:  # signed by us, so a version skew
-        raise InvalidToken("unreadable token payload") from exc
-    if claims.audience != audience:
-        raise WrongTerminal("token is for another audience")
+    """The claims of ``token`` if it may open ``terminal``/``instance`` at ``now``
+    (see :func:`read_token`). An empty ``instance`` in the token never matches a
+    non-empty one."""
+    claims = read_token(keys, token, now=now, leeway=leeway)
     if not hmac.compare_digest(claims.terminal.encode(), terminal.encode()) or not (
         hmac.compare_digest(claims.instance.encode(), instance.encode())
     ):
         raise WrongTerminal("token is for another terminal")
-    if now >= claims.expires_at:
-        raise ExpiredToken("token expired")
-    if claims.expires_at - now > MAX_TOKEN_TTL:
-        raise InvalidToken("token lifetime beyond the maximum")
     return claims
 
 

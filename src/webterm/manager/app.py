@@ -12,10 +12,19 @@ a terminal (a client that asked while none was free waits, under a deadline, for
 terminal the pool is starting for it; a request dropped while it waits withdraws).
 Bound to loopback only, the API answers only requests whose ``Host`` names this machine
 (the DNS-rebinding guard of :mod:`webterm.hosts`).
+
+Authentication: the manager alone signs tokens (Ed25519, :attr:`ManagerConfig.signing_key`)
+and publishes their public keys at ``GET /v1/keys`` (unauthenticated). Allocation and
+listing calls need the webserver's credential (``Authorization: Bearer``: 401 without,
+403 wrong). A terminal's report (``/v1/terminals/<name>/...``) is authenticated with the
+latest token a browser opened that terminal with, accepted up to :data:`REPORT_GRACE`
+past its expiry, and only for the terminal and instance it names, which must be the
+pool's current ones (else 403, nothing changed): a terminal can report on itself only.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import time
@@ -35,6 +44,7 @@ from quart_trio import QuartTrio
 
 from webterm.config import ManagerConfig
 from webterm.hosts import listens_on_loopback_only, rebinding_safe
+from webterm.keys import KEYS_PATH
 from webterm.manager.backend import Backend, ClaimLost
 from webterm.manager.pool import (
     Allocate,
@@ -57,7 +67,14 @@ from webterm.manager.pool import (
     UnknownClient,
     Wait,
 )
-from webterm.protocol import TokenClaims, TokenError, client_hash, read_token, sign_token
+from webterm.protocol import (
+    TokenClaims,
+    TokenError,
+    UnknownKey,
+    client_hash,
+    read_token,
+    sign_token,
+)
 
 log = logging.getLogger("webterm.manager")
 
@@ -82,6 +99,11 @@ RETRY_AFTER_SLOW: Final = 5
 
 CLAIM_ATTEMPTS: Final = 3
 """Terminals tried for one request when other managers keep winning the race."""
+
+REPORT_GRACE: Final = 24 * 3600
+"""Seconds past its expiry a terminal's token still authenticates that terminal's
+reports: the terminal reports with the latest token a browser sent it, possibly a
+whole session (``--max-session``) ago; a day bounds it."""
 
 
 class Manager:
@@ -276,7 +298,7 @@ class Manager:
             client=assign.client,
             expires_at=int(time.time()) + self.config.token_ttl,
         )
-        return sign_token(self.config.secret, claims)
+        return sign_token(self.config.signing_key, claims)
 
     def release(self, client_id: str) -> None:
         self.handle(Release(client=client_hash(self.config.secret, client_id)))
@@ -342,18 +364,47 @@ class _TerminalAuth:
     error: Response | None
 
 
+def _bearer() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
 def _terminal_auth(manager: Manager, name: str) -> _TerminalAuth:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _TerminalAuth(None, _error(401, "a terminal's signed token is required"))
+    """A report's credential: a token for exactly this terminal and its current
+    instance. Refusals are logged without the token."""
+    token = _bearer()
+    if token is None:
+        return _TerminalAuth(None, _error(401, "a terminal's token is required"))
     try:
-        claims = read_token(manager.config.secret, token, now=time.time(), audience="manager")
-    except TokenError:
+        claims = read_token(manager.config.public_keys, token, now=time.time(), leeway=REPORT_GRACE)
+    except UnknownKey as exc:
+        log.warning("refused a report for %s: %s", name[:64], exc)
+        return _TerminalAuth(None, _error(401, str(exc)))
+    except TokenError as exc:
+        log.warning("refused a report for %s: %s", name[:64], exc)
         return _TerminalAuth(None, _error(401, "invalid token"))
-    if claims.terminal != name:
-        return _TerminalAuth(None, _error(403, "token is for another terminal"))
+    current = manager.pool.terminals.get(name)
+    if claims.terminal != name or current is None or current.instance != claims.instance:
+        log.warning(
+            "refused a report for %s: the token is for %s (instance %s)",
+            name[:64], claims.terminal, claims.instance[:40] or "-",
+        )  # fmt: skip
+        return _TerminalAuth(None, _error(403, "token is for another terminal or instance"))
     return _TerminalAuth(claims, None)
+
+
+def _webserver_auth(manager: Manager) -> Response | None:
+    """None if the request carries the webserver's credential, else the 401/403."""
+    presented = _bearer()
+    if presented is None:
+        log.warning("refused %s %s: no credential", request.method, request.path[:80])
+        return _error(401, "the webserver's credential is required")
+    if not hmac.compare_digest(presented.encode(), manager.config.webserver_credential):
+        log.warning("refused %s %s: wrong credential", request.method, request.path[:80])
+        return _error(403, "wrong credential")
+    return None
 
 
 async def _refuse_rebinding() -> Response | None:
@@ -373,6 +424,8 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
 
     @app.post("/v1/allocations")
     async def allocate() -> Response:
+        if (refused := _webserver_auth(manager)) is not None:
+            return refused
         body = await _json_body()
         if isinstance(body, Response):
             return body
@@ -388,11 +441,14 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
                 "address": answer.address,
                 "token": manager.token_for(answer),
                 "reconnect": answer.reconnect,
+                "client_hash": answer.client,
             }
         )
 
     @app.delete("/v1/allocations/<path:client>")
     async def release(client: str) -> Response:
+        if (refused := _webserver_auth(manager)) is not None:
+            return refused
         try:
             manager.release(client)
         except UnknownClient:
@@ -426,28 +482,28 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         connected = body.get("connected")
         if not isinstance(connected, bool):
             return _error(400, "'connected' must be true or false")
-        current = manager.pool.terminals.get(name)
-        if (
-            current is not None
-            and auth.claims is not None
-            and current.instance == auth.claims.instance
-        ):
-            manager.handle_quietly(
-                Connection(name=name, connected=connected, now=trio.current_time())
-            )
+        manager.handle_quietly(Connection(name=name, connected=connected, now=trio.current_time()))
         return _ok({"ok": True})
 
     @app.get("/v1/terminals")
     async def terminals() -> Response:
+        if (refused := _webserver_auth(manager)) is not None:
+            return refused
         names = sorted(manager.pool.terminals, key=manager.pool.ordinal_of)
         return _ok({"terminals": [manager.describe(n) for n in names]})
 
     @app.get("/v1/terminals/<name>")
     async def terminal(name: str) -> Response:
+        if (refused := _webserver_auth(manager)) is not None:
+            return refused
         described = manager.describe(name)
         if described is None:
             return _error(404, "no such terminal")
         return _ok(described)
+
+    @app.get(KEYS_PATH)
+    async def keys() -> Response:
+        return _ok(manager.config.public_keys.to_jwks())
 
     @app.get("/healthz")
     async def healthz() -> Response:

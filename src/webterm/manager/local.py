@@ -13,6 +13,7 @@ them all (SIGTERM, then SIGKILL after :data:`STOP_GRACE`); nothing outlives it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from typing import Final
 import httpx
 import trio
 
-from webterm.config import ManagerConfig
+from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
 from webterm.manager.backend import BackendDecision
 from webterm.manager.pool import (
     Assign,
@@ -164,8 +165,10 @@ class LocalBackend:
         if self.config.shell:
             argv += ["--shell", subprocess.list2cmdline(self.config.shell)]
         env = {
-            **os.environ,
-            "WEBTERM_SECRET": self.config.secret.decode(),
+            # none of the manager's own settings (its key or secret files among them)
+            **{k: v for k, v in os.environ.items() if not k.startswith("WEBTERM_")},
+            # public keys only: a terminal can check tokens, never make one
+            PUBLIC_KEYS_ENV: json.dumps(self.config.public_keys.to_jwks()),
             "HOME": home,
             "WEBTERM_INSTANCE": uid,
         }

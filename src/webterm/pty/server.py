@@ -53,6 +53,7 @@ from trio_websocket import (
 
 from webterm.config import PtyConfig
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
+from webterm.keys import PublicKeys
 from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
@@ -67,13 +68,10 @@ from webterm.protocol import (
     Ping,
     Pong,
     Resize,
-    TokenClaims,
     TokenError,
     decode_client_message,
     encode_message,
-    sign_token,
     token_from_subprotocols,
-    verify_token,
 )
 from webterm.pty.report import ReportError, post_json
 from webterm.pty.session import (
@@ -223,12 +221,14 @@ class Terminal:
 
     config: PtyConfig
     nursery: trio.Nursery
+    keys: PublicKeys
     log: OutputLog = field(init=False)
     shell: Shell | None = None
     exit_status: ExitStatus | None = None
     exit_reason: str = EXIT_REASON_EXIT
     attached: Attachment | None = None
     last_input: float = 0.0
+    report_token: str | None = None  # the latest token a browser opened us with
     _changed: trio.Event = field(default_factory=trio.Event)
     _spawning: trio.Event | None = None  # set when the current spawn attempt is over
 
@@ -532,16 +532,12 @@ class Terminal:
 
     async def _post_manager(self, action: str, body: dict[str, Any]) -> None:
         assert self.config.manager_url
-        token = sign_token(
-            self.config.secret,
-            TokenClaims(
-                terminal=self.config.name,
-                instance=self.config.instance,
-                client="",
-                expires_at=int(time.time()) + 60,
-                audience="manager",
-            ),
-        )
+        # This server can sign nothing: it reports with the latest token a browser
+        # opened it with (the manager accepts it past its expiry, for this terminal only).
+        token = self.report_token
+        if token is None:
+            log.warning("no token to report %s with (no client connected yet)", action)
+            return
         url = f"{self.config.manager_url.rstrip('/')}/v1/terminals/{self.config.name}/{action}"
         attempts = 3 if action == "recycle" else 1
         for attempt in range(attempts):
@@ -720,7 +716,7 @@ class TerminalServer:
             if request is None:
                 nursery.cancel_scope.cancel()
                 return
-            refusal = self._refusal(request)
+            refusal = await self._refusal(request)
             if refusal is not None:
                 status, text = refusal
                 log.info("refused connection from %s: %s", request.remote, text)
@@ -739,7 +735,7 @@ class TerminalServer:
         if broken:
             await stream.aclose()
 
-    def _refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
+    async def _refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
         """``(status, reason)`` if this upgrade must be refused; tokens are never logged."""
         if self.config.allowed_origins:
             origin = next(
@@ -751,15 +747,12 @@ class TerminalServer:
         if token is None:
             return 401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
         try:
-            verify_token(
-                self.config.secret,
-                token,
-                terminal=self.config.name,
-                instance=self.config.instance,
-                now=time.time(),
+            await self.terminal.keys.verify(
+                token, terminal=self.config.name, instance=self.config.instance, now=time.time()
             )
         except TokenError as exc:
             return 403 if "another" in str(exc) else 401, str(exc)
+        self.terminal.report_token = token
         return None
 
 
@@ -790,13 +783,15 @@ async def serve(
 ) -> None:
     """Serve one terminal until cancelled; then close sockets with 1001, hang up the
     shell, and return. Reports the bound port through ``task_status``."""
+    keys = PublicKeys(config.keys)
+    await keys.start()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
     sockname = listeners[0].socket.getsockname()
     host, port = sockname[0], sockname[1]
     service_scope = trio.CancelScope(shield=True)
     async with trio.open_nursery() as root:
         service: trio.Nursery = await root.start(_service_nursery, service_scope)
-        terminal = Terminal(config=config, nursery=service)
+        terminal = Terminal(config=config, nursery=service, keys=keys)
         server = TerminalServer(terminal)
         await service.start(
             partial(trio.serve_listeners, server.handle, listeners, handler_nursery=service)

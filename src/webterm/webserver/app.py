@@ -50,9 +50,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from webterm.config import WebserverConfig
+from webterm.config import KeySource, WebserverConfig
 from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
-from webterm.protocol import MAX_FRAME_BYTES, client_hash
+from webterm.keys import KEYS_PATH, PublicKeys
+from webterm.protocol import MAX_FRAME_BYTES
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.webserver.forwarding import (
     TrustedProxies,
@@ -193,6 +194,7 @@ class Webserver:
         registry: CollectorRegistry,
         static_dir: Path,
         closing: trio.Event,
+        keys: PublicKeys,
     ) -> None:
         self.config = config
         self.manager = manager
@@ -218,10 +220,12 @@ class Webserver:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self._held: dict[str, dict[str, float]] = {}  # limit key -> identity -> last request
+        # identity -> its client hash (the manager's answer; the proxy counts relays by it)
+        self._hashes: dict[str, str] = {}
         self.loopback_only = listens_on_loopback_only(config.host)
         self.allowed_hosts = origin_hosts(config.allowed_origins)
         self.proxy = TerminalProxy(
-            secret=config.secret,
+            keys=keys,
             addresses=AddressBook(manager),
             allowed_origins=config.allowed_origins,
             trusted=self.trusted,
@@ -401,8 +405,9 @@ class Webserver:
         if self.config.max_per_address > 0:
             held = self._held.get(key, {})
             for other in [i for i, seen in held.items() if now - seen > HOLD_SECONDS]:
-                if client_hash(self.config.secret, other) not in self.proxy.relaying:
+                if self._hashes.get(other) not in self.proxy.relaying:
                     del held[other]
+                    self._hashes.pop(other, None)
             if identity not in held and len(held) >= self.config.max_per_address:
                 return _error(429, "too many terminals from your address", RETRY_AFTER_CAP)
         return None
@@ -415,7 +420,8 @@ class Webserver:
         now = trio.current_time()
         if len(self._held) >= MAX_HELD_ADDRESSES:
             for key in [k for k, held in self._held.items() if not _fresh(held, now)]:
-                del self._held[key]
+                for identity_held in self._held.pop(key):
+                    self._hashes.pop(identity_held, None)
         held = self._held.setdefault(limit_key(address), {})
         new = identity not in held
         held[identity] = now
@@ -425,6 +431,7 @@ class Webserver:
         held = self._held.get(limit_key(address))
         if held is not None:
             held.pop(identity, None)
+            self._hashes.pop(identity, None)
             if not held:
                 del self._held[limit_key(address)]
 
@@ -439,6 +446,9 @@ class Webserver:
         try:
             got = await self._allocate(identity)
             allocated = not isinstance(got, Response)
+            if allocated and self.config.max_per_address > 0:
+                assert not isinstance(got, Response)
+                self._hashes[identity] = got["client_hash"]
             return got
         finally:
             if new and not allocated:
@@ -661,14 +671,18 @@ def _allocation(answer: httpx.Response) -> dict[str, Any] | None:
     if not isinstance(got, dict):
         return None
     name, address, token = got.get("terminal"), got.get("address"), got.get("token")
+    hashed = got.get("client_hash")
     if not isinstance(name, str) or TERMINAL_PATH.match(f"/terminals/{name}/ws") is None:
         return None
     if not isinstance(address, str) or ":" not in address or not isinstance(token, str):
+        return None
+    if not isinstance(hashed, str):
         return None
     return {
         "terminal": name,
         "address": address,
         "token": token,
+        "client_hash": hashed,
         "reconnect": bool(got.get("reconnect")),
     }
 
@@ -773,10 +787,13 @@ async def serve(
     hyper.keep_alive_timeout = 75.0
     hyper.websocket_max_message_size = MAX_FRAME_BYTES
     http_scope = trio.CancelScope(shield=True)
+    keys = PublicKeys(config.keys or KeySource(url=config.manager_url.rstrip("/") + KEYS_PATH))
+    await keys.start()
     async with httpx.AsyncClient(
         base_url=config.manager_url,
         transport=manager_transport or UpstreamTransport(),
         timeout=MANAGER_TIMEOUT,
+        headers={"Authorization": "Bearer " + config.manager_credential.decode()},
     ) as manager:
         webserver = Webserver(
             config,
@@ -784,6 +801,7 @@ async def serve(
             registry=registry,
             static_dir=static_dir or STATIC_DIR,
             closing=closing,
+            keys=keys,
         )
 
         async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 
+import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from webterm.protocol import (
+    TOKEN_AUDIENCE,
     Ack,
     CloseCode,
     Error,
@@ -19,12 +21,15 @@ from webterm.protocol import (
     Hello,
     Idle,
     InvalidToken,
+    KeySet,
     MalformedMessage,
     Ping,
     Pong,
     ProtocolError,
     Resize,
+    SigningKey,
     TokenClaims,
+    UnknownKey,
     WrongTerminal,
     client_hash,
     decode_client_message,
@@ -34,10 +39,14 @@ from webterm.protocol import (
     sign_token,
     subprotocols_for,
     token_from_subprotocols,
+    token_key_id,
     verify_token,
 )
 
 SECRET = b"protocol-test-secret-0123456789"
+KEY = SigningKey.generate()
+KEYS = KEY.key_set()
+OTHER = SigningKey.generate()
 NOW = 1_999_990_000  # within a day of the claims' expiry
 sizes = st.integers(1, 1 << 16)
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
@@ -139,47 +148,83 @@ def claims(**overrides: object) -> TokenClaims:
 
 @given(terminal=names, instance=st.text(max_size=40), client=st.text(max_size=40))
 def test_token_round_trip(terminal: str, instance: str, client: str) -> None:
-    token = sign_token(SECRET, claims(terminal=terminal, instance=instance, client=client))
+    token = sign_token(KEY, claims(terminal=terminal, instance=instance, client=client))
     assert token_from_subprotocols(subprotocols_for(token)) == token
-    assert all(c.isalnum() or c in "-_" for c in token)  # base64url, no padding
-    got = verify_token(SECRET, token, terminal=terminal, instance=instance, now=NOW)
+    assert all(c.isalnum() or c in "-_." for c in token)  # a JWT: base64url and dots
+    assert token_key_id(token) == KEY.kid
+    got = verify_token(KEYS, token, terminal=terminal, instance=instance, now=NOW)
     assert (got.terminal, got.instance, got.client) == (terminal, instance, client)
 
 
 @given(st.data())
-def test_any_bit_flip_is_refused(data: st.DataObject) -> None:
-    token = sign_token(SECRET, claims())
+def test_any_character_change_is_refused(data: st.DataObject) -> None:
+    token = sign_token(KEY, claims())
     raw = bytearray(token.encode())
     i = data.draw(st.integers(0, len(raw) - 1))
-    raw[i] = ord(data.draw(st.sampled_from("ABCxyz019-_").filter(lambda c: ord(c) != raw[i])))
+    raw[i] = ord(data.draw(st.sampled_from("ABCxyz019-_.").filter(lambda c: ord(c) != raw[i])))
     with pytest.raises(ProtocolError):
-        verify_token(SECRET, raw.decode(), terminal="terminal-3", instance="uid-7", now=NOW)
+        verify_token(KEYS, raw.decode(), terminal="terminal-3", instance="uid-7", now=NOW)
 
 
-def test_token_is_bound_to_terminal_instance_audience_and_time() -> None:
-    token = sign_token(SECRET, claims())
+def test_token_is_bound_to_terminal_instance_key_and_time() -> None:
+    token = sign_token(KEY, claims())
     with pytest.raises(WrongTerminal):
-        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+        verify_token(KEYS, token, terminal="terminal-4", instance="uid-7", now=NOW)
     with pytest.raises(WrongTerminal):  # the recycled pod has a new UID
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-8", now=NOW)
-    with pytest.raises(WrongTerminal):
-        verify_token(
-            SECRET, token, terminal="terminal-3", instance="uid-7", now=0, audience="manager"
-        )
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-8", now=NOW)
     with pytest.raises(ExpiredToken):
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
-    with pytest.raises(InvalidToken):
-        verify_token(
-            b"another-secret-0123456789", token, terminal="terminal-3", instance="uid-7", now=0
-        )
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    with pytest.raises(UnknownKey):  # another manager's key, or a retired one
+        verify_token(OTHER.key_set(), token, terminal="terminal-3", instance="uid-7", now=NOW)
     with pytest.raises(InvalidToken):  # a day is the longest a token may live
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=1_000_000_000)
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=1_000_000_000)
+
+
+def test_a_key_id_naming_another_key_does_not_verify() -> None:
+    """A token signed by another key but naming ours in its header."""
+    forged = jwt.encode(
+        {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+         "aud": TOKEN_AUDIENCE},
+        OTHER.private, algorithm="EdDSA", headers={"kid": KEY.kid},
+    )  # fmt: skip
+    with pytest.raises(InvalidToken, match="bad signature"):
+        verify_token(KEYS, forged, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_the_algorithm_is_pinned() -> None:
+    """No alg confusion: ``none``, or HMAC keyed with the (public) key's bytes."""
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    public_raw = KEY.private.public_key().public_bytes_raw()
+    unsigned = jwt.encode(body, None, algorithm="none", headers={"kid": KEY.kid})
+    hmaced = jwt.encode(body, public_raw, algorithm="HS256", headers={"kid": KEY.kid})
+    for token in (unsigned, hmaced, unsigned.rstrip(".") + ".", unsigned + "x"):
+        with pytest.raises(InvalidToken):
+            verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+@pytest.mark.parametrize("missing", ["exp", "aud", "terminal", "instance"])
+def test_expiry_audience_and_claims_are_required(missing: str) -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    del body[missing]
+    token = jwt.encode(body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    with pytest.raises(InvalidToken):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_another_audience_is_refused() -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": "manager"}  # fmt: skip
+    token = jwt.encode(body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    with pytest.raises(WrongTerminal, match="audience"):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
 
 
 @given(st.text(max_size=3000))
 def test_garbage_tokens_raise_only_token_errors(garbage: str) -> None:
     with pytest.raises(ProtocolError):
-        verify_token(SECRET, garbage, terminal="t", instance="", now=NOW)
+        verify_token(KEYS, garbage, terminal="t", instance="", now=NOW)
 
 
 def test_subprotocol_token_needs_the_protocol_too() -> None:
@@ -199,13 +244,51 @@ def test_close_codes_match_the_contract() -> None:
     assert (CloseCode.UNAUTHORIZED, CloseCode.SUPERSEDED, CloseCode.NORMAL) == (4401, 4409, 1000)
 
 
-def test_read_token_checks_signature_expiry_and_audience_but_not_the_terminal() -> None:
-    token = sign_token(SECRET, claims(audience="manager"))
-    got = read_token(SECRET, token, now=NOW, audience="manager")
+def test_read_token_checks_signature_and_expiry_but_not_the_terminal() -> None:
+    token = sign_token(KEY, claims())
+    got = read_token(KEYS, token, now=NOW)
     assert (got.terminal, got.instance) == ("terminal-3", "uid-7")
-    with pytest.raises(WrongTerminal):
-        read_token(SECRET, token, now=NOW, audience="terminal")
-    with pytest.raises(InvalidToken):
-        read_token(b"another-secret-0123456789", token, now=NOW, audience="manager")
+    with pytest.raises(UnknownKey):
+        read_token(OTHER.key_set(), token, now=NOW)
     with pytest.raises(ExpiredToken):
-        read_token(SECRET, token, now=2_000_000_001, audience="manager")
+        read_token(KEYS, token, now=2_000_000_001)
+    # the manager's reports: accepted up to `leeway` seconds past the expiry
+    assert read_token(KEYS, token, now=2_000_000_001, leeway=60).terminal == "terminal-3"
+    with pytest.raises(ExpiredToken):
+        read_token(KEYS, token, now=2_000_000_060, leeway=60)
+
+
+def test_key_sets_round_trip_as_jwks_and_pem() -> None:
+    both = KEY.key_set(OTHER.key_set())
+    document = both.to_jwks()
+    assert {k["kid"] for k in document["keys"]} == {KEY.kid, OTHER.kid}
+    assert all(
+        (k["kty"], k["crv"], k["use"], k["alg"]) == ("OKP", "Ed25519", "sig", "EdDSA")
+        for k in document["keys"]
+    )
+    assert set(KeySet.from_jwks(json.dumps(document)).keys) == {KEY.kid, OTHER.kid}
+    assert set(KeySet.from_pem(KEY.public_pem()).keys) == {KEY.kid}
+    assert SigningKey.from_pem(KEY.to_pem()).kid == KEY.kid
+    assert len(KEY.kid) == 16  # base64url of 12 bytes
+
+
+def test_a_jwks_whose_kid_lies_is_refused() -> None:
+    document = KEY.key_set().to_jwks()
+    document["keys"][0]["kid"] = OTHER.kid
+    with pytest.raises(ValueError, match="kid"):
+        KeySet.from_jwks(json.dumps(document))
+
+
+def test_a_signing_key_must_be_ed25519() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ValueError, match="Ed25519"):
+        SigningKey.from_pem(pem)
+    with pytest.raises(ValueError, match="PEM"):
+        SigningKey.from_pem(b"not a key")

@@ -144,7 +144,6 @@ class PublicKeys:
             else:
                 log.error("no public keys yet from %s; refusing tokens until fetched",
                           self.source.url)  # fmt: skip
-        self._last_refresh = trio.current_time()
 
     async def refresh(self) -> bool:
         """Re-read the source unless it was read less than :data:`REFRESH_INTERVAL` ago;

@@ -543,6 +543,16 @@ def token_key_id(token: str) -> str:
     """The ``kid`` a token names (unverified: only to pick or fetch the key)."""
     if len(token) > _MAX_TOKEN_CHARS:
         raise InvalidToken("token too long")
+    segments = token.split(".")
+    try:
+        if len(segments) != 3:
+            raise ValueError("not three segments")
+        for segment in segments:
+            # base64 ignores the spare low bits of a segment's last character: insist on
+            # the one canonical spelling, so that a token has exactly one valid form
+            _b64decode(segment)
+    except ValueError as exc:
+        raise InvalidToken("token is not a JWT in canonical base64url") from exc
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:

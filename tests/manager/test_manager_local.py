@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import math
 import tempfile
@@ -17,11 +19,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from webterm.config import ManagerConfig
+from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
 from webterm.manager.app import REPORT_GRACE, serve
 from webterm.manager.local import LocalBackend
 from webterm.manager.pool import Event, ScaleTo, TerminalAppeared, TerminalGone
-from webterm.protocol import SigningKey, read_token, subprotocols_for
+from webterm.protocol import TOKEN_AUDIENCE, KeySet, SigningKey, read_token, subprotocols_for
 
 from ..credentials import AUTH, KEY, KEYS, manager_keys, token
 
@@ -196,6 +198,76 @@ async def test_a_report_is_accepted_only_for_the_token_s_own_terminal_and_instan
         assert (await http.get(f"/v1/terminals/{other['terminal']}")).json() == next(
             t for t in before["terminals"] if t["name"] == other["terminal"]
         )
+
+
+def _forge(header: dict[str, object], claims: dict[str, object], hmac_key: bytes | None) -> str:
+    """A JWT built by hand: HS256 with ``hmac_key``, or unsigned (``alg: none``)."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    if hmac_key is None:
+        return signing_input + "."
+    return signing_input + "." + b64(hmac.digest(hmac_key, signing_input.encode(), "sha256"))
+
+
+async def test_a_terminal_holding_only_what_its_pod_holds_reaches_no_other_terminal() -> None:
+    """The threat model's "compromised terminal pod". Everything terminal A's server
+    holds — its environment, its command line, the public keys it was given and the
+    token its browser connected with — is handed to an attacker, who forges tokens for
+    terminal B with it (unsigned, HMAC keyed with each of those, A's signature over B's
+    claims, A's token as it is) and presents each to B's server and to the manager as a
+    report on B. Every one is refused, B's pool entry and session are untouched, and A
+    can still do the one thing it may: report on (recycle) itself."""
+    async with manager(spares=2, max_terminals=2) as http:
+        a = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        b = (await http.post("/v1/allocations", json={"client": "tab:b"})).json()
+        await run_in(a, "echo A-'UP'", "A-UP")  # A now holds its browser's token
+        await run_in(b, "echo B-'UP'", "B-UP")
+        (pty_a,) = [
+            p for p in psutil.Process().children(recursive=True)
+            if "pty" in p.cmdline() and a["terminal"] in p.cmdline()
+        ]  # fmt: skip
+        env, argv = pty_a.environ(), pty_a.cmdline()
+        keys = KeySet.from_jwks(env[PUBLIC_KEYS_ENV])
+        assert set(keys.keys) == {KEY.kid}  # public keys, and nothing that signs:
+        assert not [k for k in env if k in ("WEBTERM_SECRET", "WEBTERM_SIGNING_KEY_FILE")]
+        assert not [v for v in [*env.values(), *argv] if "PRIVATE KEY" in v]
+        held = {v.encode() for v in [*env.values(), *argv, a["token"]]}
+        public = KEY.private.public_key()
+        held |= {public.public_bytes_raw(), KEY.public_pem(), env[PUBLIC_KEYS_ENV].encode()}
+
+        b_before = (await http.get(f"/v1/terminals/{b['terminal']}")).json()
+        b_claims: dict[str, object] = {
+            "terminal": b["terminal"], "instance": b_before["instance"], "client": "x" * 32,
+            "exp": int(time.time()) + 60, "aud": TOKEN_AUDIENCE,
+        }  # fmt: skip
+        header_a, _, signature_a = a["token"].split(".")
+        payload_b = base64.urlsafe_b64encode(json.dumps(b_claims).encode()).rstrip(b"=")
+        forgeries = [
+            a["token"],  # A's own token, replayed at B
+            f"{header_a}.{payload_b.decode()}.{signature_a}",  # A's signature, B's claims
+            _forge({"alg": "none", "kid": KEY.kid}, b_claims, None),
+            _forge({"alg": "none"}, b_claims, None),
+            *(_forge({"alg": "HS256", "kid": KEY.kid, "typ": "JWT"}, b_claims, m) for m in held),
+            *(_forge({"alg": "EdDSA", "kid": KEY.kid}, b_claims, m) for m in list(held)[:5]),
+        ]
+        b_url = f"ws://{b['address']}/ws"
+        for forged in forgeries:
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(b_url, subprotocols=subprotocols_for(forged)):
+                    pass
+            assert rejected.value.status_code in (401, 403)
+            for action in ("recycle", "connection"):
+                refused = await report(http, b["terminal"], forged, action)
+                assert refused.status_code in (401, 403), (action, refused.text)
+        assert (await http.get(f"/v1/terminals/{b['terminal']}")).json()["instance"] == (
+            b_before["instance"]
+        )
+        assert "B-STILL" in await run_in(b, "echo B-'STILL'", "B-STILL")
+        # what A may do: recycle itself, with the token its browser sent
+        assert (await report(http, a["terminal"], a["token"], "recycle")).status_code == 200
 
 
 @pytest.mark.parametrize(

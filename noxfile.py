@@ -27,17 +27,43 @@ def build_frontend(session: nox.Session) -> None:
         if not (WEB / "node_modules").exists() or os.environ.get("CI"):
             session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
         session.run("npm", "run", "build", external=True)
+    if os.environ.get("CI"):
+        # The committed build is what gets installed: it must be what web/ builds to.
+        changed = session.run(
+            "git", "status", "--porcelain", "--", "src/webterm/static", external=True, silent=True
+        )
+        if changed:
+            session.error(
+                f"src/webterm/static/ differs from a fresh build of web/:\n{changed}"
+                "run `cd web && npm run build` and commit src/webterm/static/"
+            )
 
 
-def ensure_chromium(session: nox.Session) -> None:
-    """The browser tests drive Debian's Chromium (Playwright never downloads one)."""
-    if Path(CHROMIUM).exists():
+def test_frontend(session: nox.Session) -> None:
+    """The page's unit tests (state table, protocol codec, output) under node, no browser."""
+    if (WEB / "package.json").exists():
+        with session.chdir(WEB):
+            session.run("npm", "test", external=True)
+
+
+def ensure_debian_packages(session: nox.Session) -> None:
+    """The browser tests drive Debian's Chromium (Playwright never downloads one); the
+    sandboxed local terminals' tests run real bubblewrap (docs/sandbox.md)."""
+    missing = [
+        package
+        for package, present in (
+            ("chromium", Path(CHROMIUM).exists()),
+            ("bubblewrap", shutil.which("bwrap") is not None),
+        )
+        if not present
+    ]
+    if not missing:
         return
     if os.geteuid() != 0:
-        session.error(f"{CHROMIUM} is missing: run `sudo apt-get install chromium` first")
+        session.error(f"missing: run `sudo apt-get install {' '.join(missing)}` first")
     session.run("apt-get", "update", "-qq", external=True)
     session.run(
-        "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, external=True
     )
 
 
@@ -69,8 +95,9 @@ def tests(session: nox.Session) -> None:
     """The whole suite: unit, integration, Kubernetes stand-in, browser; then the
     documentation's strict build."""
     build_frontend(session)
+    test_frontend(session)
     install_bench_peers(session)  # the bench smoke test runs the Node client
-    ensure_chromium(session)
+    ensure_debian_packages(session)
     session.install("-e", ".[test,docs]")
     session.run("pytest", *(session.posargs or ["-q"]), env={"WEBTERM_CHROMIUM": CHROMIUM})
     build_docs(session, Path(session.create_tmp()) / "site")

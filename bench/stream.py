@@ -102,6 +102,7 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
 @contextmanager
 def webterm_direct() -> Iterator[Target]:
     from webterm.protocol import SigningKey, TokenClaims, sign_token, subprotocols_for
+    from webterm.pty import parse_listening_line
 
     key = SigningKey.generate()  # the manager's part: the server gets the public key only
     process, line = spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
@@ -109,7 +110,8 @@ def webterm_direct() -> Iterator[Target]:
                             "--shell", SHELL],
                           env={"WEBTERM_PUBLIC_KEYS": json.dumps(key.key_set().to_jwks())})  # fmt: skip
     try:
-        address = line.rsplit(" ", 1)[1]
+        host, port = parse_listening_line(line)
+        address = f"{host}:{port}"
         token = sign_token(key, TokenClaims(
             terminal="bench", instance="b", client="", expires_at=int(time.time()) + 3000))  # fmt: skip
         yield Target(f"ws://{address}/ws", "webterm", subprotocols_for(token), root=process.pid)

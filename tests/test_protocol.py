@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from webterm.protocol import (
     TOKEN_AUDIENCE,
     Ack,
+    Allocation,
     CloseCode,
     Error,
     Exit,
@@ -22,6 +23,7 @@ from webterm.protocol import (
     Idle,
     InvalidToken,
     KeySet,
+    MalformedAllocation,
     MalformedMessage,
     Ping,
     Pong,
@@ -32,8 +34,10 @@ from webterm.protocol import (
     UnknownKey,
     WrongTerminal,
     client_hash,
+    decode_allocation,
     decode_client_message,
     decode_server_message,
+    encode_allocation,
     encode_message,
     read_token,
     sign_token,
@@ -292,3 +296,73 @@ def test_a_signing_key_must_be_ed25519() -> None:
         SigningKey.from_pem(pem)
     with pytest.raises(ValueError, match="PEM"):
         SigningKey.from_pem(b"not a key")
+
+
+# --- allocations ------------------------------------------------------------------------
+
+terminal_names = st.from_regex(r"\A[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+@given(
+    st.builds(
+        Allocation,
+        terminal=terminal_names,
+        address=st.builds("{}:{}".format, st.ip_addresses().map(str), st.integers(1, 65535)),
+        token=st.text(max_size=300),
+        reconnect=st.booleans(),
+        client_hash=st.text(max_size=40),
+    )
+)
+def test_allocations_round_trip(allocation: Allocation) -> None:
+    assert decode_allocation(encode_allocation(allocation)) == allocation
+
+
+def test_allocation_wire_format_is_the_managers_contract() -> None:
+    allocation = Allocation(
+        terminal="terminal-0", address="10.0.0.5:7681", token="abc", reconnect=True,
+        client_hash="0123abcd",
+    )  # fmt: skip
+    assert json.loads(encode_allocation(allocation)) == {
+        "terminal": "terminal-0",
+        "address": "10.0.0.5:7681",
+        "token": "abc",
+        "reconnect": True,
+        "client_hash": "0123abcd",
+    }
+    # fields the webserver does not read are skipped; a missing 'reconnect' is a first
+    read = decode_allocation(
+        b'{"terminal":"t-1","address":"h:1","token":"x","instance":"u","extra":[1],'
+        b'"client_hash":"c"}'
+    )
+    assert read == Allocation(
+        terminal="t-1", address="h:1", token="x", reconnect=False, client_hash="c"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>not json</html>",
+        b'["terminal-0"]',
+        b'{"terminal": "Bad Name!", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "-starts-with-a-dash", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0\\n", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "no-port", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": 5, "client_hash": "h"}',
+        b'{"terminal": 0, "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": "t", "reconnect": "yes",'
+        b' "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": "t"}',  # no client hash
+        b"",
+    ],
+)
+def test_malformed_allocations_raise_malformed_allocation(body: bytes) -> None:
+    with pytest.raises(MalformedAllocation):
+        decode_allocation(body)
+
+
+@given(st.one_of(st.binary(max_size=300), json_values.map(json.dumps)))
+def test_garbage_allocations_raise_only_malformed_allocation(garbage: bytes | str) -> None:
+    with contextlib.suppress(MalformedAllocation):
+        decode_allocation(garbage)

@@ -11,7 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.upstack import webterm_up
-from webterm.protocol import subprotocols_for
+from webterm.protocol import CloseCode, subprotocols_for
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ async def test_recycle_after_exit_gives_a_fresh_shell(base: str) -> None:
                 message = await ws.get_message()
                 if isinstance(message, str) and json.loads(message)["type"] == "exit":
                     assert json.loads(message)["status"] == 7
-        assert closed.value.reason.code == 1000
+        assert closed.value.reason.code == CloseCode.NORMAL
     with trio.fail_after(60):
         while True:
             again = allocate(base, answer["client"]).json()
@@ -93,9 +93,9 @@ async def test_proxy_refuses_bad_tokens_and_foreign_origins(base: str) -> None:
     url = answer["url"]
     other = url.replace(answer["terminal"], "terminal-9")
     cases = [
-        (url, subprotocols_for("forged"), base, 4401),
-        (other, subprotocols_for(answer["token"]), base, 4401),
-        (url, subprotocols_for(answer["token"]), "http://evil.example", 4403),
+        (url, subprotocols_for("forged"), base, CloseCode.UNAUTHORIZED),
+        (other, subprotocols_for(answer["token"]), base, CloseCode.UNAUTHORIZED),
+        (url, subprotocols_for(answer["token"]), "http://evil.example", CloseCode.FORBIDDEN_ORIGIN),
     ]
     for target, protocols, origin, code in cases:
         async with open_websocket_url(

@@ -26,6 +26,7 @@ from webterm.config import (
     KeySource,
     ManagerConfig,
     PtyConfig,
+    SandboxConfig,
     UpConfig,
     WebserverConfig,
     load_credential,
@@ -59,6 +60,22 @@ def _rate(_: click.Context, __: click.Parameter, value: str) -> tuple[float, int
         return float(rate), int(burst)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not RATE/BURST, e.g. 5/60") from None
+
+
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _size(_: click.Context, __: click.Parameter, value: str) -> int:
+    """A size in bytes: a number with an optional K, M or G (binary: 1M = 1 MiB)."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
+    try:
+        number = float(text[: len(text) - len(unit)])
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size such as 512M or 1G") from None
+    if number < 0:
+        raise click.BadParameter("a size cannot be negative")
+    return int(number * SIZE_UNITS[unit])
 
 
 def _secret(secret_file: str | None) -> bytes:
@@ -143,10 +160,24 @@ async def run_until_signalled(serve: ServeFn, config: object) -> None:
 
 
 def _run(serve: ServeFn, config: object) -> None:
+    """Run a service; a :class:`ConfigError` it raises (from inside its nurseries, so
+    wrapped in exception groups) becomes a usage error: its message and exit code 2."""
     try:
         trio.run(run_until_signalled, serve, config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if errors and all(isinstance(e, ConfigError) for e in errors):
+            raise click.UsageError(str(errors[0])) from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return leaves
 
 
 def _setup_logging(level: str) -> None:
@@ -189,6 +220,38 @@ def main(log_level: str) -> None:
     type=float,
     help="Seconds without input before a terminal ends.",
 )
+@option(
+    "--sandbox",
+    default="auto",
+    type=click.Choice(["auto", "bwrap", "none"]),
+    help="Run each shell in a bubblewrap sandbox; auto: unless --host is loopback.",
+)
+@option(
+    "--sandbox-network",
+    default=None,
+    type=click.Choice(["none", "host"]),
+    show_default="none off loopback, host on loopback",
+    help="Sandboxed shells' network: none (a loopback of their own) or the host's.",
+)
+@option(
+    "--sandbox-tmpfs-size",
+    default="256M",
+    callback=_size,
+    help="Size of each sandbox's $HOME and of its /tmp (tmpfs, in RAM).",
+)
+@option(
+    "--sandbox-memory",
+    default="512M",
+    callback=_size,
+    help="Memory per sandboxed process (RLIMIT_AS; 0: no limit).",
+)
+@option(
+    "--sandbox-processes",
+    default=1024,
+    type=int,
+    help="Processes and threads per sandbox (RLIMIT_NPROC).",
+)
+@option("--sandbox-open-files", default=4096, type=int, help="Open files per sandboxed process.")
 def up(
     host: str,
     port: int,
@@ -197,11 +260,28 @@ def up(
     identity: str,
     shell: str | None,
     idle_timeout: float,
+    sandbox: str,
+    sandbox_network: str | None,
+    sandbox_tmpfs_size: int,
+    sandbox_memory: int,
+    sandbox_processes: int,
+    sandbox_open_files: int,
 ) -> None:
-    """Run webterm on this machine: webserver + manager + terminal processes."""
+    """Run webterm on this machine: webserver + manager + terminal processes.
+
+    Off loopback, every shell runs in a bubblewrap sandbox of its own (docs/sandbox.md)."""
     from webterm.up import serve
 
     _hide_keys_from_terminals()
+    try:
+        limits = SandboxConfig(
+            tmpfs_bytes=sandbox_tmpfs_size,
+            memory_bytes=sandbox_memory or None,
+            processes=sandbox_processes,
+            open_files=sandbox_open_files,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     config = UpConfig(
         host=host,
         port=port,
@@ -210,6 +290,9 @@ def up(
         identity=identity,  # type: ignore[arg-type]
         shell=_shell(shell),
         idle_timeout=idle_timeout,
+        sandbox=sandbox,  # type: ignore[arg-type]
+        sandbox_network=sandbox_network,  # type: ignore[arg-type]
+        sandbox_limits=limits,
     )
     _run(serve, config)
 

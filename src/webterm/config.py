@@ -25,6 +25,8 @@ IdentityMode = Literal["tab", "browser", "ip"]
 AddressMode = Literal["proxy", "nodeport"]
 BackendName = Literal["local", "kubernetes"]
 AccessMode = Literal["none", "password", "header"]
+SandboxMode = Literal["auto", "bwrap", "none"]
+SandboxNetwork = Literal["none", "host"]
 
 SECRET_ENV: Final = "WEBTERM_SECRET"
 PUBLIC_KEYS_ENV: Final = "WEBTERM_PUBLIC_KEYS"
@@ -39,7 +41,8 @@ class ConfigError(Exception):
 
 
 def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
-    """The shared token-signing secret: ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
+    """A service's own secret (the webserver's ids, the manager's client hashes):
+    ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
     if secret_file is not None:
         try:
             raw = Path(secret_file).read_bytes().strip()
@@ -48,9 +51,9 @@ def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
     else:
         raw = os.environ.get(SECRET_ENV, "").strip().encode()
     if not raw:
-        raise ConfigError(f"no shared secret: set {SECRET_ENV} or pass --secret-file")
+        raise ConfigError(f"no secret: set {SECRET_ENV} or pass --secret-file")
     if len(raw) < MIN_SECRET_BYTES:
-        raise ConfigError(f"the shared secret must be at least {MIN_SECRET_BYTES} bytes")
+        raise ConfigError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
     return raw
 
 
@@ -102,6 +105,33 @@ class PtyConfig:
     max_open_files: int | None = 4096  # RLIMIT_NOFILE for the shell
 
 
+MiB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxConfig:
+    """How each local terminal's shell is sandboxed (:mod:`webterm.manager.sandbox`).
+    The defaults are the terminal pod's limits (k8s/base/terminal.yaml); ``None``: no
+    limit of that kind."""
+
+    network: SandboxNetwork = "none"
+    tmpfs_bytes: int = 256 * MiB  # each of $HOME and /tmp (RAM-backed)
+    memory_bytes: int | None = 512 * MiB  # RLIMIT_AS, per process
+    processes: int = 1024  # RLIMIT_NPROC, per terminal (own host uid when root)
+    open_files: int = 4096  # RLIMIT_NOFILE, per process
+    bwrap: str = "bwrap"
+
+    def __post_init__(self) -> None:
+        if self.tmpfs_bytes < MiB:
+            raise ConfigError("--sandbox-tmpfs-size must be at least 1M")
+        if self.memory_bytes is not None and self.memory_bytes < 16 * MiB:
+            raise ConfigError("--sandbox-memory must be at least 16M (or 0: no limit)")
+        if self.processes < 8:
+            raise ConfigError("--sandbox-processes must be at least 8")
+        if self.open_files < 64:
+            raise ConfigError("--sandbox-open-files must be at least 64")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ManagerConfig:
     secret: bytes = field(repr=False)  # keys the client hashes; the manager's alone
@@ -119,6 +149,7 @@ class ManagerConfig:
     terminal_host: str = "127.0.0.1"
     shell: tuple[str, ...] | None = None
     idle_timeout: float = 600.0
+    sandbox: SandboxConfig | None = None  # None: shells run as this user, unconfined
     # kubernetes backend
     namespace: str = "webterm"
     statefulset: str = "terminal"
@@ -186,3 +217,6 @@ class UpConfig:
     identity: IdentityMode = "tab"
     shell: tuple[str, ...] | None = None
     idle_timeout: float = 600.0
+    sandbox: SandboxMode = "auto"  # auto: bwrap unless the page is on loopback only
+    sandbox_network: SandboxNetwork | None = None  # None: none off loopback, host on it
+    sandbox_limits: SandboxConfig = field(default_factory=SandboxConfig)  # network unused

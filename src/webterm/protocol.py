@@ -1,11 +1,12 @@
-"""The wire protocol, in one place: control messages, close codes and tokens.
+"""The wire formats, in one place: control messages, close codes, tokens, allocations.
 
 Theory of operation
 -------------------
 This module does no I/O, never imports trio, and never reads the clock: the current
 time is always an argument. The terminal server (``webterm.pty``), the webserver's
 WebSocket proxy and the tests all use it, so there is exactly one codec between
-WebSocket frames and the messages below.
+WebSocket frames and the messages below. (Longer than our other modules on purpose:
+every wire format in one file is the point.)
 
 * Binary frames are raw terminal bytes (client→server input, server→client output)
   and never pass through this module: the hot path stays free of per-frame work.
@@ -18,15 +19,20 @@ WebSocket frames and the messages below.
   :class:`KeySet` of public keys, so it can check tokens but mint none. A JWT is
   base64url and dots, all HTTP "token" characters, so the token travels as the
   WebSocket subprotocol ``webterm.token.<token>`` and never appears in a URL.
+* An :class:`Allocation` is the manager's answer to ``POST /v1/allocations``, encoded
+  by the manager with :func:`encode_allocation` and read by the webserver with
+  :func:`decode_allocation` (msgspec, straight into a frozen struct).
 
 Error tree::
 
     ProtocolError
     ├── MalformedMessage      a control frame that is not a valid message
+    ├── MalformedAllocation   a manager's allocation answer that is not one
     └── TokenError            a token that must not open this terminal
         ├── InvalidToken      not decodable, or the signature does not match
         ├── ExpiredToken      signature fine, but past its expiry
-        └── WrongTerminal     signature fine, but for another terminal/instance/audience
+        ├── WrongTerminal     signature fine, but for another terminal/instance/audience
+        └── UnknownKey        signed with a key id this verifier does not hold
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, Literal
 
 import jwt
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -54,10 +62,12 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "MAX_TOKEN_TTL",
     "SUBPROTOCOL",
+    "TERMINAL_NAME",
     "TOKEN_ALGORITHM",
     "TOKEN_AUDIENCE",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "Ack",
+    "Allocation",
     "ClientMessage",
     "CloseCode",
     "Error",
@@ -68,6 +78,7 @@ __all__ = [
     "Idle",
     "InvalidToken",
     "KeySet",
+    "MalformedAllocation",
     "MalformedMessage",
     "Ping",
     "Pong",
@@ -80,8 +91,10 @@ __all__ = [
     "UnknownKey",
     "WrongTerminal",
     "client_hash",
+    "decode_allocation",
     "decode_client_message",
     "decode_server_message",
+    "encode_allocation",
     "encode_message",
     "key_id",
     "read_token",
@@ -166,6 +179,11 @@ class ProtocolError(Exception):
 
 class MalformedMessage(ProtocolError, ValueError):
     """A control frame that is not a valid message; the text says why."""
+
+
+class MalformedAllocation(ProtocolError, ValueError):
+    """An allocation answer that is not one (not JSON, a missing or mistyped field, a
+    terminal name that is not a DNS label...); the text says why."""
 
 
 class TokenError(ProtocolError):
@@ -648,3 +666,47 @@ def token_from_subprotocols(offered: list[str] | tuple[str, ...]) -> str | None:
         if item.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return item[len(TOKEN_SUBPROTOCOL_PREFIX) :]
     return None
+
+
+# --- allocations (manager -> webserver) -------------------------------------------------
+
+TERMINAL_NAME: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+"""Terminal names are DNS labels (pod names): they go into URLs and Kubernetes names."""
+
+
+class Allocation(msgspec.Struct, frozen=True, kw_only=True):
+    """The manager's answer to ``POST /v1/allocations``: the ``terminal`` the client may
+    open, the ``address`` (``host:port``) it listens on, a ``token`` for it, whether
+    the client held it already (``reconnect``), and the client's ``client_hash`` (the
+    token's ``client`` claim, keyed with the manager's own secret: the webserver counts
+    open sessions per client by it). Other fields are ignored when reading."""
+
+    terminal: str
+    address: str
+    token: str
+    reconnect: bool = False
+    client_hash: str
+
+
+_allocation_encoder: Final = msgspec.json.Encoder()
+_allocation_decoder: Final = msgspec.json.Decoder(Allocation)
+
+
+def encode_allocation(allocation: Allocation) -> bytes:
+    """The JSON body of an allocation answer (compact, fields in declaration order)."""
+    return _allocation_encoder.encode(allocation)
+
+
+def decode_allocation(body: bytes | str) -> Allocation:
+    """An allocation answer's body as an :class:`Allocation`, or raise
+    :class:`MalformedAllocation`: its ``terminal`` must be a DNS label and its
+    ``address`` a ``host:port``."""
+    try:
+        allocation = _allocation_decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError (wrong shape) is a DecodeError
+        raise MalformedAllocation(f"not an allocation: {exc}") from exc
+    if TERMINAL_NAME.fullmatch(allocation.terminal) is None:
+        raise MalformedAllocation("'terminal' is not a terminal name")
+    if ":" not in allocation.address:
+        raise MalformedAllocation("'address' is not host:port")
+    return allocation

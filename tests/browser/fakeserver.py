@@ -75,7 +75,8 @@ from webterm.protocol import (
     subprotocols_for,
     token_from_subprotocols,
 )
-from webterm.pty.server import ReplayStream
+from webterm.pty import parse_listening_line
+from webterm.pty.http import ReplayStream
 from webterm.webserver.app import CONTENT_SECURITY_POLICY
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -287,7 +288,7 @@ class FakeBackend:
                 if not chunk:
                     raise RuntimeError(f"webterm pty exited early ({process.returncode})")
                 line += chunk
-        port = int(line.decode().rsplit(":", 1)[1])
+        _, port = parse_listening_line(line.decode())
         terminal = FakeTerminal(name, instance, client, port, process)
         self.by_client[client] = terminal
         self.by_name[name] = terminal
@@ -490,7 +491,9 @@ class FakeBackend:
             pass
         reason = upstream.closed
         if reason is not None and page.closed is None:
-            code = reason.code if reason.code not in _RESERVED_CLOSE_CODES else 4404
+            code = (
+                reason.code if reason.code not in _RESERVED_CLOSE_CODES else CloseCode.TERMINAL_GONE
+            )
             await trio.sleep(self.close_delay)
             with trio.move_on_after(5):
                 await page.aclose(code, reason.reason)
@@ -505,7 +508,7 @@ class FakeBackend:
                 if bridge.frozen:
                     await trio.sleep_forever()  # until FROZEN_FOR cuts the bridge
             except ConnectionClosed:
-                code = page.closed.code if page.closed is not None else 1001
+                code = page.closed.code if page.closed is not None else CloseCode.GOING_AWAY
                 self.stats.closes_from_page.append(code)
                 if code in _RESERVED_CLOSE_CODES:
                     code = CloseCode.GOING_AWAY
@@ -516,7 +519,11 @@ class FakeBackend:
             try:
                 await upstream.send_message(message)
             except ConnectionClosed:
-                return  # _to_page reports the terminal's close to the page
+                # The terminal closed (a 4409 takeover, say) while the page was still
+                # sending. _to_page forwards that close to the page and then ends the
+                # bridge: returning here would cancel it first, and the page would see
+                # 1006 and reconnect instead of the terminal's own close.
+                await trio.sleep_forever()
 
     def _count(self, message: str | bytes) -> None:
         stats = self.stats

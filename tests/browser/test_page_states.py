@@ -181,10 +181,17 @@ def test_busy_shows_a_countdown_then_retries(tab: Page, base: str, fake: Fake, s
     wait_state(tab, "busy")
     overlay = tab.locator("#overlay")
     countdown = "document.getElementById('overlay-text').textContent.includes('Retrying in {} s')"
-    tab.wait_for_function(countdown.format(2), timeout=WAIT)
-    title = tab.locator("#overlay-title").inner_text()
-    assert title == ("All terminals are busy" if status == 503 else "Too many requests")
-    assert "retrying in 2 s" in tab.locator("#status").inner_text()
+    # One snapshot of the overlay and the status line as the countdown shows 2 s: read one
+    # by one, a loaded machine can let the countdown tick between the reads.
+    shown = tab.wait_for_function(
+        f"""() => ({countdown.format(2)}) && {{
+            title: document.getElementById('overlay-title').textContent,
+            status: document.getElementById('status').textContent,
+        }}""",
+        timeout=WAIT,
+    ).json_value()
+    assert shown["title"] == ("All terminals are busy" if status == 503 else "Too many requests")
+    assert "retrying in 2 s" in shown["status"]
     tab.wait_for_function(countdown.format(1), timeout=WAIT)  # the countdown counts
     wait_state(tab, "live")  # two refusals later, without anybody clicking
     assert overlay.is_hidden()

@@ -1,5 +1,5 @@
 """A tiny stand-in container process: serves ``GET /healthz`` on --host:--port and
-prints ``webterm-pty listening on HOST:PORT`` like ``webterm pty`` does.
+prints the line ``webterm pty`` prints once it listens (:func:`webterm.pty.listening_line`).
 
 Run as a script (``python fakepod.py --host 127.10.0.1 --port 7681``). Options make
 it misbehave on purpose: ``--ignore-sigterm`` (so the kubelet must SIGKILL it after
@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from webterm.pty import listening_line
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
         timer.daemon = True
         timer.start()
     host, port = str(server.server_address[0]), server.server_address[1]
-    print(f"webterm-pty listening on {host}:{port}", flush=True)
+    print(listening_line(host, port), flush=True)
     server.serve_forever(poll_interval=0.05)
     server.server_close()
     sys.exit(args.exit_code)

@@ -47,6 +47,7 @@ import trio
 
 from webterm.config import PUBLIC_KEYS_ENV
 from webterm.protocol import KeySet
+from webterm.pty import parse_listening_line
 
 from . import resources as R
 from .controllers import condition
@@ -62,7 +63,6 @@ RESTART_RESET_AFTER: Final = (
 )
 SHUTDOWN_GRACE: Final = 1.0  # seconds a container gets after SIGTERM when the whole stand-in stops
 FAKEPOD: Final = Path(__file__).with_name("fakepod.py")
-LISTENING_PREFIX: Final = "webterm-pty listening on "
 OCTET_CLAIM_PORT: Final = 29999  # below the NodePort range; bound on 127.A.0.1 to own block A
 
 
@@ -645,8 +645,9 @@ class Kubelet:
             for raw in lines:
                 line = raw.decode(errors="replace")
                 rt.logs.append(line)
-                if line.startswith(LISTENING_PREFIX):
-                    rt.listening = line[len(LISTENING_PREFIX) :].strip()
+                with contextlib.suppress(ValueError):  # any other line
+                    host, port = parse_listening_line(line)
+                    rt.listening = f"{host}:{port}"
                 plog.info("%s: %s", name, line)
 
     async def _probe_loop(self, rt: PodRuntime, pod: Obj) -> None:

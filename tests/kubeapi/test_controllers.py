@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio.testing
 
+from webterm.pty import LISTENING_PREFIX, listening_line
+
 from . import resources as R
 from .controllers import COALESCE_DELAY, is_ready
 from .fixtures import KubeApi, run_kube_api
@@ -82,7 +84,7 @@ async def test_scale_up_and_down_runs_and_stops_processes(papi: KubeApi) -> None
     assert [p["metadata"]["name"] for p in api.pods()] == ["terminal-0"]
     log = api.kubelet.logs("webterm", "terminal-0")
     assert log is not None
-    assert f"webterm-pty listening on {ips['terminal-0']}:7681" in log
+    assert listening_line(ips["terminal-0"], 7681) in log
 
 
 async def test_deleted_pod_is_recreated_with_a_new_uid(papi: KubeApi) -> None:
@@ -289,7 +291,7 @@ async def test_leaving_the_stand_in_stops_every_pod_process(tmp_path: Path) -> N
         async with api.client() as client:
             r = await client.get("/api/v1/namespaces/webterm/pods/terminal-0/log")
         assert r.status_code == 200
-        assert "webterm-pty listening on" in r.text
+        assert LISTENING_PREFIX in r.text
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 

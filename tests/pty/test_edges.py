@@ -16,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, wrap_client_stream
 
 import webterm.pty.server as server_module
+import webterm.pty.terminal as terminal_module
 from tests.pty.test_terminal import (
     Client,
     connect,
@@ -23,9 +24,10 @@ from tests.pty.test_terminal import (
     pty_config,
     running_server,
 )
-from webterm.protocol import subprotocols_for
-from webterm.pty.server import SPAWN_FAILED, TerminalServer
+from webterm.protocol import CloseCode, subprotocols_for
+from webterm.pty.server import TerminalServer
 from webterm.pty.session import shell_environment, spawn_shell
+from webterm.pty.terminal import SPAWN_FAILED
 
 
 async def read_until_closed(client: Client, seconds: float = 60) -> int:
@@ -63,7 +65,7 @@ async def test_an_idle_warning_for_a_closed_socket_leaves_the_server_running() -
                 "reattached": True,
             }
             assert (await again.expect_control("exit"))["type"] == "exit"
-            assert await read_until_closed(again) == 1000
+            assert await read_until_closed(again) == CloseCode.NORMAL
 
 
 # --- a slow client gets every byte ----------------------------------------------------------
@@ -121,7 +123,7 @@ async def test_a_client_behind_at_exit_gets_the_tail_then_exit_then_1000() -> No
             nursery.cancel_scope.cancel()
         assert lines(bytes(client.output))[-1] == count
         assert {"type": "exit", "status": 7} in client.controls
-        assert closed.value.reason.code == 1000
+        assert closed.value.reason.code == CloseCode.NORMAL
 
 
 async def test_input_waiting_on_a_full_pty_ends_cleanly_at_exit() -> None:
@@ -131,7 +133,7 @@ async def test_input_waiting_on_a_full_pty_ends_cleanly_at_exit() -> None:
         await trio.sleep(0.3)  # let stty switch to raw mode
         await client.ws.send_message(b"x" * 200_000)  # waits on the full pty
         assert await client.expect_control("exit") == {"type": "exit", "status": 5}
-        assert await read_until_closed(client) == 1000
+        assert await read_until_closed(client) == CloseCode.NORMAL
 
 
 def window_size(fd: int) -> tuple[int, int]:
@@ -177,13 +179,13 @@ async def test_a_closed_shell_never_touches_its_old_fd_number() -> None:
 async def test_every_connection_hears_when_the_shell_cannot_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_spawn = server_module.spawn_shell
+    real_spawn = terminal_module.spawn_shell
 
     async def slow_spawn(*args: object, **kwargs: object) -> object:
         await trio.sleep(0.5)  # long enough for a second connection to arrive
         return await real_spawn(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server_module, "spawn_shell", slow_spawn)
+    monkeypatch.setattr(terminal_module, "spawn_shell", slow_spawn)
     codes: list[int] = []
     errors: list[dict[str, object]] = []
 
@@ -197,7 +199,7 @@ async def test_every_connection_hears_when_the_shell_cannot_start(
             for _ in range(3):
                 nursery.start_soon(one_client, port)
         await one_client(port)  # a later one tries again, and hears it too
-    assert codes == [1011] * 4
+    assert codes == [CloseCode.INTERNAL_ERROR] * 4
     assert errors == [{"type": "error", "message": SPAWN_FAILED}] * 4
 
 

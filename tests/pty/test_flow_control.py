@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import trio
 
 from tests.pty.test_terminal import Client, connect, pty_config, running_server
-from webterm.pty.server import ACK_HIGH_WATER, MIN_WINDOW, Attachment
 from webterm.pty.session import spawn_shell
+from webterm.pty.window import ACK_HIGH_WATER, MIN_WINDOW
 
 
 async def slow_renderer(client: Client, rate: float, seconds: float) -> list[int]:
@@ -140,15 +140,3 @@ async def test_a_client_that_acks_in_batches_never_stalls_the_output() -> None:
                     await client.ws.send_message(f'{{"type":"ack","bytes":{unacked}}}')
                     unacked = 0
         await client.ws.send_message(b"\x03")
-
-
-def test_room_opens_as_soon_as_an_ack_arrives() -> None:
-    """No hysteresis: with 33 KB unacknowledged of a 100 KB window, the rest may go at
-    once (a client acking in 64 KiB batches would otherwise wait for it forever)."""
-    att = Attachment(ws=None, acking=True, window=100_000)  # type: ignore[arg-type]
-    assert att.room() == 100_000
-    att.sent = 100_000
-    assert att.room() == 0
-    att.record_ack(67_000, now=1.0)
-    assert att.room() == 67_000
-    assert Attachment(ws=None).room() is None  # type: ignore[arg-type]  # no acks: TCP paces

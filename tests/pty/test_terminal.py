@@ -25,7 +25,8 @@ from trio_websocket import (
 )
 
 from webterm.config import KeySource, PtyConfig
-from webterm.protocol import SigningKey, subprotocols_for
+from webterm.protocol import CloseCode, SigningKey, subprotocols_for
+from webterm.pty import parse_listening_line
 from webterm.pty.server import serve
 
 from ..credentials import KEY, KEY_SOURCE, KEYS_ENV, token
@@ -153,7 +154,7 @@ async def test_newer_connection_takes_over_and_old_is_closed_4409() -> None:
             with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await old.next()
-            assert closed.value.reason.code == 4409
+            assert closed.value.reason.code == CloseCode.SUPERSEDED
             await new.run("echo STILL-'HERE'", "STILL-HERE")
 
 
@@ -196,7 +197,7 @@ async def test_shell_exit_status_then_close_1000() -> None:
         with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
             while True:
                 await client.next()
-        assert closed.value.reason.code == 1000
+        assert closed.value.reason.code == CloseCode.NORMAL
 
 
 @pytest.mark.parametrize(
@@ -278,7 +279,10 @@ async def test_garbage_frames_never_crash_the_server() -> None:
                 await client.ws.send_message(b"x" * (10 * 1024 * 1024))
                 while True:
                     await client.next()
-            assert closed.value.reason.code in (1009, 1006)
+            assert closed.value.reason.code in (
+                CloseCode.MESSAGE_TOO_BIG,
+                1006,
+            )  # 1006: no close frame
         async with connect(port) as client:
             await client.ws.send_message(b"\x15")  # Ctrl-U: drop the junk typed so far
             await client.run("echo ALIVE-'2'", "ALIVE-2")
@@ -399,9 +403,9 @@ def start_cli_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("webterm-pty listening on 127.0.0.1:"), line
-    return server, int(line.rsplit(":", 1)[1])
+    host, port = parse_listening_line(server.stdout.readline())
+    assert host == "127.0.0.1"
+    return server, port
 
 
 def _bash_children() -> list[psutil.Process]:
@@ -463,7 +467,7 @@ async def test_cli_sigterm_closes_clients_with_1001_and_exits_0(tmp_path: Path) 
             with trio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await client.next()
-            assert closed.value.reason.code == 1001
+            assert closed.value.reason.code == CloseCode.GOING_AWAY
         assert server.wait(timeout=15) == 0
         assert not [
             p
@@ -533,7 +537,7 @@ async def test_a_tab_taken_over_in_the_middle_of_a_frame_still_gets_4409() -> No
             with trio.fail_after(60), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await old.ws.get_message()  # what it was sent, then the close
-            assert closed.value.reason.code == 4409
+            assert closed.value.reason.code == CloseCode.SUPERSEDED
             await new.ws.send_message(b"\x03")
             await new.run("echo AFTER-'TAKEOVER'", "AFTER-TAKEOVER")
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from webterm.webserver.identity import (
     ID_RANDOM_BYTES,
+    identify,
     issue_id,
     manager_identity,
     verified_id,
@@ -64,3 +65,30 @@ def test_manager_identities_are_namespaced() -> None:
     assert manager_identity("tab", "abc") == "tab:abc"
     assert manager_identity("browser", "abc") == "browser:abc"
     assert manager_identity("ip", "::1") == "ip:::1"
+
+
+def test_identify_keeps_a_genuine_id_and_replaces_others_only_when_asked_to() -> None:
+    tab = issue_id(SECRET, "tab")
+    kept = identify(SECRET, "tab", presented=tab, address="10.0.0.1", issue=True)
+    assert kept == (f"tab:{tab.partition('.')[0]}", tab)
+    identity, fresh = identify(SECRET, "tab", presented="x.y", address="10.0.0.1", issue=True)
+    assert fresh is not None
+    assert identity == f"tab:{verified_id(SECRET, 'tab', fresh)}"
+    nobody = identify(SECRET, "tab", presented="x.y", address="10.0.0.1", issue=False)
+    assert nobody == (None, None)
+
+
+def test_identify_in_browser_mode_hands_back_only_a_new_cookie() -> None:
+    cookie = issue_id(SECRET, "browser")
+    kept = identify(SECRET, "browser", presented=cookie, address="a", issue=True)
+    assert kept == (f"browser:{cookie.partition('.')[0]}", None)
+    tab = issue_id(SECRET, "tab")  # a tab's id is no browser's cookie: a fresh one is set
+    identity, fresh = identify(SECRET, "browser", presented=tab, address="a", issue=True)
+    assert fresh is not None
+    assert identity == f"browser:{verified_id(SECRET, 'browser', fresh)}"
+
+
+def test_identify_in_ip_mode_is_the_address_whatever_was_presented() -> None:
+    tab = issue_id(SECRET, "tab")
+    got = identify(SECRET, "ip", presented=tab, address="10.0.0.1", issue=False)
+    assert got == ("ip:10.0.0.1", None)

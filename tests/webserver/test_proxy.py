@@ -117,9 +117,9 @@ async def test_a_stream_of_frames_arrives_complete_and_in_order() -> None:
 @pytest.mark.parametrize(
     ("code", "reason"),
     [
-        (4409, "another connection took over this terminal"),
-        (1000, "session ended"),
-        (1011, None),
+        (CloseCode.SUPERSEDED, "another connection took over this terminal"),
+        (CloseCode.NORMAL, "session ended"),
+        (CloseCode.INTERNAL_ERROR, None),
         (4000, "custom"),
     ],
 )

@@ -68,10 +68,12 @@ from webterm.manager.pool import (
     Wait,
 )
 from webterm.protocol import (
+    Allocation,
     TokenClaims,
     TokenError,
     UnknownKey,
     client_hash,
+    encode_allocation,
     read_token,
     sign_token,
 )
@@ -435,15 +437,14 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         answer = await manager.allocate(client)
         if isinstance(answer, Reject):
             return _error(503, answer.reason, retry_after=answer.retry_after)
-        return _ok(
-            {
-                "terminal": answer.name,
-                "address": answer.address,
-                "token": manager.token_for(answer),
-                "reconnect": answer.reconnect,
-                "client_hash": answer.client,
-            }
+        allocation = Allocation(
+            terminal=answer.name,
+            address=answer.address,
+            token=manager.token_for(answer),
+            reconnect=answer.reconnect,
+            client_hash=answer.client,
         )
+        return Response(encode_allocation(allocation), content_type="application/json")
 
     @app.delete("/v1/allocations/<path:client>")
     async def release(client: str) -> Response:

@@ -8,6 +8,12 @@ process listens on ``--port 0`` and reports its port on its first line of stdout
 
 Every process runs inside the manager's nursery: cancelling the manager terminates
 them all (SIGTERM, then SIGKILL after :data:`STOP_GRACE`); nothing outlives it.
+
+With a sandbox (``ManagerConfig.sandbox``), the terminal process is unchanged: it runs
+outside the sandbox, and its shell runs in a bubblewrap sandbox of its own
+(:mod:`webterm.manager.sandbox`). The instance's directory then also holds the
+sandbox's account files. The sandbox's HOME is a tmpfs of its own, and it ends with
+the shell. When we are root, each ordinal has its own host uid for its shell.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import contextlib
 import json
 import logging
 import os
+import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,6 +38,7 @@ import httpx
 import trio
 
 from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
+from webterm.manager import sandbox
 from webterm.manager.backend import BackendDecision
 from webterm.manager.pool import (
     Assign,
@@ -41,6 +50,7 @@ from webterm.manager.pool import (
     TerminalGone,
     TerminalReady,
 )
+from webterm.pty import parse_listening_line
 
 log = logging.getLogger("webterm.manager.local")
 
@@ -80,6 +90,10 @@ class LocalBackend:
         self._nursery: trio.Nursery | None = None
         self._events: trio.MemorySendChannel[Event] | None = None
         self._starting = trio.Semaphore(STARTS_PER_CORE * (os.cpu_count() or 1))
+        self._layout: sandbox.HostLayout | None = None
+        self.uid_base: int | None = None  # first sandbox host uid (root only)
+        if config.sandbox is not None and os.geteuid() == 0:
+            self.uid_base = sandbox.pick_uid_base(config.max_terminals)
 
     async def run(
         self,
@@ -88,6 +102,20 @@ class LocalBackend:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self._events = events
+        if self.config.sandbox is not None:
+            self._layout = await trio.to_thread.run_sync(sandbox.host_layout)
+            uids = None
+            if self.uid_base is not None:
+                uids = f"{self.uid_base}-{self.uid_base + self.config.max_terminals - 1}"
+            log.info(
+                "terminals are sandboxed (bwrap): %s",
+                sandbox.limits_summary(self.config.sandbox, host_uids=uids),
+            )
+            budget = sandbox.pid_budget_warning(
+                self.config.max_terminals, self.config.sandbox.processes
+            )
+            if budget is not None:
+                log.warning("%s", budget)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started(0)
@@ -123,7 +151,7 @@ class LocalBackend:
                     self.instances[name] = instance
                     ended_by_us = False
                     with instance.scope:
-                        await self._run_instance(name, instance.uid)
+                        await self._run_instance(name, ordinal, instance.uid)
                     ended_by_us = instance.scope.cancelled_caught or instance.scope.cancel_called
                     if not ended_by_us and ordinal < self.replicas:
                         await trio.sleep(RESTART_BACKOFF)
@@ -136,7 +164,7 @@ class LocalBackend:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._events.send(event)
 
-    async def _run_instance(self, name: str, uid: str) -> None:
+    async def _run_instance(self, name: str, ordinal: int, uid: str) -> None:
         """One instance of ``name``: its HOME, its events, its process. However it ends,
         even cancelled at its first checkpoint, the HOME directory is removed and, once
         the pool has heard of it, the pool hears it is gone."""
@@ -145,14 +173,14 @@ class LocalBackend:
         try:
             await self._send(TerminalAppeared(name=name, instance=uid))
             appeared = True  # a channel send is atomic: cancelled means not sent
-            await self._run_process(name, uid, home)
+            await self._run_process(name, ordinal, uid, home)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(shutil.rmtree, home, True)
                 if appeared:
                     await self._send(TerminalGone(name=name, instance=uid))
 
-    async def _run_process(self, name: str, uid: str, home: str) -> None:
+    async def _run_process(self, name: str, ordinal: int, uid: str, home: str) -> None:
         """Start the terminal process, report it ready, and wait for it to end; it is
         stopped (shielded) however this ends."""
         argv = [
@@ -162,8 +190,10 @@ class LocalBackend:
             "--manager-url", self.manager_url,
             "--idle-timeout", str(self.config.idle_timeout),
         ]  # fmt: skip
-        if self.config.shell:
-            argv += ["--shell", subprocess.list2cmdline(self.config.shell)]
+        if self.config.sandbox is not None:
+            argv += await self._sandbox_args(name, ordinal, home)
+        elif self.config.shell:
+            argv += ["--shell", shlex.join(self.config.shell)]
         env = {
             # none of the manager's own settings (its key or secret files among them)
             **{k: v for k, v in os.environ.items() if not k.startswith("WEBTERM_")},
@@ -207,6 +237,28 @@ class LocalBackend:
             with trio.CancelScope(shield=True):
                 await _stop(process)
 
+    async def _sandbox_args(self, name: str, ordinal: int, home: str) -> list[str]:
+        """The terminal server's flags that put its shell in a sandbox of its own."""
+        config = self.config.sandbox
+        assert config is not None
+        assert self._layout is not None
+        await trio.to_thread.run_sync(sandbox.write_account_files, home, name)
+        shell = sandbox.wrap(
+            self.config.shell or sandbox.default_shell(),
+            config=config,
+            layout=self._layout,
+            files_dir=home,
+            hostname=name,
+            host_uid=None if self.uid_base is None else self.uid_base + ordinal,
+        )
+        # the process limit is set inside the sandbox; ours only bounds the host level
+        host_nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        return [
+            "--shell", shlex.join(shell),
+            f"--max-processes={host_nproc}",
+            f"--max-open-files={config.open_files}",
+        ]  # fmt: skip
+
 
 async def _read_address(stdout: trio.abc.ReceiveStream) -> str:
     buffer = b""
@@ -215,11 +267,8 @@ async def _read_address(stdout: trio.abc.ReceiveStream) -> str:
         if not data:
             raise ValueError("terminal process exited before listening")
         buffer += data
-    line = buffer.split(b"\n", 1)[0].decode()
-    prefix = "webterm-pty listening on "
-    if not line.startswith(prefix):
-        raise ValueError(f"unexpected first line from terminal: {line[:80]!r}")
-    return line[len(prefix) :].strip()
+    host, port = parse_listening_line(buffer.split(b"\n", 1)[0].decode())
+    return f"{host}:{port}"
 
 
 async def _wait_healthy(address: str) -> None:

@@ -1,5 +1,8 @@
 """The terminal server's two small calls to the manager (recycle me; a client came or
-went), as one HTTP/1.1 POST per connection with h11 over trio.
+went), as one HTTP/1.1 POST per connection with h11 over trio: :func:`report` retries,
+:func:`post_json` sends one. This server can sign nothing: a report carries the latest
+token a browser opened the terminal with, which the manager accepts (long past its
+expiry) for this terminal's own reports only.
 
 Not httpx: a terminal pod runs one of these servers per user, and httpx with its
 dependencies (certificate bundle, CLI, encodings) is a quarter of an idle server's
@@ -9,13 +12,52 @@ memory. h11 is the HTTP/1.1 state machine httpx itself uses underneath.
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
+from webterm.config import PtyConfig
 from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+
+log = logging.getLogger("webterm.pty")
+
+REPORT_TIMEOUT: Final = 5.0
+"""Seconds one attempt may take; the session never waits on a report."""
+
+RECYCLE_ATTEMPTS: Final = 3
+"""Attempts at a ``recycle`` report (a manager that misses it keeps a dead terminal
+allocated until its own checks notice). A ``connection`` report is tried once: the
+next one says the same, and the manager learns it from the pod too."""
+
+REPORT_BACKOFF: Final = 0.5
+"""Seconds before the second attempt; each later wait doubles."""
+
+
+async def report(config: PtyConfig, token: str | None, action: str, body: dict[str, Any]) -> None:
+    """Best effort: POST ``body`` to the manager's ``/v1/terminals/<name>/<action>``
+    with ``token`` (the latest a browser opened us with), retried on a failed call or a
+    5xx (``recycle`` only); failures are logged."""
+    assert config.manager_url
+    if token is None:
+        log.warning("no token to report %s with (no client connected yet)", action)
+        return
+    url = f"{config.manager_url.rstrip('/')}/v1/terminals/{config.name}/{action}"
+    attempts = RECYCLE_ATTEMPTS if action == "recycle" else 1
+    for attempt in range(attempts):
+        if attempt:
+            await trio.sleep(REPORT_BACKOFF * 2 ** (attempt - 1))
+        with trio.move_on_after(REPORT_TIMEOUT):
+            try:
+                status = await post_json(url, body, {"Authorization": f"Bearer {token}"})
+                if status < 500:
+                    if status >= 400:
+                        log.warning("manager refused %s: %d", action, status)
+                    return
+            except ReportError as exc:
+                log.warning("manager call %s failed: %s", action, exc)
 
 
 class ReportError(Exception):

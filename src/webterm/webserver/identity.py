@@ -2,7 +2,7 @@
 
 An identity the browser carries (``tab`` mode: an id the page keeps in
 sessionStorage; ``browser`` mode: an HttpOnly cookie) is ``<random>.<mac>``: 128 random
-bits (base64url) and a 128-bit HMAC-SHA256 of them, keyed with the shared secret and
+bits (base64url) and a 128-bit HMAC-SHA256 of them, keyed with the webserver's own secret and
 bound to the mode. The server accepts back only ids it issued, so a client can neither
 pick a weak id nor guess another's; a missing or forged one is simply replaced by a
 fresh one. The MAC is compared in constant time.
@@ -69,4 +69,38 @@ def manager_identity(kind: Literal["tab", "browser", "ip"], value: str) -> str:
     return f"{kind}:{value}"
 
 
-__all__ = ["COOKIE_NAME", "ID_RANDOM_BYTES", "issue_id", "manager_identity", "verified_id"]
+def identify(
+    secret: bytes,
+    mode: Literal["tab", "browser", "ip"],
+    *,
+    presented: object,
+    address: str,
+    issue: bool,
+) -> tuple[str | None, str | None]:
+    """``(identity for the manager, id to hand back)`` for a caller in ``mode``.
+
+    ``presented`` is the id the caller sent (``tab``: the body's ``client``;
+    ``browser``: the cookie), ``address`` its remote address (``ip`` mode). A genuine
+    id is kept (handed back to a tab as it came, a browser keeps its cookie: None). A
+    missing or forged one is replaced by a fresh id when ``issue``; otherwise (giving a
+    terminal back) there is nobody to speak for: ``(None, None)``."""
+    if mode == "ip":
+        return manager_identity("ip", address), None
+    random_part = verified_id(secret, mode, presented)
+    if random_part is not None:
+        kept = presented if mode == "tab" and isinstance(presented, str) else None
+        return manager_identity(mode, random_part), kept
+    if not issue:
+        return None, None
+    fresh = issue_id(secret, mode)
+    return manager_identity(mode, fresh.partition(".")[0]), fresh
+
+
+__all__ = [
+    "COOKIE_NAME",
+    "ID_RANDOM_BYTES",
+    "identify",
+    "issue_id",
+    "manager_identity",
+    "verified_id",
+]

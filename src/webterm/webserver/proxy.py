@@ -17,11 +17,11 @@ terminal:
    token;
 3. the token offered as subprotocol ``webterm.token.<token>`` is genuine (signed by a
    key of the manager's published set, refreshed once for an unknown key id), unexpired,
-   for audience "terminal" and names this terminal, else 4401
+   for the terminal audience and names this terminal, else 4401
    (:func:`webterm.protocol.read_token`: the proxy cannot check the *instance*, the
    terminal does);
 4. the manager knows the terminal (``GET /v1/terminals/{name}``, cached for
-   :data:`ADDRESS_TTL`) and its current instance is the token's, else 4404 (unknown)
+   :data:`~webterm.webserver.addresses.ADDRESS_TTL`) and its current instance is the token's, else 4404 (unknown)
    or 4401 (recycled since the token was issued: the page asks for a fresh one).
 
 Refusals are close codes after an accepted handshake, because a page can read a close
@@ -47,14 +47,11 @@ it means for a terminal. When the webserver shuts down, both sides get 1001.
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
-import httpx
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from trio_websocket import (
@@ -70,31 +67,25 @@ from webterm.protocol import (
     CLOSE_REASONS,
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
+    TERMINAL_NAME,
     CloseCode,
     TokenClaims,
     TokenError,
     UnknownKey,
     token_from_subprotocols,
 )
+from webterm.webserver.addresses import AddressBook, Lookup, split_address
+from webterm.webserver.asgi import Receive, Scope, Send, loggable_path, peer, scope_headers
 from webterm.webserver.forwarding import (
     TrustedProxies,
-    joined_headers,
     public_host,
     same_origin,
 )
 
 log = logging.getLogger("webterm.webserver.proxy")
 
-PATH: Final = re.compile(r"^/terminals/([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)/ws$")
+PATH: Final = re.compile(rf"^/terminals/({TERMINAL_NAME.pattern})/ws$")
 """Terminal names are DNS labels (pod names); anything else never reaches a lookup."""
-
-ADDRESS_TTL: Final = 5.0
-"""Seconds a terminal's address is cached: long enough that a reconnect storm asks the
-manager once, short enough that a moved terminal is found again quickly. A failed dial
-forgets the entry at once."""
-
-MAX_CACHED_ADDRESSES: Final = 10_000
-"""Entries kept at most; a terminal fleet is hundreds, so this only bounds abuse."""
 
 LOOKUP_TIMEOUT: Final = 5.0
 """Seconds to wait for the manager's ``GET /v1/terminals/{name}``: it answers from
@@ -118,74 +109,6 @@ default is 4 KiB)."""
 
 _RESERVED_CLOSE_CODES: Final = frozenset({1005, 1006, 1015})
 """Codes that describe a close but may not be sent in a close frame (RFC 6455 7.4.1)."""
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class Lookup(enum.Enum):
-    """Why a terminal has no address for a token."""
-
-    UNKNOWN = "unknown"  # the manager has no such terminal
-    STALE = "stale"  # the terminal was recycled since the token was issued
-    UNAVAILABLE = "unavailable"  # the manager cannot say (down, slow, no address yet)
-
-
-class AddressBook:
-    """Terminal name and instance → ``host:port``, asked of the manager and cached
-    briefly. Keyed by instance too: a recycled terminal keeps its name but not its
-    address (a local terminal gets a new port, a pod a new IP)."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self._cache: dict[tuple[str, str], tuple[float, str]] = {}
-
-    async def lookup(self, name: str, instance: str) -> str | Lookup:
-        now = trio.current_time()
-        cached = self._cache.get((name, instance))
-        if cached is not None and now - cached[0] < ADDRESS_TTL:
-            return cached[1]
-        try:
-            response = await self.http.get(f"/v1/terminals/{name}")
-        except httpx.HTTPError as exc:
-            log.warning("manager unreachable looking up %s: %s", name, type(exc).__name__)
-            return Lookup.UNAVAILABLE
-        if response.status_code == 404:
-            return Lookup.UNKNOWN
-        try:
-            described = response.json() if response.status_code == 200 else None
-        except ValueError:
-            described = None
-        if not isinstance(described, dict):
-            return Lookup.UNAVAILABLE
-        if described.get("instance") != instance:
-            return Lookup.STALE
-        address = described.get("address")
-        if not isinstance(address, str) or not _split_address(address):
-            return Lookup.UNAVAILABLE
-        self._remember((name, instance), now, address)
-        return address
-
-    def forget(self, name: str, instance: str) -> None:
-        self._cache.pop((name, instance), None)
-
-    def _remember(self, key: tuple[str, str], now: float, address: str) -> None:
-        if len(self._cache) >= MAX_CACHED_ADDRESSES:
-            for old in [k for k, (seen, _) in self._cache.items() if now - seen >= ADDRESS_TTL]:
-                del self._cache[old]
-            if len(self._cache) >= MAX_CACHED_ADDRESSES:
-                self._cache.clear()
-        self._cache[key] = (now, address)
-
-
-def _split_address(address: str) -> tuple[str, int] | None:
-    """``host:port`` (``[v6]:port`` too) → ``(host, port)``, or None."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host, int(port)
 
 
 class _Refusal(Exception):
@@ -276,7 +199,7 @@ class TerminalProxy:
         finally:
             log.info(
                 "WS %s %s %.0fms",
-                _loggable(scope.get("path", "")),
+                loggable_path(scope.get("path", "")),
                 outcome,
                 (time.perf_counter() - started) * 1000,
             )
@@ -304,16 +227,14 @@ class TerminalProxy:
         return name, claims
 
     def _origin_allowed(self, scope: Scope) -> bool:
-        headers = joined_headers(scope.get("headers", []))
+        headers = scope_headers(scope)
         origin = headers.get("origin")
         host, forwarded_host = headers.get("host"), headers.get("x-forwarded-host")
         if origin is None:
             return True  # not a browser page; the token still decides
         if origin in self.allowed_origins:
             return True
-        client = scope.get("client")
-        peer = client[0] if client else None
-        dialed = public_host(host, forwarded_host, peer, self.trusted)
+        dialed = public_host(host, forwarded_host, peer(scope), self.trusted)
         return dialed is not None and same_origin(origin, dialed)
 
     async def _address(self, name: str, claims: TokenClaims) -> str:
@@ -350,7 +271,7 @@ class TerminalProxy:
     ) -> str:
         """Dial the terminal and copy frames both ways until either side closes;
         returns how it ended, for the log."""
-        host, port = _split_address(address) or ("", 0)
+        host, port = split_address(address) or ("", 0)
         connected = False
         try:
             async with open_websocket(
@@ -457,8 +378,4 @@ def _terminal_close(closed: ConnectionClosed) -> tuple[int, str]:
     return code, text
 
 
-def _loggable(path: str) -> str:
-    return path[:200].encode("unicode_escape").decode("ascii")
-
-
-__all__ = ["ADDRESS_TTL", "AddressBook", "Lookup", "TerminalProxy"]
+__all__ = ["TerminalProxy"]

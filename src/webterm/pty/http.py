@@ -1,0 +1,119 @@
+"""HTTP on the terminal server's port: the request head, read with h11, and short answers.
+
+The listener reads each request's head itself, to answer ``GET /healthz`` and refusals
+here and to hand ``/ws`` upgrades to trio-websocket with the bytes already read replayed
+(:class:`ReplayStream`). h11 parses the head (the request line, header syntax, exactly
+one ``Host`` in HTTP/1.1, the size cap); anything it refuses is a :class:`BadRequest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Final
+
+import h11
+import trio
+
+HEAD_LIMIT: Final = 16 * 1024
+"""Largest HTTP request head we read (h11's own default cap)."""
+
+HEAD_TIMEOUT: Final = 10.0
+"""Seconds a client has to send its request head (slowloris guard)."""
+
+
+class BadRequest(Exception):
+    """The request head is not HTTP/1.x, is too large, or the peer closed before its end."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: str
+    path: str  # the target without its query
+    headers: dict[str, str]  # lowercase names; of a repeated header, the last
+    received: bytes  # every byte read: the head and whatever followed it
+
+    @property
+    def upgrade(self) -> bool:
+        """Whether the client asks to switch to WebSocket."""
+        return self.headers.get("upgrade", "").lower() == "websocket"
+
+
+async def read_head(stream: trio.abc.Stream) -> RequestHead:
+    """Read up to the end of a request head. The caller sets the deadline. Raises
+    :class:`BadRequest` for anything h11 refuses or a peer that closed first."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
+    received = bytearray()
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(str(exc)) from exc
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            received += data
+            connection.receive_data(bytes(data))  # b"": the peer closed
+        elif isinstance(event, h11.Request):
+            method, target = event.method.decode("latin-1"), event.target.decode("latin-1")
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+            return RequestHead(method, target.split("?", 1)[0], headers, bytes(received))
+        else:  # ConnectionClosed: nothing was sent at all
+            raise BadRequest("the connection closed before the request head ended")
+
+
+def answer(status: int, body: bytes) -> bytes:
+    """A whole plain-text answer, after which the connection closes."""
+    connection = h11.Connection(h11.SERVER)  # framed by h11: one answer, then close
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        ("Cache-Control", "no-store"),
+    ]
+    reason = HTTPStatus(status).phrase.encode()
+    data = connection.send(h11.Response(status_code=status, headers=headers, reason=reason))
+    data += connection.send(h11.Data(data=body))
+    data += connection.send(h11.EndOfMessage())
+    return data
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first yields ``prefix`` (bytes we already read), then ``stream``."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            if max_bytes is None:
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+__all__ = [
+    "HEAD_LIMIT",
+    "HEAD_TIMEOUT",
+    "BadRequest",
+    "ReplayStream",
+    "RequestHead",
+    "answer",
+    "read_head",
+]

@@ -627,22 +627,37 @@ def token(terminal: str, instance: str, client: str, ttl: int, signing_key_file:
     type=click.Path(dir_okay=False, exists=True),
     help="Print the public key (PEM) of this existing private key instead (rotation).",
 )
-def keygen(out: str | None, public_of: str | None) -> None:
+@option(
+    "--jwks",
+    is_flag=True,
+    default=False,
+    help="With --public-of: print it as a JWKS (a --public-keys-file) instead of PEM.",
+)
+def keygen(out: str | None, public_of: str | None, jwks: bool) -> None:
     """Write a new Ed25519 signing key for the manager (PEM, PKCS#8)."""
+    import json
+
     from webterm.keys import load_signing_key
     from webterm.protocol import SigningKey
 
     if public_of is not None:
         try:
-            click.echo(load_signing_key(public_of).public_pem().decode(), nl=False)
+            key = load_signing_key(public_of)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
+        if jwks:
+            click.echo(json.dumps(key.key_set().to_jwks()))
+        else:
+            click.echo(key.public_pem().decode(), nl=False)
         return
     pem = SigningKey.generate().to_pem()
     if out is None:
         click.echo(pem.decode(), nl=False)
         return
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:  # an existing key is never overwritten
+        raise click.UsageError(f"cannot create {out}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
 

@@ -195,6 +195,34 @@ def test_a_key_id_naming_another_key_does_not_verify() -> None:
         verify_token(KEYS, forged, terminal="terminal-3", instance="uid-7", now=NOW)
 
 
+def test_tokens_are_standard_jwts_both_ways_against_pyjwt() -> None:
+    """PyJWT, an independent implementation, reads our tokens and makes tokens we read."""
+    ours = sign_token(KEY, claims())
+    public = KEY.private.public_key()
+    assert jwt.get_unverified_header(ours) == {"alg": "EdDSA", "kid": KEY.kid, "typ": "JWT"}
+    decoded = jwt.decode(
+        ours, public, algorithms=["EdDSA"], audience=TOKEN_AUDIENCE,
+        options={"require": ["exp", "aud"], "verify_exp": False},
+    )  # fmt: skip
+    assert decoded == {
+        "terminal": "terminal-3", "instance": "uid-7", "client": claims().client,
+        "exp": 2_000_000_000, "aud": TOKEN_AUDIENCE,
+    }  # fmt: skip
+    theirs = jwt.encode(decoded, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    got = verify_token(KEYS, theirs, terminal="terminal-3", instance="uid-7", now=NOW)
+    assert got == claims()
+
+
+def test_critical_header_extensions_are_refused() -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    token = jwt.encode(
+        body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid, "crit": ["exp"]}
+    )
+    with pytest.raises(InvalidToken, match="critical"):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
 def test_the_algorithm_is_pinned() -> None:
     """No alg confusion: ``none``, or HMAC keyed with the (public) key's bytes."""
     body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,

@@ -145,6 +145,16 @@ def kind(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """The chaos soak (not in the default run): clients at work on the simulated cluster
+    while managers are killed, watches cut, the API taken away for 30-120 s, pods
+    deleted and the controller slowed; prints counts and every invariant violation.
+    `nox -s soak -- --help` for options (--chaos SECONDS, --short, --seed N...)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.soak.soak", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against terminado and two node-pty + ws servers, in the same run.
     `nox -s bench -- --quick` for a fast smoke run."""

@@ -480,12 +480,14 @@ async def serve_stand_in(directory: Path) -> None:
     """The Kubernetes API stand-in with a fake-mode kubelet, until SIGTERM/SIGINT.
     Prints one line when its kubeconfig is written."""
     sys.path.insert(0, str(REPO))
-    from tests.kubeapi import MANAGER_ROLE_RULES, KubeletConfig, run_kube_api
+    from tests.kubeapi import MANAGER_ROLE_RULES, KubeletConfig, Realism, run_kube_api
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with run_kube_api(
             directory, terminal_replicas=0, rbac=MANAGER_ROLE_RULES, secret=SECRET.encode(),
             kubelet=KubeletConfig(mode="fake"),
+            # the manager's own cost, as in bench/results/baseline.json: no cluster delays
+            realism=Realism.instant(),
         ) as api:  # fmt: skip
             print(f"stand-in kubeconfig {api.kubeconfig}", flush=True)
             async for _ in signals:
@@ -575,29 +577,18 @@ async def receive(ws: WebSocketConnection, kind: str) -> bytes:
 async def null_manager(*, task_status: trio.TaskStatus[str]) -> None:
     """Answers every HTTP request with 200 ``{"ok":true}``: where a terminal server
     reports its attaches, as a deployed one does to its manager. Reports its URL."""
+    sys.path.insert(0, str(REPO))
+    from tests.httphead import BadRequest, RequestReader
+
     answer = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
         b'{"ok":true}'
     )
 
     async def handle(stream: trio.SocketStream) -> None:
-        buffer = b""
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-                length = int(found.group(1)) if found else 0
-                while len(buffer) < length:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                buffer = buffer[length:]
+        requests = RequestReader(stream)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError, BadRequest):
+            while await requests.next() is not None:
                 await stream.send_all(answer)
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")

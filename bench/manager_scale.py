@@ -32,7 +32,9 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # for tests.httphead
 
+from tests.httphead import RequestReader
 from webterm.config import ManagerConfig
 from webterm.manager.app import Manager
 from webterm.manager.kube.backend import KubernetesBackend
@@ -111,25 +113,9 @@ class FakeApi:
         self.watches = 0
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        buffer = b""
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            head, buffer = buffer.split(b"\r\n\r\n", 1)
-            lines = head.decode().split("\r\n")
-            target = lines[0].split(" ")[1]
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            while len(buffer) < length:
-                buffer += await stream.receive_some(65536)
-            buffer = buffer[length:]
-            path = target.split("?", 1)[0]
+        requests = RequestReader(stream)
+        while (request := await requests.next()) is not None:
+            target, path = request.target, request.path
             if path.endswith("/scale"):
                 await self.send(stream, json.dumps({"spec": {"replicas": self.pods}}).encode())
             elif path.endswith("/pods") and "watch=1" in target:

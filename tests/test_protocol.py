@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 
 import jwt
@@ -31,6 +34,7 @@ from webterm.protocol import (
     Resize,
     SigningKey,
     TokenClaims,
+    TokenError,
     UnknownKey,
     WrongTerminal,
     client_hash,
@@ -257,6 +261,47 @@ def test_another_audience_is_refused() -> None:
 def test_garbage_tokens_raise_only_token_errors(garbage: str) -> None:
     with pytest.raises(ProtocolError):
         verify_token(KEYS, garbage, terminal="t", instance="", now=NOW)
+
+
+def test_impossible_claims_are_a_token_error() -> None:
+    with pytest.raises(InvalidToken):
+        claims(terminal="")
+    with pytest.raises(InvalidToken):
+        claims(client="x" * 254)
+
+
+def signed(payload: bytes) -> str:
+    """A token with a genuine signature over any payload (a version skew, say)."""
+    signature = hmac.new(SECRET, payload, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(signature + payload).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff not json",
+        b"[1, 2]",
+        b'{"t": "terminal-3"}',
+        b'{"t": "", "i": "", "c": "", "e": 2000000000, "a": "terminal"}',
+    ],
+)
+def test_a_genuine_but_unreadable_payload_is_an_invalid_token(payload: bytes) -> None:
+    for read in (
+        lambda token: read_token(SECRET, token, now=NOW, audience="terminal"),
+        lambda token: verify_token(SECRET, token, terminal="terminal-3", instance="", now=NOW),
+    ):
+        with pytest.raises(InvalidToken):
+            read(signed(payload))
+
+
+def test_token_errors_carry_a_status_hint() -> None:
+    token = sign_token(SECRET, claims())
+    with pytest.raises(TokenError) as refused:
+        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+    assert refused.value.error_status_hint == 403
+    with pytest.raises(TokenError) as refused:
+        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    assert refused.value.error_status_hint == 401
 
 
 def test_subprotocol_token_needs_the_protocol_too() -> None:

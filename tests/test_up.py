@@ -10,6 +10,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.terminal_client import run_in_terminal
 from tests.upstack import webterm_up
 from webterm.protocol import CloseCode, subprotocols_for
 
@@ -25,19 +26,7 @@ def allocate(base: str, client: str | None = None) -> httpx.Response:
 
 
 async def run(answer: dict[str, str], base: str, command: str, marker: str) -> str:
-    async with open_websocket_url(
-        answer["url"],
-        subprotocols=subprotocols_for(answer["token"]),
-        extra_headers=[(b"origin", base.encode())],
-    ) as ws:
-        await ws.send_message(command.encode() + b"\n")
-        out = b""
-        with trio.fail_after(15):
-            while marker.encode() not in out:
-                message = await ws.get_message()
-                if isinstance(message, bytes):
-                    out += message
-        return out.decode(errors="replace")
+    return await run_in_terminal(answer["url"], answer["token"], command, marker, origin=base)
 
 
 async def test_two_clients_get_different_terminals_and_the_same_one_again(base: str) -> None:

@@ -6,6 +6,7 @@ cancels it and the service's own shielded cleanup closes connections and childre
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -13,8 +14,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import click
 import trio
@@ -26,11 +28,12 @@ from webterm.config import (
     KeySource,
     ManagerConfig,
     PtyConfig,
-    SandboxConfig,
+    SandboxNetwork,
     UpConfig,
     WebserverConfig,
     load_credential,
     load_secret,
+    read_secret_file,
 )
 from webterm.protocol import KeySet
 
@@ -49,8 +52,29 @@ def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*decls, **attrs)
 
 
-def _shell(value: str | None) -> tuple[str, ...] | None:
+def setting(config: type, name: str, *flags: str, **attrs: Any) -> Callable[[F], F]:
+    """The flag for field ``name`` of the dataclass ``config``: ``--max-terminals`` for
+    ``max_terminals`` unless ``flags`` name it, its default the field's, an ``int`` or
+    ``float`` field's type, and a ``Literal`` field's values as its choices. The value
+    reaches the command as keyword ``name``, ready for ``config(**settings)``."""
+    field = next(f for f in dataclasses.fields(config) if f.name == name)
+    hint = get_type_hints(config)[name]
+    if field.default is not dataclasses.MISSING:
+        attrs.setdefault("default", field.default)
+    if get_origin(hint) is Literal:
+        attrs.setdefault("type", click.Choice(get_args(hint)))
+    elif hint in (int, float):
+        attrs.setdefault("type", hint)
+    return option(*(flags or ("--" + name.replace("_", "-"),)), name, **attrs)
+
+
+def _shell(_: click.Context, __: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     return tuple(shlex.split(value)) if value else None
+
+
+def shell_setting(config: type, help: str) -> Callable[[F], F]:
+    """``--shell``: a command line, split as a shell would (the field is a tuple)."""
+    return setting(config, "shell", callback=_shell, type=str, default=None, help=help)
 
 
 def _rate(_: click.Context, __: click.Parameter, value: str) -> tuple[float, int]:
@@ -62,12 +86,41 @@ def _rate(_: click.Context, __: click.Parameter, value: str) -> tuple[float, int
         raise click.BadParameter(f"{value!r} is not RATE/BURST, e.g. 5/60") from None
 
 
+def rate_setting(name: str, help: str) -> Callable[[F], F]:
+    rate, burst = getattr(WebserverConfig, name)
+    return setting(
+        WebserverConfig, name, default=f"{rate:g}/{burst}", type=str, callback=_rate, help=help
+    )
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A setting that cannot work is a usage error (exit status 2, the reason shown),
+    also when a service raises it from inside its nurseries (in exception groups)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if errors and all(isinstance(e, ConfigError) for e in errors):
+            raise click.UsageError(str(errors[0])) from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return leaves
+
+
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
-def _size(_: click.Context, __: click.Parameter, value: str) -> int:
+def _size(_: click.Context, __: click.Parameter, value: str | int) -> int:
     """A size in bytes: a number with an optional K, M or G (binary: 1M = 1 MiB)."""
-    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
     unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
     try:
         number = float(text[: len(text) - len(unit)])
@@ -78,11 +131,14 @@ def _size(_: click.Context, __: click.Parameter, value: str) -> int:
     return int(number * SIZE_UNITS[unit])
 
 
+def size_setting(config: type, name: str, default: str, help: str) -> Callable[[F], F]:
+    """A size in bytes, written as ``512M``, ``1G`` or a number of bytes."""
+    return setting(config, name, type=str, default=default, callback=_size, help=help)
+
+
 def _secret(secret_file: str | None) -> bytes:
-    try:
+    with _usage_errors():
         return load_secret(secret_file)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
 
 
 def secret_option(purpose: str) -> Callable[[F], F]:
@@ -95,10 +151,8 @@ def secret_option(purpose: str) -> Callable[[F], F]:
 
 
 def _credential(path: str, what: str) -> bytes:
-    try:
+    with _usage_errors():
         return load_credential(path, what)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
 
 
 def _key_source(public_keys_file: str | None, keys_url: str | None) -> KeySource | None:
@@ -132,12 +186,8 @@ def public_keys_options(func: F) -> F:
     )(func)
 
 
-identity_option = option(
-    "--identity",
-    type=click.Choice(["tab", "browser", "ip"]),
-    default="tab",
-    help="What makes a client: each tab, each browser (cookie), or each remote address.",
-)
+identity_help = "What makes a client: each tab, each browser (cookie), or each remote address."
+address_mode_help = "How browsers reach terminals: through the webserver, or a NodePort."
 
 
 async def run_until_signalled(serve: ServeFn, config: object) -> None:
@@ -160,24 +210,8 @@ async def run_until_signalled(serve: ServeFn, config: object) -> None:
 
 
 def _run(serve: ServeFn, config: object) -> None:
-    """Run a service; a :class:`ConfigError` it raises (from inside its nurseries, so
-    wrapped in exception groups) becomes a usage error: its message and exit code 2."""
-    try:
+    with _usage_errors():
         trio.run(run_until_signalled, serve, config)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except BaseExceptionGroup as group:
-        errors = _leaves(group)
-        if errors and all(isinstance(e, ConfigError) for e in errors):
-            raise click.UsageError(str(errors[0])) from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return leaves
 
 
 def _setup_logging(level: str) -> None:
@@ -208,118 +242,72 @@ def main(log_level: str) -> None:
 
 
 @main.command()
-@option("--host", default="127.0.0.1", help="Address the page is served on.")
-@option("--port", default=8080, type=int)
-@option("--spares", default=2, type=int, help="Terminals kept started and free.")
-@option("--max-terminals", default=20, type=int, help="Never more terminals than this.")
-@identity_option
-@option("--shell", default=None, help="Shell command for terminals (default: login shell).")
-@option(
-    "--idle-timeout",
-    default=600.0,
-    type=float,
-    help="Seconds without input before a terminal ends.",
-)
-@option(
-    "--sandbox",
-    default="auto",
-    type=click.Choice(["auto", "bwrap", "none"]),
+@setting(UpConfig, "host", help="Address the page is served on.")
+@setting(UpConfig, "port")
+@setting(UpConfig, "spares", help="Terminals kept started and free.")
+@setting(UpConfig, "max_terminals", help="Never more terminals than this.")
+@setting(UpConfig, "identity", help=identity_help)
+@shell_setting(UpConfig, help="Shell command for terminals (default: login shell).")
+@setting(UpConfig, "idle_timeout", help="Seconds without input before a terminal ends.")
+@setting(
+    UpConfig,
+    "sandbox",
     help="Run each shell in a bubblewrap sandbox; auto: unless --host is loopback.",
 )
-@option(
-    "--sandbox-network",
-    default=None,
-    type=click.Choice(["none", "host"]),
+@setting(
+    UpConfig,
+    "sandbox_network",
+    type=click.Choice(get_args(SandboxNetwork)),
     show_default="none off loopback, host on loopback",
     help="Sandboxed shells' network: none (a loopback of their own) or the host's.",
 )
-@option(
-    "--sandbox-tmpfs-size",
-    default="256M",
-    callback=_size,
-    help="Size of each sandbox's $HOME and of its /tmp (tmpfs, in RAM).",
+@size_setting(
+    UpConfig,
+    "sandbox_tmpfs_size",
+    "256M",
+    "Size of each sandbox's $HOME and of its /tmp (tmpfs, in RAM).",
 )
-@option(
-    "--sandbox-memory",
-    default="512M",
-    callback=_size,
-    help="Memory per sandboxed process (RLIMIT_AS; 0: no limit).",
+@size_setting(
+    UpConfig, "sandbox_memory", "512M", "Memory per sandboxed process (RLIMIT_AS; 0: no limit)."
 )
-@option(
-    "--sandbox-processes",
-    default=1024,
-    type=int,
-    help="Processes and threads per sandbox (RLIMIT_NPROC).",
-)
-@option("--sandbox-open-files", default=4096, type=int, help="Open files per sandboxed process.")
-def up(
-    host: str,
-    port: int,
-    spares: int,
-    max_terminals: int,
-    identity: str,
-    shell: str | None,
-    idle_timeout: float,
-    sandbox: str,
-    sandbox_network: str | None,
-    sandbox_tmpfs_size: int,
-    sandbox_memory: int,
-    sandbox_processes: int,
-    sandbox_open_files: int,
-) -> None:
+@setting(UpConfig, "sandbox_processes", help="Processes and threads per sandbox (RLIMIT_NPROC).")
+@setting(UpConfig, "sandbox_open_files", help="Open files per sandboxed process.")
+def up(**settings: Any) -> None:
     """Run webterm on this machine: webserver + manager + terminal processes.
 
     Off loopback, every shell runs in a bubblewrap sandbox of its own (docs/sandbox.md)."""
     from webterm.up import serve
 
     _hide_keys_from_terminals()
-    try:
-        limits = SandboxConfig(
-            tmpfs_bytes=sandbox_tmpfs_size,
-            memory_bytes=sandbox_memory or None,
-            processes=sandbox_processes,
-            open_files=sandbox_open_files,
-        )
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    config = UpConfig(
-        host=host,
-        port=port,
-        spares=spares,
-        max_terminals=max_terminals,
-        identity=identity,  # type: ignore[arg-type]
-        shell=_shell(shell),
-        idle_timeout=idle_timeout,
-        sandbox=sandbox,  # type: ignore[arg-type]
-        sandbox_network=sandbox_network,  # type: ignore[arg-type]
-        sandbox_limits=limits,
-    )
+    with _usage_errors():
+        config = UpConfig(**settings)
     _run(serve, config)
 
 
 @main.command()
-@option("--manager-url", required=True, help="Base URL of the manager's HTTP API.")
-@option("--host", default="127.0.0.1")
-@option("--port", default=8080, type=int)
-@identity_option
-@option("--address-mode", default="proxy", type=click.Choice(["proxy", "nodeport"]))
-@option("--public-host", default=None, help="Host browsers dial in nodeport mode.")
-@option(
-    "--trusted-proxy",
+@setting(WebserverConfig, "manager_url", required=True, help="Base URL of the manager's HTTP API.")
+@setting(WebserverConfig, "host")
+@setting(WebserverConfig, "port")
+@setting(WebserverConfig, "identity", help=identity_help)
+@setting(WebserverConfig, "address_mode", help=address_mode_help)
+@setting(WebserverConfig, "public_host", help="Host browsers dial in nodeport mode.")
+@setting(
+    WebserverConfig,
     "trusted_proxies",
+    "--trusted-proxy",
     multiple=True,
     help="Address whose X-Forwarded-For is believed (repeatable; env: space-separated).",
 )
-@option(
-    "--allowed-origin",
+@setting(
+    WebserverConfig,
     "allowed_origins",
+    "--allowed-origin",
     multiple=True,
     help="Extra Origin allowed (repeatable); on loopback, its host name is served too.",
 )
-@option(
-    "--access",
-    default="none",
-    type=click.Choice(["none", "password", "header"]),
+@setting(
+    WebserverConfig,
+    "access",
     help="Gate for the page: none (public), a shared password, or a trusted proxy's header.",
 )
 @option(
@@ -328,22 +316,10 @@ def up(
     type=click.Path(dir_okay=False),
     help="File with the shared password (else WEBTERM_ACCESS_PASSWORD).",
 )
-@option("--access-header", default="X-Forwarded-User", help="Header a trusted proxy sets.")
-@option(
-    "--max-per-address", default=5, type=int, help="Terminals per source address (0: no limit)."
-)
-@option(
-    "--client-rate",
-    default="1/10",
-    callback=_rate,
-    help="Terminal requests per client: RATE per second / BURST.",
-)
-@option(
-    "--address-rate",
-    default="5/60",
-    callback=_rate,
-    help="Terminal requests per source address: RATE per second / BURST.",
-)
+@setting(WebserverConfig, "access_header", help="Header a trusted proxy sets.")
+@setting(WebserverConfig, "max_per_address", help="Terminals per source address (0: no limit).")
+@rate_setting("client_rate", help="Terminal requests per client: RATE per second / BURST.")
+@rate_setting("address_rate", help="Terminal requests per source address: RATE per second / BURST.")
 @option(
     "--manager-credential-file",
     required=True,
@@ -353,86 +329,80 @@ def up(
 @public_keys_options
 @secret_option("signing identity ids and cookies")
 def webserver(
-    manager_url: str,
-    host: str,
-    port: int,
-    identity: str,
-    address_mode: str,
-    public_host: str | None,
-    trusted_proxies: tuple[str, ...],
-    allowed_origins: tuple[str, ...],
-    access: str,
     access_password_file: str | None,
-    access_header: str,
-    max_per_address: int,
-    client_rate: tuple[float, int],
-    address_rate: tuple[float, int],
+    secret_file: str | None,
     manager_credential_file: str,
     public_keys_file: str | None,
     keys_url: str | None,
-    secret_file: str | None,
+    **settings: Any,
 ) -> None:
     """The browser-facing service: page, API, WebSocket proxy."""
     from webterm.webserver.app import serve
 
-    password = os.environ.get("WEBTERM_ACCESS_PASSWORD", "").encode() or None
-    if access_password_file is not None:
-        with open(access_password_file, "rb") as f:
-            password = f.read().strip() or None
-    try:
+    with _usage_errors():
+        if access_password_file is not None:
+            password = read_secret_file(access_password_file, "password")
+        else:
+            password = os.environ.get("WEBTERM_ACCESS_PASSWORD", "").encode()
         config = WebserverConfig(
             secret=_secret(secret_file),
-            manager_url=manager_url,
+            access_password=password or None,
             manager_credential=_credential(manager_credential_file, "manager credential"),
             keys=_key_source(public_keys_file, keys_url),
-            host=host,
-            port=port,
-            identity=identity,  # type: ignore[arg-type]
-            address_mode=address_mode,  # type: ignore[arg-type]
-            public_host=public_host,
-            trusted_proxies=trusted_proxies,
-            allowed_origins=allowed_origins,
-            access=access,  # type: ignore[arg-type]
-            access_password=password,
-            access_header=access_header,
-            max_per_address=max_per_address,
-            client_rate=client_rate,
-            address_rate=address_rate,
+            **settings,
         )
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
     _run(serve, config)
 
 
 @main.command()
-@option("--backend", default="local", type=click.Choice(["local", "kubernetes"]))
-@option("--namespace", default="webterm")
-@option("--statefulset", default="terminal")
-@option("--spares", default=2, type=int)
-@option("--max-terminals", default=20, type=int)
-@option("--host", default="127.0.0.1")
-@option("--port", default=8081, type=int)
-@option(
-    "--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster, else KUBECONFIG)."
+@setting(ManagerConfig, "backend")
+@setting(ManagerConfig, "namespace")
+@setting(ManagerConfig, "statefulset")
+@setting(ManagerConfig, "spares")
+@setting(ManagerConfig, "max_terminals")
+@setting(ManagerConfig, "host")
+@setting(ManagerConfig, "port")
+@setting(
+    ManagerConfig, "kubeconfig", help="Kubeconfig file (default: in-cluster, else KUBECONFIG)."
 )
-@option("--context", default=None, help="Kubeconfig context.")
-@option(
-    "--ready-timeout",
-    default=120.0,
-    type=float,
-    help="Seconds a new terminal may take to become ready.",
+@setting(ManagerConfig, "context", help="Kubeconfig context.")
+@setting(ManagerConfig, "ready_timeout", help="Seconds a new terminal may take to become ready.")
+@setting(ManagerConfig, "address_mode", help=address_mode_help)
+@setting(ManagerConfig, "public_host", help="Host browsers dial in nodeport mode.")
+@setting(ManagerConfig, "stale_after", help="Recycle an in-use terminal unconnected this long.")
+@setting(ManagerConfig, "token_ttl", help="Seconds a terminal token is valid.")
+@shell_setting(ManagerConfig, help="Shell command for local terminals.")
+@setting(ManagerConfig, "idle_timeout", help="Idle timeout for local terminals.")
+@setting(
+    ManagerConfig,
+    "resync_period",
+    help="Seconds between full reconciles of the pods against the pool's decisions.",
 )
-@option("--address-mode", default="proxy", type=click.Choice(["proxy", "nodeport"]))
-@option("--public-host", default=None, help="Host browsers dial in nodeport mode.")
-@option(
-    "--stale-after",
-    default=300.0,
-    type=float,
-    help="Recycle an in-use terminal unconnected this long.",
+@setting(
+    ManagerConfig,
+    "watch_timeout",
+    help="Seconds a pod watch may stay silent before it is restarted (half-open sockets).",
 )
-@option("--token-ttl", default=60, type=int, help="Seconds a terminal token is valid.")
-@option("--shell", default=None, help="Shell command for local terminals.")
-@option("--idle-timeout", default=600.0, type=float, help="Idle timeout for local terminals.")
+@setting(
+    ManagerConfig,
+    "leader_elect",
+    "--leader-elect/--no-leader-elect",
+    envvar="WEBTERM_LEADER_ELECT",
+    help="Elect one active manager with a coordination.k8s.io Lease (run 2 replicas).",
+)
+@setting(ManagerConfig, "lease_name", help="The Lease used for leader election.")
+@setting(ManagerConfig, "lease_duration", help="Seconds a leader's lease lasts.")
+@setting(
+    ManagerConfig,
+    "renew_deadline",
+    help="Seconds the leader keeps trying to renew before it steps down (and exits).",
+)
+@setting(ManagerConfig, "retry_period", help="Seconds between lease attempts.")
+@setting(
+    ManagerConfig,
+    "pod_name",
+    help="This manager's pod (downward API): the leader labels it webterm.dev/leader=true.",
+)
 @option(
     "--signing-key-file",
     required=True,
@@ -455,34 +425,19 @@ def webserver(
 )
 @secret_option("keying the client hashes written on terminals")
 def manager(
-    backend: str,
-    namespace: str,
-    statefulset: str,
-    spares: int,
-    max_terminals: int,
-    host: str,
-    port: int,
-    kubeconfig: str | None,
-    context: str | None,
-    ready_timeout: float,
-    address_mode: str,
-    public_host: str | None,
-    stale_after: float,
-    token_ttl: int,
-    shell: str | None,
-    idle_timeout: float,
+    secret_file: str | None,
     signing_key_file: str,
     previous_public_key_files: tuple[str, ...],
     webserver_credential_file: str,
-    secret_file: str | None,
+    **settings: Any,
 ) -> None:
     """The terminal pool and its backend."""
     from webterm.keys import load_public_key, load_signing_key
     from webterm.manager.app import serve
 
-    if backend == "local":
+    if settings.get("backend") == "local":
         _hide_keys_from_terminals()
-    try:
+    with _usage_errors():
         previous = KeySet({})
         for path in previous_public_key_files:
             previous = previous.union(load_public_key(path))
@@ -491,66 +446,41 @@ def manager(
             signing_key=load_signing_key(signing_key_file),
             previous_keys=previous,
             webserver_credential=_credential(webserver_credential_file, "webserver credential"),
-            backend=backend,  # type: ignore[arg-type]
-            namespace=namespace,
-            statefulset=statefulset,
-            spares=spares,
-            max_terminals=max_terminals,
-            host=host,
-            port=port,
-            kubeconfig=kubeconfig,
-            context=context,
-            ready_timeout=ready_timeout,
-            address_mode=address_mode,  # type: ignore[arg-type]
-            public_host=public_host,
-            stale_after=stale_after,
-            token_ttl=token_ttl,
-            shell=_shell(shell),
-            idle_timeout=idle_timeout,
+            **settings,
         )
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
     _run(serve, config)
 
 
 @main.command()
-@option("--host", default="0.0.0.0")
-@option("--port", default=7681, type=int)
-@option("--name", default=None, help="Terminal name (default: the hostname, i.e. the pod name).")
-@option("--instance", default=None, help="Instance id (default: WEBTERM_INSTANCE, the pod UID).")
-@option("--shell", default=None, help="Shell command (default: login shell, else bash, else sh).")
-@option(
-    "--idle-timeout", default=600.0, type=float, help="Seconds without input before the shell ends."
+@setting(PtyConfig, "host")
+@setting(PtyConfig, "port")
+@setting(
+    PtyConfig,
+    "name",
+    default=None,
+    help="Terminal name (default: the hostname, i.e. the pod name).",
 )
-@option("--idle-warning", default=60.0, type=float, help="Seconds of warnings before an idle end.")
-@option("--scrollback", default=256 * 1024, type=int, help="Bytes of output replayed on reattach.")
-@option("--manager-url", default=None, help="Manager to ask for a recycle when the shell ends.")
-@option(
-    "--allowed-origin",
+@setting(PtyConfig, "instance", help="Instance id (the pod UID).")
+@shell_setting(PtyConfig, help="Shell command (default: login shell, else bash, else sh).")
+@setting(PtyConfig, "idle_timeout", help="Seconds without input before the shell ends.")
+@setting(PtyConfig, "idle_warning", help="Seconds of warnings before an idle end.")
+@setting(
+    PtyConfig, "scrollback_bytes", "--scrollback", help="Bytes of output replayed on reattach."
+)
+@setting(PtyConfig, "manager_url", help="Manager to ask for a recycle when the shell ends.")
+@setting(
+    PtyConfig,
     "allowed_origins",
+    "--allowed-origin",
     multiple=True,
     help="Allowed WebSocket Origin (repeatable).",
 )
-@option("--max-session", default=0.0, type=float, help="Seconds a session may last (0: no limit).")
-@option("--max-processes", default=1024, type=int, help="Process limit for the shell (NPROC).")
-@option("--max-open-files", default=4096, type=int, help="Open-file limit for the shell.")
+@setting(PtyConfig, "max_session", help="Seconds a session may last (0: no limit).")
+@setting(PtyConfig, "max_processes", help="Process limit for the shell (NPROC).")
+@setting(PtyConfig, "max_open_files", help="Open-file limit for the shell.")
 @public_keys_options
 def pty(
-    host: str,
-    port: int,
-    name: str | None,
-    instance: str | None,
-    shell: str | None,
-    idle_timeout: float,
-    idle_warning: float,
-    scrollback: int,
-    manager_url: str | None,
-    allowed_origins: tuple[str, ...],
-    max_session: float,
-    max_processes: int,
-    max_open_files: int,
-    public_keys_file: str | None,
-    keys_url: str | None,
+    name: str | None, public_keys_file: str | None, keys_url: str | None, **settings: Any
 ) -> None:
     """One terminal server: a shell on a pty, over a WebSocket. It holds public keys
     only (it can check a token, never make one)."""
@@ -560,29 +490,15 @@ def pty(
 
     hide_from_same_user()  # the shell shares our uid: keep it out of our tokens
     keys = _key_source(public_keys_file, keys_url)
-    if keys is None and manager_url:
-        keys = KeySource(url=manager_url.rstrip("/") + KEYS_PATH)
+    if keys is None and settings.get("manager_url"):
+        keys = KeySource(url=str(settings["manager_url"]).rstrip("/") + KEYS_PATH)
     if keys is None:
         raise click.UsageError(
             f"no public keys: pass --public-keys-file, --keys-url or --manager-url "
             f"(or set {PUBLIC_KEYS_ENV})"
         )
-    config = PtyConfig(
-        keys=keys,
-        name=name or socket.gethostname(),
-        instance=instance if instance is not None else os.environ.get("WEBTERM_INSTANCE", ""),
-        host=host,
-        port=port,
-        shell=_shell(shell),
-        idle_timeout=idle_timeout,
-        idle_warning=idle_warning,
-        scrollback_bytes=scrollback,
-        manager_url=manager_url,
-        allowed_origins=allowed_origins,
-        max_session=max_session,
-        max_processes=max_processes,
-        max_open_files=max_open_files,
-    )
+    with _usage_errors():
+        config = PtyConfig(keys=keys, name=name or socket.gethostname(), **settings)
     _run(serve, config)
 
 
@@ -600,17 +516,18 @@ def pty(
 def token(terminal: str, instance: str, client: str, ttl: int, signing_key_file: str) -> None:
     """Print a token that opens TERMINAL (offer it as subprotocol webterm.token.<token>)."""
     from webterm.keys import load_signing_key
-    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, sign_token
+    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, TokenError, sign_token
 
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise click.UsageError(f"--ttl must be between 1 and {MAX_TOKEN_TTL}")
-    try:
+    with _usage_errors():
         key = load_signing_key(signing_key_file)
-    except ConfigError as exc:
+    try:
+        claims = TokenClaims(
+            terminal=terminal, instance=instance, client=client, expires_at=int(time.time()) + ttl
+        )
+    except (TokenError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    claims = TokenClaims(
-        terminal=terminal, instance=instance, client=client, expires_at=int(time.time()) + ttl
-    )
     click.echo(sign_token(key, claims))
 
 
@@ -641,10 +558,8 @@ def keygen(out: str | None, public_of: str | None, jwks: bool) -> None:
     from webterm.protocol import SigningKey
 
     if public_of is not None:
-        try:
+        with _usage_errors():
             key = load_signing_key(public_of)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
         if jwks:
             click.echo(json.dumps(key.key_set().to_jwks()))
         else:

@@ -1,9 +1,11 @@
 """Service settings as frozen dataclasses, built by ``webterm.cli`` from flags and
 ``WEBTERM_*`` environment variables, and by tests directly.
 
-Every field has a default that is what ``webterm up`` wants on one machine, except the
-keys and secrets each service must be given. Who holds what (none of it ever reaches a
-terminal but public keys):
+Each setting is declared once, here: its type and its default. The command line takes
+both from the field (a ``Literal`` field's values are its flag's choices). Every field
+has a default that is what ``webterm up`` wants on one machine, except the keys and
+secrets each service must be given. Who holds what (none of it ever reaches a terminal
+but public keys):
 
 * manager: the Ed25519 signing key (signs every token), its own ``secret`` (keys the
   client hashes written on terminals), and the webserver's credential (to check it);
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from webterm.errors import WebtermError
 from webterm.protocol import KeySet, SigningKey
 
 IdentityMode = Literal["tab", "browser", "ip"]
@@ -36,18 +39,23 @@ MIN_SECRET_BYTES: Final = 16
 """A shorter secret makes the HMACs guessable; refuse to start with one."""
 
 
-class ConfigError(Exception):
+class ConfigError(WebtermError):
     """A setting that cannot work; the message says which and why."""
+
+
+def read_secret_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """The stripped contents of a file holding ``what`` (a secret, a password)."""
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
 
 
 def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
     """A service's own secret (the webserver's ids, the manager's client hashes):
     ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
     if secret_file is not None:
-        try:
-            raw = Path(secret_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret file {secret_file}: {exc.strerror}") from exc
+        raw = read_secret_file(secret_file, "secret")
     else:
         raw = os.environ.get(SECRET_ENV, "").strip().encode()
     if not raw:
@@ -147,8 +155,8 @@ class ManagerConfig:
     stale_after: float = 300.0  # in-use with no connection this long: recycled
     # local backend
     terminal_host: str = "127.0.0.1"
-    shell: tuple[str, ...] | None = None
-    idle_timeout: float = 600.0
+    shell: tuple[str, ...] | None = PtyConfig.shell
+    idle_timeout: float = PtyConfig.idle_timeout
     sandbox: SandboxConfig | None = None  # None: shells run as this user, unconfined
     # kubernetes backend
     namespace: str = "webterm"
@@ -159,8 +167,22 @@ class ManagerConfig:
     delete_grace_period: int = 1
     address_mode: AddressMode = "proxy"
     public_host: str | None = None
+    resync_period: float = 30.0  # seconds between full reconciles of cache and desired state
+    watch_timeout: float = 150.0  # a watch silent this long is dead (bookmarks: ~1/min)
+    # high availability (kubernetes backend): one leader, elected with a Lease
+    leader_elect: bool = False
+    lease_name: str = "webterm-manager"
+    lease_duration: float = 15.0  # client-go's defaults: 15 s, 10 s, 2 s
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    pod_name: str | None = None  # this manager's own pod: the leader labels it
+    leader_identity: str | None = None  # default: <hostname>_<random>
 
     def __post_init__(self) -> None:
+        if self.leader_elect and not (
+            0 < self.retry_period < self.renew_deadline < self.lease_duration
+        ):
+            raise ConfigError("need 0 < --retry-period < --renew-deadline < --lease-duration")
         if self.spares < 0:
             raise ConfigError("--spares must be >= 0")
         if self.max_terminals < 1:
@@ -210,13 +232,31 @@ class WebserverConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class UpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    spares: int = 2
-    max_terminals: int = 20
-    identity: IdentityMode = "tab"
-    shell: tuple[str, ...] | None = None
-    idle_timeout: float = 600.0
+    """``webterm up``: the webserver's and the manager's settings that it passes on."""
+
+    host: str = WebserverConfig.host
+    port: int = WebserverConfig.port
+    spares: int = ManagerConfig.spares
+    max_terminals: int = ManagerConfig.max_terminals
+    identity: IdentityMode = WebserverConfig.identity
+    shell: tuple[str, ...] | None = ManagerConfig.shell
+    idle_timeout: float = ManagerConfig.idle_timeout
     sandbox: SandboxMode = "auto"  # auto: bwrap unless the page is on loopback only
     sandbox_network: SandboxNetwork | None = None  # None: none off loopback, host on it
-    sandbox_limits: SandboxConfig = field(default_factory=SandboxConfig)  # network unused
+    sandbox_tmpfs_size: int = SandboxConfig.tmpfs_bytes
+    sandbox_memory: int = 512 * MiB  # 0: no limit
+    sandbox_processes: int = SandboxConfig.processes
+    sandbox_open_files: int = SandboxConfig.open_files
+
+    def __post_init__(self) -> None:
+        self.sandbox_limits  # noqa: B018 - refuse impossible limits at once, not at start
+
+    @property
+    def sandbox_limits(self) -> SandboxConfig:
+        """The sandbox limits (its ``network`` is chosen by :func:`webterm.up.serve`)."""
+        return SandboxConfig(
+            tmpfs_bytes=self.sandbox_tmpfs_size,
+            memory_bytes=self.sandbox_memory or None,
+            processes=self.sandbox_processes,
+            open_files=self.sandbox_open_files,
+        )

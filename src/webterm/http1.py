@@ -9,13 +9,21 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from webterm.errors import WebtermError
 
-class NoAnswer(Exception):
+
+class ExchangeError(WebtermError):
+    """No usable HTTP answer came back."""
+
+    error_status_hint = 502
+
+
+class NoAnswer(ExchangeError):
     """The connection ended before a byte of the answer: the request may be sent again
     on a new connection (an idle keep-alive connection the server had closed)."""
 
 
-class BrokenAnswer(Exception):
+class BrokenAnswer(ExchangeError):
     """The answer was cut off or was not HTTP."""
 
 

@@ -23,16 +23,16 @@ every wire format in one file is the point.)
   by the manager with :func:`encode_allocation` and read by the webserver with
   :func:`decode_allocation` (msgspec, straight into a frozen struct).
 
-Error tree::
+Error tree (part of :mod:`webterm.errors`; ``error_status_hint`` in brackets)::
 
-    ProtocolError
+    ProtocolError [400]
     ├── MalformedMessage      a control frame that is not a valid message
     ├── MalformedAllocation   a manager's allocation answer that is not one
-    └── TokenError            a token that must not open this terminal
-        ├── InvalidToken      not decodable, or the signature does not match
+    └── TokenError [401]      a token that must not open this terminal
+        ├── InvalidToken      not decodable, bad signature, or impossible claims
         ├── ExpiredToken      signature fine, but past its expiry
-        ├── WrongTerminal     signature fine, but for another terminal/instance/audience
-        └── UnknownKey        signed with a key id this verifier does not hold
+        ├── WrongTerminal     [403] signature fine, but for another terminal/instance/audience
+        └── UnknownKey        signed with a key id this verifier does not hold (unknown, retired)
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from webterm.errors import WebtermError
 
 __all__ = [
     "CLOSE_REASONS",
@@ -172,8 +174,10 @@ CLOSE_REASONS: Final[dict[int, str]] = {
 # --- errors ---------------------------------------------------------------------------
 
 
-class ProtocolError(Exception):
+class ProtocolError(WebtermError):
     """Base of every error this module raises."""
+
+    error_status_hint = 400
 
 
 class MalformedMessage(ProtocolError, ValueError):
@@ -188,6 +192,8 @@ class MalformedAllocation(ProtocolError, ValueError):
 class TokenError(ProtocolError):
     """A token that must not open this terminal."""
 
+    error_status_hint = 401
+
 
 class InvalidToken(TokenError):
     pass
@@ -198,7 +204,7 @@ class ExpiredToken(TokenError):
 
 
 class WrongTerminal(TokenError):
-    pass
+    error_status_hint = 403
 
 
 class UnknownKey(TokenError):
@@ -402,9 +408,9 @@ class TokenClaims:
 
     def __post_init__(self) -> None:
         if not self.terminal or len(self.terminal) > 253:
-            raise ValueError("terminal name must be 1-253 characters")
+            raise InvalidToken("terminal name must be 1-253 characters")
         if len(self.instance) > 253 or len(self.client) > 253:
-            raise ValueError("instance and client must be at most 253 characters")
+            raise InvalidToken("instance and client must be at most 253 characters")
 
 
 def _b64encode(raw: bytes) -> str:

@@ -63,6 +63,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
+from tests.httphead import Request, RequestReader
 from webterm.config import PUBLIC_KEYS_ENV
 from webterm.protocol import (
     MAX_FRAME_BYTES,
@@ -82,7 +83,6 @@ from webterm.webserver.app import CONTENT_SECURITY_POLICY
 ROOT: Final = Path(__file__).resolve().parents[2]
 STATIC_DIR: Final = ROOT / "src" / "webterm" / "static"
 SHELL: Final = "bash --noprofile --norc"
-HEAD_LIMIT: Final = 64 * 1024
 BODY_LIMIT: Final = 64 * 1024
 TOKEN_TTL: Final = 60  # seconds, as the manager's default
 PTY_START_TIMEOUT: Final = 30.0  # seconds for `webterm pty` to print its port (loaded CI)
@@ -123,15 +123,6 @@ class Stats:
     closes_from_page: list[int] = field(default_factory=list)
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    head: bytes  # the raw request head (and whatever followed it), for upgrades
-
-
 class FakeBackend:
     def __init__(self, nursery: trio.Nursery, static_dir: Path, home: Path) -> None:
         self.nursery = nursery
@@ -162,7 +153,7 @@ class FakeBackend:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         try:
-            request = await _read_request(stream)
+            request = await RequestReader(stream, max_body=BODY_LIMIT).next()
             if request is None:
                 return
             if request.headers.get("upgrade", "").lower() == "websocket":
@@ -425,7 +416,7 @@ class FakeBackend:
             async with trio.open_nursery() as nursery:
                 ws_request = await wrap_server_stream(
                     nursery,
-                    ReplayStream(stream, request.head),
+                    ReplayStream(stream, request.raw),
                     max_message_size=MAX_FRAME_BYTES,
                 )
                 token = token_from_subprotocols(ws_request.proposed_subprotocols)
@@ -559,36 +550,6 @@ async def _run_terminal(
         check=False,
         task_status=task_status,
     )
-
-
-async def _read_request(stream: trio.abc.Stream) -> Request | None:
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > HEAD_LIMIT:
-            raise ValueError("request head too large")
-        data = await stream.receive_some(65536)
-        if not data:
-            return None
-        buffer += data
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _version = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    if headers.get("upgrade", "").lower() == "websocket":
-        return Request(method, target.split("?")[0], headers, b"", bytes(buffer))
-    length = int(headers.get("content-length", "0"))
-    if length > BODY_LIMIT:
-        raise ValueError("body too large")
-    body = bytearray(rest)
-    while len(body) < length:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise ValueError("body cut short")
-        body += data
-    return Request(method, target.split("?")[0], headers, bytes(body[:length]), b"")
 
 
 async def _respond(

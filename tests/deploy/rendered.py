@@ -50,6 +50,32 @@ def render(overlay: str, tmp: Path) -> list[Obj]:
     return kubectl_kustomize(tree / "overlays" / overlay)
 
 
+def render_custom(
+    tmp: Path,
+    *,
+    components: list[str],
+    patches: list[Obj] | None = None,
+    resources: tuple[str, ...] = ("../../base",),
+) -> list[Obj]:
+    """An overlay of our own over a copy of k8s/ (as an operator composes one): base plus
+    the named components (k8s/components/<name>) and kustomize ``patches``."""
+    tree = tmp / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secret.txt"))
+    (tree / "components" / "generated-secret" / "secret.txt").write_text(secrets.token_hex(32))
+    overlay = tree / "overlays" / "custom"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "webterm",
+        "resources": list(resources),
+        "components": [f"../../components/{name}" for name in components],
+        "patches": patches or [],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kubectl_kustomize(overlay)
+
+
 def find(objects: list[Obj], kind: str, name: str) -> Obj:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.deploy.rendered import ROOT, render, workloads
 
 
@@ -81,3 +83,64 @@ def test_the_plan_builds_loads_and_applies_what_the_kind_overlay_uses(tmp_path: 
         for c in w["spec"]["template"]["spec"]["containers"]
     }
     assert images == built
+
+
+def test_the_containerd_image_store_loads_through_an_archive(tmp_path: Path) -> None:
+    """kind#3795: under Docker's containerd image store `kind load docker-image` fails;
+    the plan then saves the images and loads the archive."""
+    result = run_script(tmp_path, "--plan", "--containerd-store")
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines()]
+    assert not [c for c in commands if c[:3] == ["kind", "load", "docker-image"]]
+    (save,) = [c for c in commands if c[:2] == ["docker", "save"]]
+    (load,) = [c for c in commands if c[:3] == ["kind", "load", "image-archive"]]
+    archive = save[save.index("--output") + 1]
+    assert load[-1] == archive
+    built = {c[c.index("--tag") + 1] for c in commands if c[:2] == ["docker", "build"]}
+    assert set(save[save.index("--output") + 2 :]) == built
+    assert commands.index(save) < commands.index(load)
+
+
+def test_the_containerd_image_store_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.kind import run
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    fake_tool(tmp_path, "docker", """echo '[["driver-type","io.containerd.snapshotter.v1"]]'""")
+    assert run.uses_containerd_image_store()
+    fake_tool(tmp_path, "docker", """echo '[["Backing Filesystem","extfs"]]'""")
+    assert not run.uses_containerd_image_store()
+
+
+def test_an_existing_cluster_without_the_port_mapping_is_refused_clearly(
+    tmp_path: Path,
+) -> None:
+    fake_tool(
+        tmp_path,
+        "docker",
+        """case "$1" in
+  info) echo 27.0.1 ;;
+  port) echo "Error: No public port '30080/tcp' published for webterm-control-plane" >&2; exit 1 ;;
+  *) echo "unexpected: docker $*" >&2; exit 3 ;;
+esac""",
+    )
+    fake_tool(tmp_path, "kind", """[ "$1 $2" = "get clusters" ] && echo webterm; exit 0""")
+    fake_tool(tmp_path, "kubectl", "exit 0")
+    result = run_script(tmp_path, "--no-tests")
+    assert result.returncode == 2, result.stderr
+    assert "created without the port mapping" in result.stderr
+    assert "k8s/overlays/kind/kind-config.yaml" in result.stderr
+    assert "nox -s kind -- --down" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "unexpected" not in result.stderr
+
+
+def test_an_existing_cluster_with_the_port_mapping_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.kind import run
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    fake_tool(tmp_path, "docker", 'echo "127.0.0.1:8080"')
+    assert run.port_mapping_problem() is None

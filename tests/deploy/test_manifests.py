@@ -25,6 +25,7 @@ from tests.deploy.rendered import (
     find,
     pod_spec,
     render,
+    render_custom,
     workloads,
 )
 from webterm.cli import main
@@ -38,7 +39,10 @@ CONTRACT_RULES = {
     ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("apps", "statefulsets/scale"): {"get", "patch", "update"},
     ("", "services"): {"create", "delete", "get", "list"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},  # leader election
 }
+LEADER_LABEL = ("webterm.dev/leader", "true")
+KUBELET_LOG_ROTATION = 50 * 2**20  # containerLogMaxSize 10Mi x containerLogMaxFiles 5
 SAFE_VOLUMES = {"emptyDir", "secret", "configMap", "projected", "downwardAPI"}
 
 
@@ -246,6 +250,8 @@ def _argv(
             env[item["name"]] = item["value"]
         elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             env[item["name"]] = workload["metadata"]["namespace"]
+        elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[item["name"]] = "pod-from-the-downward-api"
         else:
             env[item["name"]] = "x" * 32  # uid, secret
     command_name, *rest = argv[1:]
@@ -282,6 +288,10 @@ def test_the_commands_in_the_manifests_parse_and_name_the_real_objects(
     assert params["port"] == manager_service["spec"]["ports"][0]["port"]
     assert params["host"] == "0.0.0.0"
     assert params["spares"] <= params["max_terminals"]  # type: ignore[operator]
+    # the manager Service selects the leader's label: only an electing manager that
+    # knows its own pod sets it
+    assert params["leader_elect"] is True
+    assert params["pod_name"] == "pod-from-the-downward-api"
 
     name, params = _argv(objects, find(objects, "Deployment", "webserver"), entrypoint("webterm"))
     assert name == "webserver"
@@ -356,3 +366,100 @@ def test_the_kind_page_port_is_mapped_to_the_host(tmp_path: Path) -> None:
     (mapping,) = config["nodes"][0]["extraPortMappings"]
     assert mapping["containerPort"] == service["spec"]["ports"][0]["nodePort"]
     assert URL.endswith(f":{mapping['hostPort']}")
+
+
+def quantity(text: str) -> int:
+    """Bytes of a Kubernetes quantity (the binary and decimal suffixes used here)."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def test_ephemeral_storage_limits_hold_the_emptydirs_and_the_logs(
+    overlay: tuple[str, list[Obj]],
+) -> None:
+    """A pod is evicted when its emptyDirs plus its containers' logs and writable layers
+    exceed the containers' ephemeral-storage limits: the limits must hold every disk
+    emptyDir at its sizeLimit plus the kubelet's log rotation (50Mi by default)."""
+    _, objects = overlay
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        disks = sum(
+            quantity(v["emptyDir"].get("sizeLimit", "0"))
+            for v in spec.get("volumes", [])
+            if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"
+        )
+        limit = sum(
+            quantity(c["resources"]["limits"]["ephemeral-storage"]) for c in spec["containers"]
+        )
+        logs = KUBELET_LOG_ROTATION * len(spec["containers"])
+        assert limit >= disks + logs, (workload["metadata"]["name"], limit, disks + logs)
+
+
+def test_the_terminal_probes_survive_a_busy_user_and_a_slow_start(
+    overlay: tuple[str, list[Obj]],
+) -> None:
+    _, objects = overlay
+    (container,) = pod_spec(find(objects, "StatefulSet", "terminal"))["containers"]
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    startup = container["startupProbe"]
+    assert readiness.get("timeoutSeconds", 1) >= 5  # a saturated CPU answers late
+    assert liveness.get("timeoutSeconds", 1) >= 5
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # pull + start
+    assert startup["httpGet"] == readiness["httpGet"]
+
+
+def test_the_process_limit_is_not_a_per_terminal_limit_shared_by_a_node(
+    overlay: tuple[str, list[Obj]], tmp_path: Path
+) -> None:
+    """RLIMIT_NPROC counts per host uid. Without user namespaces every terminal on a node
+    shares uid 1000, so the limit is a node-wide backstop far above one terminal's need
+    (the per-terminal limit is the kubelet's podPidsLimit); with hostUsers: false each
+    pod has its own uids and the limit is per terminal."""
+    _, objects = overlay
+
+    def limit_and_userns(objs: list[Obj]) -> tuple[int, bool]:
+        spec = pod_spec(find(objs, "StatefulSet", "terminal"))
+        env = env_of(spec["containers"][0])
+        return int(env["WEBTERM_MAX_PROCESSES"]["value"]), spec.get("hostUsers", True) is False
+
+    limit, own_uids = limit_and_userns(objects)
+    assert not own_uids
+    assert limit >= 4096
+    limit, own_uids = limit_and_userns(
+        render_custom(tmp_path, components=["generated-secret", "user-namespaces"])
+    )
+    assert own_uids
+    assert limit <= 1024
+
+
+def test_the_manager_service_reaches_the_leader_only(overlay: tuple[str, list[Obj]]) -> None:
+    name, objects = overlay
+    service = find(objects, "Service", "manager")
+    deployment = find(objects, "Deployment", "manager")
+    selector = service["spec"]["selector"]
+    key, value = LEADER_LABEL
+    assert selector[key] == value
+    template_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert key not in template_labels  # the elected manager sets it on its own pod
+    assert {k: v for k, v in selector.items() if k != key}.items() <= template_labels.items()
+    if name == "production":
+        assert deployment["spec"]["replicas"] == 2
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_the_trusted_proxy_is_a_settings_value_of_the_production_overlay(
+    tmp_path: Path,
+) -> None:
+    objects = render("production", tmp_path)
+    env = env_of(containers(find(objects, "Deployment", "webserver"))[0])
+    ref = env["WEBTERM_TRUSTED_PROXY"]["valueFrom"]["configMapKeyRef"]
+    (settings,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert ref["name"] == settings["metadata"]["name"]
+    assert settings["metadata"]["name"].startswith("webterm-settings-")  # hashed: rolls on edit
+    assert settings["data"][ref["key"]] == "10.0.0.0/8"
+    origin = env["WEBTERM_ALLOWED_ORIGIN"]["valueFrom"]["configMapKeyRef"]
+    assert settings["data"][origin["key"]].startswith("https://")

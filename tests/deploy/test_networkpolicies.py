@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.rendered import OVERLAYS, Obj, render
+from tests.deploy.rendered import (
+    OVERLAYS,
+    Obj,
+    containers,
+    env_of,
+    find,
+    render,
+    render_custom,
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,10 @@ BROWSER = Address("203.0.113.7")
 API_SERVICE = Address("10.96.0.1")
 API_NODE = Address("172.18.0.2")
 METADATA = Address("169.254.169.254")
+NODELOCAL_DNS = Address("169.254.20.10")
+LINK_LOCAL = Address("169.254.1.1")
+NODE = Address("172.18.0.3")  # another node: NodePort traffic SNATed by kube-proxy
+CLUSTER6 = Address("2600:1900:4000:a1::17")  # a pod's global IPv6 address
 INTERNET = Address("93.184.215.14")
 INTERNET6 = Address("2606:2800:21f:cb07:6820:80da:af6b:8b2c")
 
@@ -135,6 +148,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "api-service": API_SERVICE,
     "api-node": API_NODE,
     "metadata": METADATA,
+    "nodelocal-dns": NODELOCAL_DNS,
+    "link-local": LINK_LOCAL,
+    "node": NODE,
+    "cluster6": CLUSTER6,
     "internet": INTERNET,
     "internet6": INTERNET6,
 }
@@ -158,8 +175,16 @@ MATRIX = [
     ("terminal", "api-service", 443, False),
     ("terminal", "api-node", 6443, False),
     ("terminal", "metadata", 80, False),
+    ("terminal", "metadata", 53, True),  # GKE's metadata-server resolver
+    ("terminal", "nodelocal-dns", 53, True),
+    ("manager", "nodelocal-dns", 53, True),
+    ("terminal", "nodelocal-dns", 8080, False),
+    ("terminal", "link-local", 53, False),  # nothing else of 169.254.0.0/16
     ("terminal", "internet", 443, True),
-    ("terminal", "internet6", 443, True),
+    ("terminal", "internet6", 443, False),  # IPv6 needs the cluster's ranges: a component
+    ("terminal", "cluster6", 443, False),
+    ("browser", "terminal", 7681, False),
+    ("node", "terminal", 7681, False),  # proxy mode: no NodePort reaches a terminal
     ("other-namespace", "terminal", 7681, False),
     ("other-namespace", "manager", 8081, False),
 ]
@@ -181,7 +206,7 @@ def test_who_may_talk_to_whom(
 ) -> None:
     a, b = ENDPOINTS[source], ENDPOINTS[destination]
     assert allowed(policies, a, b, port) is expected
-    if b == DNS:
+    if port == 53:
         assert allowed(policies, a, b, port, "UDP") is expected
 
 
@@ -198,3 +223,51 @@ def test_the_model_denies_everything_under_default_deny_alone(policies: list[Obj
     assert deny
     assert deny[0]["spec"]["podSelector"] == {}
     assert not any(allowed(deny, ENDPOINTS[s], ENDPOINTS[d], p) for s, d, p, _ in MATRIX)
+
+
+def _policies_of(objects: list[Obj]) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+
+
+def test_nodeport_mode_admits_browsers_and_other_nodes_on_the_terminal_port_only(
+    tmp_path: Path,
+) -> None:
+    """With the nodeport-mode component, NodePort traffic reaches the terminals whether
+    it arrives at the pod's node (the browser's address) or at another one (SNATed to
+    that node's address, externalTrafficPolicy: Cluster), on 7681 and nothing else."""
+    objects = render_custom(
+        tmp_path, components=["generated-secret", "terminal-internet", "nodeport-mode"]
+    )
+    policies = _policies_of(objects)
+    for source in (BROWSER, NODE):
+        assert allowed(policies, source, TERMINAL, 7681)
+        assert not allowed(policies, source, TERMINAL, 22)
+        assert not allowed(policies, source, MANAGER, 8081)
+    for deployment in ("manager", "webserver"):
+        env = env_of(containers(find(objects, "Deployment", deployment))[0])
+        assert env["WEBTERM_ADDRESS_MODE"]["value"] == "nodeport"
+        assert env["WEBTERM_PUBLIC_HOST"]["value"]
+
+
+def test_ipv6_internet_excepts_the_clusters_own_ranges(tmp_path: Path) -> None:
+    """The IPv6 component, given the cluster's ranges as its kustomization says, admits
+    the IPv6 internet but not the cluster's global addresses, nor IPv4-mapped ones."""
+    patch = {
+        "target": {"kind": "NetworkPolicy", "name": "terminal-internet-ipv6"},
+        "patch": (
+            "- op: replace\n"
+            "  path: /spec/egress/0/to/0/ipBlock/except/0\n"
+            "  value: 2600:1900:4000:a1::/64\n"
+        ),
+    }
+    objects = render_custom(
+        tmp_path,
+        components=["generated-secret", "terminal-internet", "terminal-internet-ipv6"],
+        patches=[patch],
+    )
+    policies = _policies_of(objects)
+    assert allowed(policies, TERMINAL, INTERNET6, 443)
+    assert not allowed(policies, TERMINAL, CLUSTER6, 443)
+    assert not allowed(policies, TERMINAL, Address("::ffff:10.0.0.1"), 443)
+    assert not allowed(policies, TERMINAL, Address("fd00::1"), 443)
+    assert allowed(policies, TERMINAL, INTERNET, 443)

@@ -72,7 +72,63 @@ def kubectl(*args: str) -> list[str]:
     return ["kubectl", "--context", CONTEXT, "--namespace", "webterm", *args]
 
 
-def plan(cluster_exists: bool) -> list[list[str]]:
+NODE_CONTAINER = f"{CLUSTER}-control-plane"
+PAGE_NODE_PORT = 30080  # kind-config.yaml's extraPortMappings containerPort
+IMAGE_ARCHIVE = Path("/tmp") / f"{CLUSTER}-images.tar"
+
+
+def uses_containerd_image_store() -> bool:
+    """Whether Docker keeps images in containerd's store (Docker Desktop's default, and
+    `"features": {"containerd-snapshotter": true}`): there `kind load docker-image`
+    fails (kind#3795), and `docker save` + `kind load image-archive` works."""
+    try:
+        info = subprocess.run(
+            ["docker", "info", "--format", "{{json .DriverStatus}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "io.containerd.snapshotter" in info.stdout
+
+
+def load_commands(*, containerd_store: bool) -> list[list[str]]:
+    if not containerd_store:
+        return [["kind", "load", "docker-image", "--name", CLUSTER, *IMAGES]]
+    return [
+        ["docker", "save", "--output", str(IMAGE_ARCHIVE), *IMAGES],
+        ["kind", "load", "image-archive", "--name", CLUSTER, str(IMAGE_ARCHIVE)],
+    ]
+
+
+def port_mapping_problem() -> str | None:
+    """Why the existing cluster cannot serve the page on URL, or None. A cluster made
+    without kind-config.yaml has no host port for the webserver's NodePort, and kind
+    cannot add one to a running cluster."""
+    try:
+        mapped = subprocess.run(
+            ["docker", "port", NODE_CONTAINER, f"{PAGE_NODE_PORT}/tcp"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not ask Docker for the ports of {NODE_CONTAINER}: {exc}"
+    host_port = URL.rsplit(":", 1)[1]
+    if mapped.returncode == 0 and any(
+        line.strip().endswith(f":{host_port}") for line in mapped.stdout.splitlines()
+    ):
+        return None
+    return (
+        f"the existing kind cluster `{CLUSTER}` was created without the port mapping of "
+        f"{KIND_CONFIG.relative_to(ROOT)} (host 127.0.0.1:{host_port} -> NodePort "
+        f"{PAGE_NODE_PORT}), and a running cluster cannot get one. Delete it and let this "
+        f"session create it again: `nox -s kind -- --down`, then `nox -s kind`."
+    )
+
+
+def plan(cluster_exists: bool, *, containerd_store: bool = False) -> list[list[str]]:
     """The commands of a deployment, in order."""
     commands: list[list[str]] = []
     if not cluster_exists:
@@ -91,7 +147,7 @@ def plan(cluster_exists: bool) -> list[list[str]]:
         )
     for tag, containerfile in IMAGES.items():
         commands.append(["docker", "build", "--file", str(containerfile), "--tag", tag, str(ROOT)])
-    commands.append(["kind", "load", "docker-image", "--name", CLUSTER, *IMAGES])
+    commands.extend(load_commands(containerd_store=containerd_store))
     commands.append(["kubectl", "--context", CONTEXT, "apply", "--kustomize", str(OVERLAY)])
     # same tags, new images: restart what runs the old ones (terminals update OnDelete)
     commands.append(kubectl("rollout", "restart", "deployment/manager", "deployment/webserver"))
@@ -127,10 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--no-tests", action="store_true", help="deploy, skip the e2e tests")
     parser.add_argument("--down", action="store_true", help="delete the kind cluster")
+    parser.add_argument(
+        "--containerd-store",
+        action="store_true",
+        help="with --plan: the plan for Docker's containerd image store (detected otherwise)",
+    )
     args = parser.parse_args(argv)
 
     if args.plan:
-        for command in plan(cluster_exists=False):
+        for command in plan(cluster_exists=False, containerd_store=args.containerd_store):
             print(" ".join(command))
         return 0
     problems = missing_prerequisites()
@@ -146,10 +207,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.down:
         subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], check=True)
         return 0
+    exists = cluster_exists()
+    if exists:
+        problem = port_mapping_problem()
+        if problem is not None:
+            print(f"nox -s kind: {problem}", file=sys.stderr)
+            return 2
     if not (SECRET_DIR / "signing-key.pem").exists():
         write_generated(SECRET_DIR)
-    for command in plan(cluster_exists()):
+    containerd_store = uses_containerd_image_store()
+    for command in plan(exists, containerd_store=containerd_store):
         print("+", " ".join(command), flush=True)
+        if command[:3] == ["kind", "load", "docker-image"]:
+            if subprocess.run(command, cwd=ROOT).returncode == 0:
+                continue
+            # kind#3795 and kin: load through an archive instead
+            print("kind load docker-image failed: loading an image archive instead", flush=True)
+            for fallback in load_commands(containerd_store=True):
+                print("+", " ".join(fallback), flush=True)
+                subprocess.run(fallback, check=True, cwd=ROOT)
+            continue
         subprocess.run(command, check=True, cwd=ROOT)
     wait_for_page(URL)
     if not args.no_tests:

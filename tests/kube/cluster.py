@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from tests.credentials import CREDENTIAL, WEBSERVER_SECRET
-from tests.kubeapi import MANAGER_ROLE_RULES, run_kube_api
+from tests.kubeapi import MANAGER_ROLE_RULES, Realism, run_kube_api
 from webterm.cli import run_until_signalled
 from webterm.config import ManagerConfig, WebserverConfig
 from webterm.manager.app import serve as serve_manager
@@ -40,6 +40,7 @@ async def run(
                 Path(directory),
                 terminal_replicas=0,
                 rbac=MANAGER_ROLE_RULES,
+                realism=Realism() if args.real_timing else Realism.fast(),
                 pod_args=("--manager-url", f"http://127.0.0.1:{manager_port}"),
             ) as api,
             trio.open_nursery() as nursery,
@@ -70,6 +71,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--spares", type=int, default=2)
     parser.add_argument("--max-terminals", type=int, default=10)
+    parser.add_argument(
+        "--real-timing",
+        action="store_true",
+        help="a real cluster's timing (pods take 2-30 s to start...) instead of test speed",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     trio.run(run_until_signalled, lambda _: run(args), None)

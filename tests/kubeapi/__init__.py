@@ -20,6 +20,8 @@ from .kubelet import webterm_pty_command as webterm_pty_command
 from .manifests import MANAGER_ROLE_RULES as MANAGER_ROLE_RULES
 from .manifests import terminal_service as terminal_service
 from .manifests import terminal_statefulset as terminal_statefulset
+from .realism import Realism as Realism
+from .resources import LEASES as LEASES
 from .resources import NAMESPACES as NAMESPACES
 from .resources import NODES as NODES
 from .resources import PODS as PODS

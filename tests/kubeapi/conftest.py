@@ -8,13 +8,18 @@ import pytest
 
 from .fixtures import KubeApi, kube_api, run_kube_api
 from .kubelet import KubeletConfig
+from .realism import Realism
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
-    """A stand-in whose pods have no processes (fake kubelet): fast API tests."""
+    """A stand-in whose pods have no processes (fake kubelet), on test-speed cluster
+    timing (bookmarks every 0.2 s, for the watch tests)."""
     async with run_kube_api(
-        tmp_path, kubelet=KubeletConfig(mode="fake"), bookmark_interval=0.2
+        tmp_path,
+        kubelet=KubeletConfig(mode="fake"),
+        realism=Realism.fast(),
+        bookmark_interval=0.2,
     ) as running:
         yield running
 

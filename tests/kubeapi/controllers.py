@@ -15,8 +15,10 @@ import trio
 
 from . import resources as R
 from .errors import ApiError
+from .faults import Faults
+from .realism import Realism
 from .selection import from_label_selector_object
-from .store import Change, DeleteOptions, Obj, Store
+from .store import Change, DeleteOptions, Obj, Store, Subscription
 from .strategies import revision_hash
 
 log = logging.getLogger("kubeapi.controllers")
@@ -24,7 +26,6 @@ log = logging.getLogger("kubeapi.controllers")
 POD_NAME_LABEL: Final = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"
 REVISION_LABEL: Final = "controller-revision-hash"
-COALESCE_DELAY: Final = 0.02  # seconds a burst of watch events gathers before one reconcile
 
 
 def controller_ref(obj: Obj) -> dict[str, Any] | None:
@@ -68,8 +69,16 @@ class StatefulSetController:
     all at once. A pod that is gone is recreated under the same name (a new UID);
     a pod that ended (Succeeded/Failed) is deleted so that it gets recreated."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, realism: Realism | None = None, faults: Faults | None = None
+    ) -> None:
         self.store = store
+        self.realism = realism or Realism.instant()
+        self.faults = faults or Faults(store=store)
+        self.syncs = 0
+        self._idle = False
+        self._idle_changed = trio.Event()
+        self._sub: Subscription | None = None
         # (namespace, statefulset) -> ordinal -> pod: kept from the watch, like an
         # informer's indexer, so a reconcile never scans every pod.
         self._pods: dict[tuple[str, str], dict[int, Obj]] = {}
@@ -92,6 +101,7 @@ class StatefulSetController:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.store.subscribe(None) as (_, sub):
+            self._sub = sub
             for pod in self.store.objects(R.PODS):
                 self._index(pod, deleted=False)
             dirty = {
@@ -108,15 +118,36 @@ class StatefulSetController:
                     ) as err:  # e.g. a name taken by a foreign pod; retried on the next change
                         log.warning("statefulset %s/%s: %s", key[0], key[1], err.message)
                 dirty.clear()
+                self._set_idle(True)
                 change = await sub.receive.receive()
-                # like a controller's work queue: let a burst of changes coalesce
-                await trio.sleep(COALESCE_DELAY)
+                self._set_idle(False)
+                # like a controller's work queue behind an informer: act a while later,
+                # on everything that changed meanwhile
+                await trio.sleep(self.realism.controller_sync_delay(self.faults.controller_delay))
+                while self.faults.controller_paused or self.faults.api_down:
+                    await self.faults.wait_changed()
+                self.syncs += 1
                 while True:
                     self._mark(dirty, change)
                     try:
                         change = sub.receive.receive_nowait()
                     except trio.WouldBlock:
                         break
+
+    def _set_idle(self, idle: bool) -> None:
+        self._idle = idle
+        self._idle_changed.set()
+        self._idle_changed = trio.Event()
+
+    async def wait_idle(self) -> None:
+        """Until the controller has acted on every change so far and waits for more:
+        for a test that checks the controller did *not* do something."""
+        while not (
+            self._idle
+            and self._sub is not None
+            and self._sub.receive.statistics().current_buffer_used == 0
+        ):
+            await self._idle_changed.wait()
 
     def _mark(self, dirty: set[tuple[str, str]], change: Change) -> None:
         if change.rt is R.STATEFULSETS:
@@ -284,13 +315,15 @@ class GarbageCollector:
     ``propagationPolicy: Orphan`` is handled by the store at delete time;
     ``Foreground`` is treated as background."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, faults: Faults | None = None) -> None:
         self.store = store
+        self.faults = faults or Faults(store=store)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.store.subscribe(None) as (_, sub):
             task_status.started()
             async for change in sub.receive:
+                await self.faults.wait_api_up()
                 if change.type == "DELETED":
                     self._collect(str(change.obj["metadata"].get("uid", "")))
 
@@ -318,14 +351,16 @@ class GarbageCollector:
 class NamespaceController:
     """A namespace being deleted: delete everything in it, then the namespace."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, faults: Faults | None = None) -> None:
         self.store = store
+        self.faults = faults or Faults(store=store)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.store.subscribe(None) as (_, sub):
             task_status.started()
             self._sweep()
             async for _change in sub.receive:
+                await self.faults.wait_api_up()
                 self._sweep()
 
     def _sweep(self) -> None:

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 if TYPE_CHECKING:
+    from .realism import Range
     from .store import Store
+
+OutageMode = Literal["503", "refused", "hang"]
 
 
 @dataclass
@@ -49,11 +52,18 @@ class WatchHandle:
         self.scope = trio.CancelScope()
         self.abort = False
         self.dropped = False
+        self.stalled = False
         self.events_sent = 0
 
     def drop(self, *, abort: bool = False) -> None:
         self.dropped = True
         self.abort = abort
+        self.scope.cancel()
+
+    def stall(self) -> None:
+        """Stop delivering anything (events, bookmarks) and never end: the client's side
+        of a half-open connection, whose peer vanished without a FIN or a reset."""
+        self.stalled = True
         self.scope.cancel()
 
 
@@ -78,14 +88,32 @@ class Faults:
     down). Open watch streams are not touched: ``go_down()`` also resets those."""
     request_faults: list[RequestFault] = field(default_factory=list)
     watches: set[WatchHandle] = field(default_factory=set)
+    # ---- the apiserver itself (see outage())
+    outage_mode: OutageMode | None = None
+    """While set, the apiserver is down for everyone: clients get ``503`` (with
+    ``Retry-After: outage_retry_after``), a refused connection, or no answer at all
+    (``hang``); the in-cluster controllers and the kubelet cannot write either (pods
+    keep running; their status reaches the API when it is back)."""
+    outage_retry_after: int = 5
+    outages: int = 0
+    write_races: list[RequestFault] = field(default_factory=list)
+    write_race_probability: float = 0.0
+    """Chance that another writer changes an object just before a client's update,
+    patch or delete of it (then a resourceVersion precondition fails with 409)."""
+    # ---- controllers
+    controller_delay: Range | None = None
+    """Overrides the Realism's StatefulSet controller delay (e.g. (5, 20): a slow one)."""
+    controller_paused: bool = False
     # ---- kubelet
     held_pending: set[str] = field(default_factory=set)
     never_ready: set[str] = field(default_factory=set)
     readiness_delay: dict[str, float] = field(default_factory=dict)
     sigterm_ignored: set[str] = field(default_factory=set)
+    probe_latency: dict[str, float] = field(default_factory=dict)
     store: Store | None = None
     kill_hook: Callable[[str, int, str], bool] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
+    _watches_changed: trio.Event = field(default_factory=trio.Event)
 
     # ------------------------------------------------------------ HTTP faults
 
@@ -136,17 +164,19 @@ class Faults:
 
     def add_watch(self, handle: WatchHandle) -> None:
         self.watches.add(handle)
-        self._touch()
+        self._watches_changed.set()
+        self._watches_changed = trio.Event()
 
     def remove_watch(self, handle: WatchHandle) -> None:
         self.watches.discard(handle)
-        self._touch()
+        self._watches_changed.set()
+        self._watches_changed = trio.Event()
 
     async def wait_for_watches(self, count: int, *, path: str | None = None) -> None:
         """Until exactly ``count`` watch streams (on paths containing ``path``) are
         open: e.g. before dropping them, or to see that a client re-watched."""
         while sum(1 for w in self.watches if path is None or path in w.path) != count:
-            await self._changed.wait()
+            await self._watches_changed.wait()
 
     def go_down(self) -> None:
         """The apiserver goes away: open watches are reset, new requests too, until
@@ -156,6 +186,85 @@ class Faults:
 
     def come_back(self) -> None:
         self.unreachable = False
+
+    def outage(self, mode: OutageMode = "503", *, retry_after: int = 5) -> None:
+        """The apiserver goes down (a control-plane upgrade, an etcd outage) until
+        :meth:`end_outage`: ``"503"`` answers every request with 503
+        ServiceUnavailable and ``Retry-After``; ``"refused"`` closes the listening
+        socket (connections are refused) and resets every open one; ``"hang"``
+        accepts requests and never answers (a partition: open watches go half-open).
+        Open watches end at once in the first two modes. Unlike :meth:`go_down`
+        (the clients' path to the API is cut), the controllers and the kubelet are
+        cut off too."""
+        self.outage_mode = mode
+        self.outage_retry_after = retry_after
+        self.outages += 1
+        if mode == "hang":
+            self.half_open_watches()
+        else:
+            self.drop_watches(abort=mode == "refused")
+        self._touch()
+
+    def end_outage(self) -> None:
+        self.outage_mode = None
+        self._touch()
+
+    @property
+    def api_down(self) -> bool:
+        return self.outage_mode is not None
+
+    async def wait_api_up(self) -> None:
+        while self.outage_mode is not None:
+            await self._changed.wait()
+
+    def half_open_watches(self, *, path: str | None = None) -> int:
+        """Every open watch (on paths containing ``path``) stops delivering events and
+        bookmarks without ending: no FIN, no reset, as when the peer's machine or a
+        NAT in between vanished. Only the client's own read timeout can notice.
+        Returns how many stalled."""
+        stalled = 0
+        for handle in list(self.watches):
+            if not handle.stalled and (path is None or path in handle.path):
+                handle.stall()
+                stalled += 1
+        return stalled
+
+    def race_writes(
+        self, count: int = 1, *, verb: str | None = None, path: str | None = None
+    ) -> RequestFault:
+        """Before each of the next ``count`` matching update/patch/delete requests,
+        another writer changes the object (an annotation ``kubeapi.test/concurrent-
+        write``), so a request that carries the resourceVersion it read fails with 409
+        Conflict, as with a real concurrent writer; one without a precondition wins."""
+        race = RequestFault(
+            status=409,
+            remaining=count,
+            verb=verb,
+            path=re.compile(path) if path else None,
+            message="concurrent write",
+        )
+        self.write_races.append(race)
+        return race
+
+    def take_write_race(self, verb: str, path: str, chance: float) -> bool:
+        for race in self.write_races:
+            if race.matches(verb, path):
+                race.remaining -= 1
+                race.hits += 1
+                if race.remaining <= 0:
+                    self.write_races.remove(race)
+                return True
+        return self.write_race_probability > 0 and chance < self.write_race_probability
+
+    def pause_controller(self) -> None:
+        """The StatefulSet controller stops acting (a kube-controller-manager failing
+        over) until :meth:`resume_controller`; changes queue up meanwhile."""
+        self.controller_paused = True
+        self._touch()
+
+    def resume_controller(self) -> None:
+        self.controller_paused = False
+        self._touch()
 
     def expire_resource_versions(self) -> int:
         """Compact the history: every resourceVersion seen so far answers 410 to a
@@ -203,6 +312,15 @@ class Faults:
             self.sigterm_ignored.add(pod)
         else:
             self.sigterm_ignored.discard(pod)
+        self._touch()
+
+    def starve_cpu(self, pod: str, seconds: float | None) -> None:
+        """Pods named ``pod`` answer every probe ``seconds`` late (a user saturating the
+        pod's CPU): a probe whose ``timeoutSeconds`` is shorter fails. None: undo."""
+        if seconds is None:
+            self.probe_latency.pop(pod, None)
+        else:
+            self.probe_latency[pod] = seconds
         self._touch()
 
     def kill_pod_process(self, pod: str, sig: int = signal.SIGKILL, namespace: str = "") -> bool:

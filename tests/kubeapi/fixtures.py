@@ -36,6 +36,7 @@ from .kubeconfig import write_incluster_files, write_kubeconfig
 from .kubelet import Kubelet, KubeletConfig
 from .manifests import terminal_service, terminal_statefulset
 from .proxy import KubeProxy
+from .realism import Realism
 from .resources import ResourceType
 from .selection import parse_field_selector, parse_label_selector
 from .server import ApiServer, PolicyRule, RequestRecord
@@ -75,7 +76,11 @@ class KubeApi:
         ca_pem: bytes | None,
         ca_file: Path | None,
         directory: Path,
+        realism: Realism,
+        statefulset_controller: StatefulSetController,
     ) -> None:
+        self.realism = realism
+        self.statefulset_controller = statefulset_controller
         self.store = store
         self.faults = faults
         self.kubelet = kubelet
@@ -299,8 +304,9 @@ async def run_kube_api(
     kubelet: KubeletConfig | None = None,
     tls: bool = False,
     rbac: Sequence[PolicyRule] | None = None,
+    realism: Realism | None = None,
     history_limit: int = HISTORY_LIMIT,
-    bookmark_interval: float = 0.5,
+    bookmark_interval: float | None = None,
     default_watch_timeout: float | None = None,
     terminal_replicas: int | None = None,
     pod_args: Sequence[str] = (),
@@ -321,7 +327,10 @@ async def run_kube_api(
     - ``pod_args`` / ``pod_env``: appended to the default ``webterm pty`` command line /
       added to its environment (also settable later: ``api.kubelet.extra_args`` and
       ``api.kubelet.extra_env`` apply to containers started afterwards).
-    - ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them.
+    - ``realism``: the cluster's timing (:class:`~.realism.Realism`); default a real
+      cluster's (pods take 2-30 s to start...), ``Realism.fast()`` for test suites.
+    - ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them
+      (default: the realism's).
     - ``check_internal_errors``: fail at exit if the stand-in itself crashed on a request.
     """
     secret = secret if secret is not None else generate_secret()
@@ -331,11 +340,18 @@ async def run_kube_api(
     with tempfile.TemporaryDirectory(prefix="kubeapi-") as tmp:
         where = directory if directory is not None else Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        store = Store(history_limit=history_limit)
+        realism = realism if realism is not None else Realism()
+        store = Store(history_limit=history_limit, watch_window=realism.watch_window)
         for ns in dict.fromkeys(["default", "kube-system", namespace, *namespaces]):
             store.create(R.NAMESPACES, "", {"metadata": {"name": ns}})
         faults = Faults(store=store)
-        kube = Kubelet(store, faults, kubelet or KubeletConfig(), public_keys=signing_key.key_set())
+        kube = Kubelet(
+            store,
+            faults,
+            kubelet or KubeletConfig(),
+            public_keys=signing_key.key_set(),
+            realism=realism,
+        )
         kube.extra_args.extend(pod_args)
         kube.extra_env.update(pod_env or {})
         store.create(
@@ -364,7 +380,9 @@ async def run_kube_api(
             faults=faults,
             tokens={token: MANAGER_USER, admin_token: ADMIN_USER},
             rbac={MANAGER_USER: (namespace, list(rbac))} if rbac is not None else {},
-            bookmark_interval=bookmark_interval,
+            bookmark_interval=(
+                bookmark_interval if bookmark_interval is not None else realism.bookmark_interval
+            ),
             default_watch_timeout=default_watch_timeout,
             pod_logs=kube.logs,
         )
@@ -375,16 +393,22 @@ async def run_kube_api(
             ca_file = where / "ca.crt"
             ca_file.write_bytes(ca_pem)
         http = HttpServer(
-            server.handle, ssl_context=ssl_context, unreachable=lambda: faults.unreachable
+            server.handle,
+            ssl_context=ssl_context,
+            unreachable=lambda: faults.unreachable,
+            refusing=lambda: faults.outage_mode == "refused",
+            hanging=lambda: faults.outage_mode == "hang",
+            changed=faults.wait_changed,
         )
+        statefulsets = StatefulSetController(store, realism, faults)
         proxy = KubeProxy(store, kube.ips.node_ip) if kube_proxy else None
         async with trio.open_nursery() as nursery:
             port = await nursery.start(http.run, "127.0.0.1", 0)
             url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
             server.server_address = f"127.0.0.1:{port}"
-            await nursery.start(GarbageCollector(store).run)
-            await nursery.start(NamespaceController(store).run)
-            await nursery.start(StatefulSetController(store).run)
+            await nursery.start(GarbageCollector(store, faults).run)
+            await nursery.start(NamespaceController(store, faults).run)
+            await nursery.start(statefulsets.run)
             await nursery.start(kube.run)
             if proxy is not None:
                 await nursery.start(proxy.run)
@@ -408,6 +432,8 @@ async def run_kube_api(
                 ca_pem=ca_pem,
                 ca_file=ca_file,
                 directory=where,
+                realism=realism,
+                statefulset_controller=statefulsets,
             )
             if terminal_replicas is not None:
                 api.create_terminal_statefulset(replicas=terminal_replicas)
@@ -423,6 +449,7 @@ async def run_kube_api(
 
 @pytest.fixture
 async def kube_api(tmp_path: Path) -> AsyncIterator[KubeApi]:
-    """A stand-in whose pods run ``webterm pty`` (see :func:`run_kube_api`)."""
-    async with run_kube_api(tmp_path) as api:
+    """A stand-in whose pods run ``webterm pty``, on the test-speed timing
+    ``Realism.fast()`` (see :func:`run_kube_api`)."""
+    async with run_kube_api(tmp_path, realism=Realism.fast()) as api:
         yield api

@@ -20,11 +20,14 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, NoReturn
 from urllib.parse import parse_qs, unquote
 
 import h11
 import trio
+
+from tests.httphead import BadRequest, receive_request
 
 MAX_HEADER_BYTES: Final = 64 * 1024  # an apiserver accepts up to 1 MiB headers; ours are tiny
 MAX_BODY_BYTES: Final = 3 * 1024 * 1024  # apiserver's default --max-request-bytes-ish (3 MiB)
@@ -105,33 +108,71 @@ async def _reset(stream: trio.abc.Stream) -> None:
 
 
 class HttpServer:
+    """Serves ``handler`` until cancelled. Outage switches, consulted per request and
+    woken by ``changed()``: ``unreachable()`` answers each request with a TCP reset;
+    ``refusing()`` closes the listening socket (connections are refused) and resets
+    every open connection, reopening the same port once it turns false;
+    ``hanging()`` reads requests and answers none until it turns false (then resets)."""
+
     def __init__(
         self,
         handler: Handler,
         *,
         ssl_context: ssl.SSLContext | None = None,
         unreachable: Callable[[], bool] = lambda: False,
+        refusing: Callable[[], bool] = lambda: False,
+        hanging: Callable[[], bool] = lambda: False,
+        changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._handler = handler
         self._ssl_context = ssl_context
-        self._unreachable = unreachable  # when true, every request is answered by a TCP reset
+        self._unreachable = unreachable
+        self._refusing = refusing
+        self._hanging = hanging
+        self._changed = changed or trio.sleep_forever
+        self._connections: set[trio.abc.Stream] = set()
 
     async def run(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Serve until cancelled; ``task_status.started(bound_port)``."""
-        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-            await trio.open_tcp_listeners(port, host=host)
-        )
-        bound = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
-        if self._ssl_context is not None:
-            listeners = [
-                trio.SSLListener(lst, self._ssl_context, https_compatible=True) for lst in listeners
-            ]
-        async with trio.open_nursery() as nursery:
-            task_status.started(bound)
-            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
-        raise AssertionError("serve_listeners returned")  # pragma: no cover
+        started = False
+        async with trio.open_nursery() as handlers:
+            while True:
+                try:
+                    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+                        await trio.open_tcp_listeners(port, host=host)
+                    )
+                except OSError:
+                    if not started:
+                        raise
+                    await trio.sleep(0.05)  # the old socket is not quite gone yet
+                    continue
+                port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+                if self._ssl_context is not None:
+                    listeners = [
+                        trio.SSLListener(lst, self._ssl_context, https_compatible=True)
+                        for lst in listeners
+                    ]
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            self._connection,
+                            listeners,
+                            handler_nursery=handlers,
+                        )
+                    )
+                    if not started:
+                        started = True
+                        task_status.started(port)
+                    while not self._refusing():
+                        await self._changed()
+                    accepting.cancel_scope.cancel()  # closes the listening sockets
+                for stream in list(self._connections):
+                    await _reset(stream)
+                while self._refusing():
+                    await self._changed()
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -140,12 +181,18 @@ class HttpServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 client = "{}:{}".format(*sock.getpeername()[:2])
+        self._connections.add(stream)
         try:
             while True:
                 request = await self._receive_request(conn, stream, client)
                 if request is None:
                     return
-                if self._unreachable():
+                if self._unreachable() or self._refusing():
+                    await _reset(stream)
+                    return
+                if self._hanging():
+                    while self._hanging():
+                        await self._changed()
                     await _reset(stream)
                     return
                 response = await self._handler(request)
@@ -161,57 +208,39 @@ class HttpServer:
                     conn.start_next_cycle()
                 except h11.LocalProtocolError:
                     return
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
         finally:
+            self._connections.discard(stream)
             await trio.aclose_forcefully(stream)
 
     async def _receive_request(
         self, conn: h11.Connection, stream: trio.abc.Stream, client: str
     ) -> Request | None:
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(
-                        conn, stream, Response(exc.error_status_hint, [("connection", "close")])
-                    )
-                return None
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(RECEIVE_BYTES)
-                conn.receive_data(bytes(data))
-                if not data and conn.their_state is h11.IDLE:
-                    return None
-                continue
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
-            if isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    await self._send(conn, stream, Response(413, [("connection", "close")]))
-                    return None
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                target = head.target.decode("latin-1")
-                raw_path, _, query = target.partition("?")
-                headers: dict[str, str] = {}
-                for name, value in head.headers:
-                    key = name.decode("latin-1").lower()
-                    text = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {text}" if key in headers else text
-                return Request(
-                    method=head.method.decode("ascii"),
-                    path=unquote(raw_path),
-                    query=parse_qs(query, keep_blank_values=True),
-                    headers=headers,
-                    body=bytes(body),
-                    client=client,
-                )
+        try:
+            received = await receive_request(conn, stream, max_body=MAX_BODY_BYTES)
+        except BadRequest as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send(conn, stream, Response(exc.status, [("connection", "close")]))
+            return None
+        if received is None:
+            return None
+        head, body = received
+        target = head.target.decode("latin-1")
+        raw_path, _, query = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return Request(
+            method=head.method.decode("ascii"),
+            path=unquote(raw_path),
+            query=parse_qs(query, keep_blank_values=True),
+            headers=headers,
+            body=body,
+            client=client,
+        )
 
     async def _send(
         self, conn: h11.Connection, stream: trio.abc.Stream, response: Response

@@ -52,6 +52,7 @@ from webterm.pty import parse_listening_line
 from . import resources as R
 from .controllers import condition
 from .faults import Faults
+from .realism import Realism
 from .store import Change, Obj, Store, timestamp
 
 log = logging.getLogger("kubeapi.kubelet")
@@ -251,6 +252,7 @@ class PodRuntime:
         self.exit_signal = 0
         self.container_id = ""
         self.descendants: list[psutil.Process] = []
+        self.probes = 0  # probes run so far (readiness, liveness, startup)
 
     def request_deletion(self, grace: float) -> None:
         deadline = trio.current_time() + grace
@@ -327,11 +329,18 @@ def resolve_env(pod: Obj, container: Obj) -> dict[str, str]:
 
 class Kubelet:
     def __init__(
-        self, store: Store, faults: Faults, config: KubeletConfig, *, public_keys: KeySet
+        self,
+        store: Store,
+        faults: Faults,
+        config: KubeletConfig,
+        *,
+        public_keys: KeySet,
+        realism: Realism | None = None,
     ) -> None:
         self.store = store
         self.faults = faults
         self.config = config
+        self.realism = realism or Realism.instant()
         self.ips = PodIPAllocator(config.ip_octet)
         self.extra_args: list[str] = []
         self.extra_env: dict[str, str] = {}
@@ -379,7 +388,7 @@ class Kubelet:
         # pool to leak when everything is cancelled at once).
         http = httpx.AsyncClient(
             trust_env=False,
-            timeout=self.config.probe_timeout,
+            timeout=None,  # each probe has its own deadline (timeoutSeconds)
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._http = http
@@ -419,7 +428,9 @@ class Kubelet:
 
     # ------------------------------------------------------------------ one pod
 
-    def _write(self, rt: PodRuntime, fn: Callable[[Obj], None]) -> Obj | None:
+    async def _write(self, rt: PodRuntime, fn: Callable[[Obj], None]) -> Obj | None:
+        """A status write; while the apiserver is down it waits (the container runs on)."""
+        await self.faults.wait_api_up()
         return self.store.mutate(R.PODS, rt.namespace, rt.name, fn, uid=rt.uid)
 
     async def _pod_task(self, rt: PodRuntime) -> None:
@@ -436,11 +447,12 @@ class Kubelet:
             self.pods.pop(rt.uid, None)
 
     async def _run_pod(self, rt: PodRuntime, nursery: trio.Nursery) -> None:
-        pod = self._write(rt, self._bind)
+        pod = await self._write(rt, self._bind)
         if pod is None:
             return
-        if self.config.start_delay > 0:
-            await trio.sleep(self.config.start_delay)
+        delay = self.config.start_delay + self.realism.pod_start_delay()
+        if delay > 0:
+            await trio.sleep(delay)  # image pull, sandbox, container start
         while rt.name in self.faults.held_pending:
             await self.faults.wait_changed()
         rt.ip = self.ips.allocate(CONTAINER_PORT)
@@ -461,7 +473,7 @@ class Kubelet:
             _set_condition(status, "Ready", False, "ContainersNotReady")
             _set_condition(status, "ContainersReady", False, "ContainersNotReady")
 
-        if self._write(rt, started) is None:
+        if await self._write(rt, started) is None:
             return
         restart_count = 0
         backoff = self.config.restart_backoff
@@ -474,7 +486,7 @@ class Kubelet:
             policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
             if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
                 final_phase = "Succeeded" if exit_code == 0 else "Failed"
-                self._write(rt, partial(_set_phase, phase=final_phase))
+                await self._write(rt, partial(_set_phase, phase=final_phase))
                 await trio.sleep_forever()
             if trio.current_time() - began >= RESTART_RESET_AFTER:
                 backoff = self.config.restart_backoff
@@ -490,7 +502,7 @@ class Kubelet:
                         }
                     }
 
-            self._write(rt, waiting)
+            await self._write(rt, waiting)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, self.config.restart_backoff_max)
             restart_count += 1
@@ -574,7 +586,7 @@ class Kubelet:
                         p, restart_count, waiting, False, last_state
                     )
 
-                self._write(rt, failed)
+                await self._write(rt, failed)
                 return 128
             rt.process = proc
             rt.container_id = secrets.token_hex(32)
@@ -595,9 +607,12 @@ class Kubelet:
             _set_condition(status, "Ready", False, "ContainersNotReady")
             _set_condition(status, "ContainersReady", False, "ContainersNotReady")
 
-        self._write(rt, running)
+        await self._write(rt, running)
         async with trio.open_nursery() as inner:
-            inner.start_soon(self._probe_loop, rt, pod)
+            if self.realism.probes_from_spec:
+                inner.start_soon(self._spec_probes, rt, pod, inner)
+            else:
+                inner.start_soon(self._probe_loop, rt, pod)
             if rt.process is not None:
                 code = await rt.process.wait()
                 exit_code = code if code >= 0 else 128 - code
@@ -625,7 +640,7 @@ class Kubelet:
             _set_condition(status, "Ready", False, "ContainersNotReady")
             _set_condition(status, "ContainersReady", False, "ContainersNotReady")
 
-        self._write(rt, terminated)
+        await self._write(rt, terminated)
         return exit_code
 
     async def _read_output(self, rt: PodRuntime, stream: trio.abc.ReceiveStream, name: str) -> None:
@@ -665,18 +680,142 @@ class Kubelet:
                 failures = 0
                 if not ready:
                     ready = True
-                    self._set_ready(rt, True)
+                    await self._set_ready(rt, True)
             else:
                 failures += 1
                 if ready and failures >= threshold:
                     ready = False
-                    self._set_ready(rt, False)
+                    await self._set_ready(rt, False)
             period = self.config.ready_probe_period if ready else self.config.probe_period
             with trio.move_on_after(period):
                 await self.faults.wait_changed()
 
+    async def _spec_probes(self, rt: PodRuntime, pod: Obj, inner: trio.Nursery) -> None:
+        """The kubelet's prober workers on the pod spec's own timing: the startupProbe
+        first (readiness and liveness wait for it; failureThreshold failures kill the
+        container), then readiness (successThreshold successes make the pod Ready,
+        failureThreshold failures unready) and liveness (failureThreshold failures
+        kill the container, which restarts per restartPolicy)."""
+        container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        startup = container.get("startupProbe")
+        readiness = container.get("readinessProbe")
+        liveness = container.get("livenessProbe")
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        if startup is not None and not await self._until(rt, container, startup, succeed=True):
+            rt.logs.append("kubelet: startup probe failed, killing the container")
+            await self._kill_container(rt, startup, grace)
+            return
+        if liveness is not None:
+            inner.start_soon(self._liveness, rt, container, liveness, grace)
+        delay = self.faults.readiness_delay.get(rt.name, 0.0)
+        if delay > 0:
+            await trio.sleep(delay)
+        if readiness is None:
+            await self._set_ready(rt, True)
+            return
+        await trio.sleep(_probe_setting(readiness, "initialDelaySeconds"))
+        period = _probe_setting(readiness, "periodSeconds")
+        successes = failures = 0
+        ready = False
+        while True:
+            began = trio.current_time()
+            ok = await self._probe(rt, container, readiness)
+            ok = ok and rt.name not in self.faults.never_ready
+            if ok:
+                successes, failures = successes + 1, 0
+                if not ready and successes >= _probe_setting(readiness, "successThreshold"):
+                    ready = True
+                    await self._set_ready(rt, True)
+            else:
+                successes, failures = 0, failures + 1
+                if ready and failures >= _probe_setting(readiness, "failureThreshold"):
+                    ready = False
+                    await self._set_ready(rt, False)
+            await self._next_probe(rt, began + period, steady=ok and ready)
+
+    async def _until(self, rt: PodRuntime, container: Obj, probe: Obj, *, succeed: bool) -> bool:
+        """Probe on ``probe``'s period until it succeeds (True) or fails failureThreshold
+        times in a row (False)."""
+        await trio.sleep(_probe_setting(probe, "initialDelaySeconds"))
+        period = _probe_setting(probe, "periodSeconds")
+        failures = 0
+        while True:
+            began = trio.current_time()
+            if await self._probe(rt, container, probe) == succeed:
+                return True
+            failures += 1
+            if failures >= _probe_setting(probe, "failureThreshold"):
+                return False
+            await trio.sleep_until(began + period)
+
+    async def _liveness(self, rt: PodRuntime, container: Obj, probe: Obj, grace: float) -> None:
+        await trio.sleep(_probe_setting(probe, "initialDelaySeconds"))
+        period = _probe_setting(probe, "periodSeconds")
+        failures = 0
+        while True:
+            began = trio.current_time()
+            ok = await self._probe(rt, container, probe)
+            if ok:
+                failures = 0
+            else:
+                failures += 1
+                if failures >= _probe_setting(probe, "failureThreshold"):
+                    rt.logs.append("kubelet: liveness probe failed, killing the container")
+                    await self._kill_container(rt, probe, grace)
+                    return
+            await self._next_probe(rt, began + period, steady=ok)
+
+    async def _next_probe(self, rt: PodRuntime, when: float, *, steady: bool) -> None:
+        """Sleep until the next probe. A fake pod's probe can only change its answer
+        through a fault, so a passing one waits for a fault to change instead of
+        polling (thousands of fake pods stay cheap)."""
+        if (
+            steady
+            and self.config.mode == "fake"
+            and rt.name not in self.faults.never_ready
+            and rt.name not in self.faults.probe_latency
+        ):
+            await self.faults.wait_changed()
+        await trio.sleep_until(when)
+
+    async def _kill_container(self, rt: PodRuntime, probe: Obj, grace: float) -> None:
+        """What a failed liveness/startup probe does: SIGTERM, the grace period (the
+        probe's own terminationGracePeriodSeconds if set), SIGKILL; the container then
+        exits and restarts per restartPolicy."""
+        grace = float(probe.get("terminationGracePeriodSeconds", grace))
+        await self._set_ready(rt, False)
+        if self.config.mode == "fake":
+            rt.exit_signal = signal.SIGKILL
+            rt.exit_requested.set()
+            return
+        proc = rt.process
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await proc.wait()
+        if proc.returncode is None:
+            self._sigkill(rt, proc)
+
     async def _probe(self, rt: PodRuntime, container: Obj, probe: Obj | None) -> bool:
-        if probe is None or self.config.mode == "fake":
+        if probe is None:
+            return True
+        rt.probes += 1
+        timeout = (
+            _probe_setting(probe, "timeoutSeconds")
+            if self.realism.probes_from_spec
+            else self.config.probe_timeout
+        )
+        with trio.move_on_after(timeout):
+            latency = self.faults.probe_latency.get(rt.name, 0.0)
+            if latency > 0:
+                await trio.sleep(latency)  # a starved container answers late
+            return await self._probe_once(rt, container, probe)
+        return False  # timed out
+
+    async def _probe_once(self, rt: PodRuntime, container: Obj, probe: Obj) -> bool:
+        if self.config.mode == "fake":
             return True
         assert rt.ip is not None
 
@@ -710,7 +849,7 @@ class Kubelet:
             return True
         return True  # exec/grpc probes: not simulated, they pass
 
-    def _set_ready(self, rt: PodRuntime, ready: bool) -> None:
+    async def _set_ready(self, rt: PodRuntime, ready: bool) -> None:
         def fn(p: Obj) -> None:
             status = p["status"]
             if status.get("phase") != "Running":
@@ -722,7 +861,7 @@ class Kubelet:
                 if "running" in (cs.get("state") or {}):
                     cs["ready"] = ready
 
-        self._write(rt, fn)
+        await self._write(rt, fn)
 
     # ------------------------------------------------------------------ endings
 
@@ -773,7 +912,8 @@ class Kubelet:
                 _set_condition(status, "Ready", False, "PodCompleted")
                 _set_condition(status, "ContainersReady", False, "PodCompleted")
 
-            self._write(rt, fn)
+            await self._write(rt, fn)
+        await self.faults.wait_api_up()
         rt.finished = True
         self.store.remove(R.PODS, rt.namespace, rt.name, uid=rt.uid)
 
@@ -810,6 +950,23 @@ class Kubelet:
                 if child.is_running():
                     child.kill()
         rt.process = None
+
+
+PROBE_DEFAULTS: Final = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+"""The apiserver's defaults for a Probe's fields (SetDefaults_Probe)."""
+
+
+def _probe_setting(probe: Obj, key: str) -> float:
+    value = probe.get(key)
+    if value is None or (key != "initialDelaySeconds" and value < 1):
+        return float(PROBE_DEFAULTS[key])
+    return float(value)
 
 
 def self_id(pod: Obj, restart_count: int) -> str:

@@ -25,6 +25,11 @@ MANAGER_ROLE_RULES: Final[list[dict[str, list[str]]]] = [
         "verbs": ["get", "patch", "update"],
     },
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete", "get", "list"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    },
 ]
 """The manager's namespaced Role, as ARCHITECTURE.md lists it (pass as ``rbac=``)."""
 

@@ -69,7 +69,9 @@ STATEFULSETS: Final = ResourceType(
     "apps", "v1", "statefulsets", "StatefulSet", True, ("status", "scale"), short_names=("sts",)
 )
 
-ALL: Final[tuple[ResourceType, ...]] = (PODS, SERVICES, NAMESPACES, NODES, STATEFULSETS)
+LEASES: Final = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True)
+
+ALL: Final[tuple[ResourceType, ...]] = (PODS, SERVICES, NAMESPACES, NODES, STATEFULSETS, LEASES)
 BY_PATH: Final[dict[tuple[str, str, str], ResourceType]] = {
     (rt.group, rt.version, rt.plural): rt for rt in ALL
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from .errors import (
 from .faults import Faults, WatchHandle
 from .httpserver import Request, Response, StreamResponse, StreamWriter, abort_connection
 from .patch import APPLY, PATCH_TYPES
+from .realism import BOOKMARK_BEFORE_TIMEOUT
 from .resources import ResourceType
 from .selection import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .store import Change, DeleteOptions, Obj, Store, parse_resource_version
@@ -46,6 +48,7 @@ TOO_LARGE_RV_WAIT: Final = 3.0  # seconds the apiserver waits for its cache to c
 WATCH_BUFFER: Final = 10_000  # events queued per watch before the watcher is dropped as too slow
 INITIAL_EVENTS_END: Final = "k8s.io/initial-events-end"
 REQUEST_LOG: Final = 20_000  # requests remembered for assertions
+CONCURRENT_WRITE: Final = "kubeapi.test/concurrent-write"
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 
 PolicyRule = Mapping[str, Sequence[str]]
@@ -212,6 +215,13 @@ class ApiServer:
         verb = ""
         query = {k: v[-1] for k, v in req.query.items()}
         try:
+            if self.faults.outage_mode == "503":
+                raise ApiError(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                    retry_after=self.faults.outage_retry_after,
+                )
             if self.faults.latency > 0:
                 await trio.sleep(self.faults.latency)
             user = self._authenticate(req)
@@ -367,6 +377,8 @@ class ApiServer:
             return _json(200, obj)
         if route.subresource == "log":
             raise method_not_allowed(req.method)
+        if verb in ("update", "patch", "delete"):
+            self._maybe_race(req, rt, ns, name, verb)
         if verb == "update":
             return _json(
                 200, self.store.update(rt, ns, name, self._body(req), subresource=route.subresource)
@@ -387,6 +399,19 @@ class ApiServer:
                 return _json(200, _success(rt, obj))
             return _json(200, obj)
         raise method_not_allowed(req.method)
+
+    def _maybe_race(self, req: Request, rt: ResourceType, ns: str, name: str, verb: str) -> None:
+        """Another writer gets in first (faults.race_writes / write_race_probability)."""
+        if not self.faults.take_write_race(verb, req.path, random.random()):
+            return
+        if self.store.find(rt, ns, name) is None:
+            return
+
+        def bump(obj: Obj) -> None:
+            annotations = obj["metadata"].setdefault("annotations", {})
+            annotations[CONCURRENT_WRITE] = str(int(annotations.get(CONCURRENT_WRITE, "0")) + 1)
+
+        self.store.mutate(rt, ns, name, bump)
 
     def _body(self, req: Request) -> Any:
         if not req.body:
@@ -538,7 +563,7 @@ class ApiServer:
         replay = requested > 0 and not initial_events
         if (
             replay
-            and requested < self.store.compacted_rv
+            and requested < self.store.oldest_valid_rv()
             and self.faults.watch_expired_mode == "http"
         ):
             raise expired(f"too old resource version: {requested} ({self.store.compacted_rv})")
@@ -546,9 +571,10 @@ class ApiServer:
         async def produce(writer: StreamWriter) -> None:
             handle = WatchHandle(req.path)
             self.faults.add_watch(handle)
+            deadline = trio.current_time() + (timeout if timeout is not None else math.inf)
             try:
                 with handle.scope:
-                    with trio.move_on_after(timeout if timeout is not None else math.inf):
+                    with trio.move_on_at(deadline):
                         await self._stream_events(
                             writer,
                             handle,
@@ -560,7 +586,10 @@ class ApiServer:
                             replay,
                             initial_events,
                             bookmarks,
+                            deadline,
                         )
+                if handle.stalled:
+                    await trio.sleep_forever()  # half-open: no byte, no end, until the client goes
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise  # the client went away (a reset while we wrote): not our failure
             except Exception as exc:
@@ -594,6 +623,7 @@ class ApiServer:
         replay: bool,
         initial_events: bool,
         bookmarks: bool,
+        deadline: float,
     ) -> None:
         async def emit(kind: str, obj: Obj) -> bool:
             """Send one event; False when the stream must end (drop-every fault)."""
@@ -653,7 +683,18 @@ class ApiServer:
                 seen = convert_change(change, labels, fields)
                 if seen is not None and not await emit(*seen):
                     return
-            next_bookmark = trio.current_time() + self.bookmark_interval if bookmarks else math.inf
+
+            def bookmark_time() -> float:
+                """The apiserver's cacheWatcher.nextBookmarkTime: every interval, and
+                once shortly before the watch's own timeout."""
+                if not bookmarks:
+                    return math.inf
+                now = trio.current_time()
+                at = now + self.bookmark_interval
+                before_end = deadline - BOOKMARK_BEFORE_TIMEOUT
+                return before_end if now < before_end < at else at
+
+            next_bookmark = bookmark_time()
             while True:
                 change_or_none: Change | None = None
                 with trio.move_on_at(next_bookmark):
@@ -679,7 +720,7 @@ class ApiServer:
                     if seen is not None and not await emit(*seen):
                         return
                 await emit("BOOKMARK", bookmark(self.store.resource_version))
-                next_bookmark = trio.current_time() + self.bookmark_interval
+                next_bookmark = bookmark_time()
 
 
 def _success(rt: ResourceType, obj: Obj) -> Obj:

@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import secrets
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ class Change:
     rt: ResourceType
     obj: Obj  # the new state; for DELETED the last state, stamped with the delete's RV
     prev: Obj | None  # the state before (None for ADDED)
+    at: float = 0.0  # monotonic time of the commit (for the watch cache's window)
 
     @property
     def namespace(self) -> str:
@@ -129,6 +131,8 @@ class ListResult:
 @dataclass
 class Store:
     history_limit: int = HISTORY_LIMIT
+    watch_window: float = math.inf
+    """Seconds of history kept (the watch cache's ~75 s); older changes are compacted."""
     alloc: S.Allocator = field(default_factory=S.Allocator)
 
     def __post_init__(self) -> None:
@@ -164,8 +168,25 @@ class Store:
     def dependents(self, uid: str) -> list[tuple[ResourceType, Key]]:
         return sorted(self._dependents.get(uid, ()), key=lambda d: (d[0].plural, d[1]))
 
+    def _trim(self) -> None:
+        """Compact changes older than the watch window (checked whenever history is read
+        or written, so an idle store expires as surely as a busy one)."""
+        if math.isinf(self.watch_window):
+            return
+        horizon = time.monotonic() - self.watch_window
+        while self._history and self._history[0].at < horizon:
+            self.compacted_rv = self._history.popleft().rv
+        if not self._history:
+            self.compacted_rv = self._rv
+
+    def oldest_valid_rv(self) -> int:
+        """Resource versions below this answer 410 (history compacted or aged out)."""
+        self._trim()
+        return self.compacted_rv
+
     def _snapshot(self, rt: ResourceType, at_rv: int) -> dict[Key, Obj]:
         """The objects of ``rt`` as they were at ``at_rv`` (undoing newer history)."""
+        self._trim()
         if at_rv < self.compacted_rv:
             raise expired(f"too old resource version: {at_rv} ({self.compacted_rv})")
         state = dict(self._objects[rt])
@@ -220,6 +241,7 @@ class Store:
             raise too_large_resource_version(requested, self._rv)
         if continue_token:
             at_rv, start_after = _decode_continue(continue_token)
+            self._trim()
             if at_rv < self.compacted_rv:
                 raise expired(
                     "The provided continue parameter is too old to display a consistent list "
@@ -340,6 +362,18 @@ class Store:
         if subresource == "scale":
             return self._write_scale(rt, old, body)
         new = _check_body(rt, body)
+        if not S.allows_unconditional_update(rt) and not new["metadata"].get("resourceVersion"):
+            raise invalid(
+                rt,
+                name,
+                [
+                    (
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
         return self._write(rt, old, new, subresource)
 
     def patch(
@@ -530,6 +564,7 @@ class Store:
     # ------------------------------------------------------------------ commit
 
     def _commit(self, rt: ResourceType, kind: EventType, obj: Obj, prev: Obj | None) -> Obj:
+        self._trim()
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = key_of(obj)
@@ -539,7 +574,7 @@ class Store:
         else:
             table[key] = obj
         self._index_owners(rt, key, prev, None if kind == "DELETED" else obj)
-        change = Change(self._rv, kind, rt, obj, prev)
+        change = Change(self._rv, kind, rt, obj, prev, time.monotonic())
         self._history.append(change)
         while len(self._history) > self.history_limit:
             self.compacted_rv = self._history.popleft().rv
@@ -593,6 +628,7 @@ class Store:
         raises 410 Expired."""
         backlog: list[Change] = []
         if since is not None:
+            self._trim()
             if since < self.compacted_rv:
                 raise expired(f"too old resource version: {since} ({self.compacted_rv})")
             for change in reversed(self._history):

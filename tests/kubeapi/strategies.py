@@ -262,8 +262,44 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         causes += _validate_service(obj, old)
     elif rt is R.STATEFULSETS:
         causes += _validate_statefulset(obj, old)
+    elif rt is R.LEASES:
+        causes += _validate_lease(obj)
     if causes:
         raise invalid(rt, name_of(obj), causes)
+
+
+def _validate_lease(obj: Obj) -> list[Cause]:
+    """pkg/apis/coordination/validation: durations positive, transitions not negative."""
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    if not isinstance(spec, Mapping):
+        return [("spec", "FieldValueInvalid", "Invalid value: must be an object")]
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        causes.append(
+            (
+                "spec.leaseDurationSeconds",
+                "FieldValueInvalid",
+                f"Invalid value: {duration!r}: must be greater than 0",
+            )
+        )
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and (not isinstance(transitions, int) or transitions < 0):
+        causes.append(
+            (
+                "spec.leaseTransitions",
+                "FieldValueInvalid",
+                f"Invalid value: {transitions!r}: must be greater than or equal to 0",
+            )
+        )
+    return causes
+
+
+def allows_unconditional_update(rt: ResourceType) -> bool:
+    """Whether a PUT without metadata.resourceVersion is accepted (the registry
+    strategy's AllowUnconditionalUpdate): not for Leases, whose every update must
+    name the version it read, so that two candidates can never both win."""
+    return rt is not R.LEASES
 
 
 def _pod_update_causes(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[Cause]:

@@ -13,6 +13,7 @@ from . import resources as R
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import KubeletConfig
 from .manifests import MANAGER_ROLE_RULES, terminal_statefulset
+from .realism import Realism
 from .testing import JSON_PATCH, MERGE, STRATEGIC, pod_manifest
 
 PODS = "/api/v1/namespaces/webterm/pods"
@@ -37,7 +38,7 @@ async def test_discovery(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api")).json()["versions"] == ["v1"]
     groups = (await client.get("/apis")).json()
     assert groups["kind"] == "APIGroupList"
-    assert [g["name"] for g in groups["groups"]] == ["apps"]
+    assert [g["name"] for g in groups["groups"]] == ["apps", "coordination.k8s.io"]
     core = (await client.get("/api/v1")).json()
     names = {r["name"] for r in core["resources"]}
     assert {"pods", "pods/status", "services", "namespaces"} <= names
@@ -464,6 +465,7 @@ async def test_rbac_role_limits_the_manager(tmp_path: Path) -> None:
     async with (
         run_kube_api(
             tmp_path,
+            realism=Realism.fast(),
             kubelet=KubeletConfig(mode="fake"),
             rbac=MANAGER_ROLE_RULES,
             terminal_replicas=1,
@@ -487,3 +489,30 @@ async def test_rbac_role_limits_the_manager(tmp_path: Path) -> None:
         assert_status(await manager.get("/api/v1/namespaces/default/pods"), 403, "Forbidden")
         assert (await admin.post(PODS, json=pod_manifest("x"))).status_code == 201
         assert all(r.status in (200, 201, 403) for r in api.requests())
+
+
+async def test_leases_for_leader_election(tmp_path: Path) -> None:
+    """coordination.k8s.io/v1 Leases: create (AlreadyExists for the second), and an
+    update fenced by metadata.resourceVersion (409 for a stale one), as client-go's
+    leaderelection relies on."""
+    leases = "/apis/coordination.k8s.io/v1/namespaces/webterm/leases"
+    async with (
+        run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES) as api,
+        api.client() as manager,
+    ):
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "webterm-manager"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+        }
+        created = await manager.post(leases, json=body)
+        assert created.status_code == 201
+        assert_status(await manager.post(leases, json=body), 409, "AlreadyExists")
+        lease = created.json()
+        lease["spec"]["holderIdentity"] = "b"
+        updated = await manager.put(f"{leases}/webterm-manager", json=lease)
+        assert updated.status_code == 200
+        assert updated.json()["spec"]["holderIdentity"] == "b"
+        assert_status(await manager.put(f"{leases}/webterm-manager", json=lease), 409, "Conflict")
+        assert (await manager.get("/apis/coordination.k8s.io/v1")).status_code == 200

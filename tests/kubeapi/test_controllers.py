@@ -16,9 +16,10 @@ import trio.testing
 from webterm.pty import LISTENING_PREFIX, listening_line
 
 from . import resources as R
-from .controllers import COALESCE_DELAY, is_ready
+from .controllers import is_ready
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import FAKEPOD_ARGS_ANNOTATION, KubeletConfig, fake_pod_command
+from .realism import Realism
 from .testing import pod_manifest
 
 HANG_GUARD = 30  # seconds: generous, only so a broken controller cannot hang the suite
@@ -27,7 +28,9 @@ HANG_GUARD = 30  # seconds: generous, only so a broken controller cannot hang th
 @pytest.fixture
 async def papi(tmp_path: Path) -> AsyncIterator[KubeApi]:
     """Pods are real (tiny) processes."""
-    async with run_kube_api(tmp_path, kubelet=KubeletConfig(command=fake_pod_command())) as api:
+    async with run_kube_api(
+        tmp_path, realism=Realism.fast(), kubelet=KubeletConfig(command=fake_pod_command())
+    ) as api:
         yield api
 
 
@@ -106,7 +109,10 @@ async def test_graceful_delete_waits_for_the_grace_period_then_kills(papi: KubeA
     pod = pod_manifest("stubborn", terminationGracePeriodSeconds=1)
     pod["metadata"]["annotations"] = {FAKEPOD_ARGS_ANNOTATION: "--ignore-sigterm"}
     # Ready only once it serves, i.e. after it installed its SIGTERM handler
-    pod["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 7681}}
+    pod["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/healthz", "port": 7681},
+        "periodSeconds": 1,
+    }
     api.create(R.PODS, pod)
     with trio.fail_after(HANG_GUARD):
         await api.wait_pod_ready("stubborn")
@@ -170,9 +176,8 @@ async def test_ordered_ready_creates_one_pod_at_a_time(api: KubeApi) -> None:
         await api.wait_for(
             R.PODS, "terminal-0", lambda p: p is not None and p["status"].get("phase") == "Running"
         )
-        # give the controller ample time to (wrongly) act; it must not: an absence check
-        await trio.sleep(10 * COALESCE_DELAY)
-        await trio.testing.wait_all_tasks_blocked()
+        # let the controller act on that change (wrongly, it must not): an absence check
+        await api.statefulset_controller.wait_idle()
         assert api.pod("terminal-1") is None  # waits for terminal-0 to be Ready
         api.faults.unblock_readiness("terminal-0")
         await api.wait_ready_count(2)
@@ -277,11 +282,14 @@ async def test_node_port_proxy_reaches_a_ready_pod(papi: KubeApi) -> None:
 
 
 async def test_leaving_the_stand_in_stops_every_pod_process(tmp_path: Path) -> None:
-    async with run_kube_api(tmp_path, kubelet=KubeletConfig(command=fake_pod_command())) as api:
+    async with run_kube_api(
+        tmp_path, realism=Realism.fast(), kubelet=KubeletConfig(command=fake_pod_command())
+    ) as api:
         stubborn = pod_manifest("stubborn")
         stubborn["metadata"]["annotations"] = {FAKEPOD_ARGS_ANNOTATION: "--ignore-sigterm"}
         stubborn["spec"]["containers"][0]["readinessProbe"] = {
-            "httpGet": {"path": "/healthz", "port": 7681}
+            "httpGet": {"path": "/healthz", "port": 7681},
+            "periodSeconds": 1,
         }
         api.create(R.PODS, stubborn)
         api.create_terminal_statefulset(replicas=2)

@@ -133,9 +133,15 @@ async def test_delay_and_block_readiness(api: KubeApi) -> None:
     api.create_terminal_statefulset(replicas=2)
     with trio.fail_after(10):
         await api.wait_pod_ready("terminal-1")
+        zero = await api.wait_for(
+            R.PODS, "terminal-0", lambda p: p is not None and p["status"]["phase"] == "Running"
+        )
+        runtime = api.kubelet.runtime("terminal-0")
+        assert runtime is not None
+        while runtime.probes < 2:  # probed, and failed, more than once
+            await trio.sleep(0.1)
         zero = api.pod("terminal-0")
         assert zero is not None
-        assert zero["status"]["phase"] == "Running"
         assert [c["status"] for c in zero["status"]["conditions"] if c["type"] == "Ready"] == [
             "False"
         ]

@@ -18,12 +18,14 @@ from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import KubeletConfig
+from .realism import Realism
 
 
 @pytest.fixture(params=["http", "https"])
 async def kapi(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KubeApi]:
     async with run_kube_api(
         tmp_path,
+        realism=Realism.fast(),
         kubelet=KubeletConfig(mode="fake"),
         tls=request.param == "https",
         terminal_replicas=2,
@@ -181,7 +183,9 @@ async def test_watch_410_surfaces_as_api_exception(kapi: KubeApi) -> None:
 
 
 async def test_in_cluster_config(tmp_path: Path) -> None:
-    async with run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), tls=True) as api:
+    async with run_kube_api(
+        tmp_path, realism=Realism.fast(), kubelet=KubeletConfig(mode="fake"), tls=True
+    ) as api:
         cfg = k8s.Configuration()
         InClusterConfigLoader(**api.incluster_files()).load_and_set(cfg)
 

@@ -12,6 +12,7 @@ import trio
 from . import resources as R
 from .fixtures import KubeApi, run_kube_api
 from .kubelet import KubeletConfig
+from .realism import Realism
 from .testing import MERGE, open_watch, pod_manifest
 
 PODS = "/api/v1/namespaces/webterm/pods"
@@ -158,7 +159,9 @@ async def test_compacted_resource_version_is_410(
 
 async def test_history_window_bounds_replay(tmp_path: Path) -> None:
     async with (
-        run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), history_limit=5) as api,
+        run_kube_api(
+            tmp_path, realism=Realism.fast(), kubelet=KubeletConfig(mode="fake"), history_limit=5
+        ) as api,
         api.client() as client,
     ):
         rv = (await client.get(PODS)).json()["metadata"]["resourceVersion"]

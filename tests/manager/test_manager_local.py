@@ -19,6 +19,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from tests.terminal_client import run_in_terminal
 from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
 from webterm.manager.app import REPORT_GRACE, serve
 from webterm.manager.local import LocalBackend
@@ -49,16 +50,7 @@ async def manager(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def run_in(answer: dict[str, str], command: str, marker: str) -> str:
-    url = f"ws://{answer['address']}/ws"
-    async with open_websocket_url(url, subprotocols=subprotocols_for(answer["token"])) as ws:
-        await ws.send_message(command.encode() + b"\n")
-        output = b""
-        with trio.fail_after(15):
-            while marker.encode() not in output:
-                message = await ws.get_message()
-                if isinstance(message, bytes):
-                    output += message
-        return output.decode(errors="replace")
+    return await run_in_terminal(f"ws://{answer['address']}/ws", answer["token"], command, marker)
 
 
 async def wait_for(http: httpx.AsyncClient, name: str, state: str) -> dict[str, object]:

@@ -409,3 +409,42 @@ def test_an_owner_reported_by_the_cluster_wins_over_our_own_assignment() -> None
     again = pool.handle(Allocate(client="ours", now=2))[0]
     assert isinstance(again, Assign)
     assert again.name == "terminal-1"
+
+
+def test_a_refused_event_leaves_the_clock_alone() -> None:
+    pool = ready_pool()
+    pool.handle(Tick(now=5))
+    pool.handle(TerminalGone(name="terminal-0", instance="u0"))  # STARTING again
+    with pytest.raises(IllegalTransition):
+        pool.handle(Connection(name="terminal-0", connected=False, now=99))
+    with pytest.raises(UnknownTerminal):
+        pool.handle(Connection(name="terminal-7", connected=False, now=99))
+    assert pool.now == 5
+
+
+def test_a_connection_report_from_an_old_instance_is_ignored() -> None:
+    pool = ready_pool()
+    pool.handle(Allocate(client="c1", now=1))
+    pool.handle(Connection(name="terminal-0", instance="gone", connected=True, now=2))
+    assert not pool.terminals["terminal-0"].connected
+    assert Restart(name="terminal-0", instance="u0") in pool.handle(Tick(now=101))
+
+
+def test_releasing_a_waiting_client_withdraws_its_wait() -> None:
+    pool = ready_pool(spares=1, max_terminals=3)
+    pool.handle(Allocate(client="c1", now=1))  # the spare is taken, another is starting
+    assert pool.handle(Allocate(client="w", now=1))[0] == Wait(client="w")
+    assert pool.handle(Release(client="w")) == [ScaleTo(replicas=2)]  # one fewer wanted
+    assert "w" not in pool.waiting
+    with pytest.raises(UnknownClient):
+        pool.handle(Release(client="w"))
+
+
+@given(st.sampled_from(list(State)), st.sampled_from(TERMINAL_EVENTS))
+def test_a_step_ends_in_its_named_state(state: State, event: object) -> None:
+    step = TRANSITIONS.get((state, type(event)))
+    if step is None or step.to is None:
+        return
+    pool = pool_in(state)
+    pool.handle(event)  # type: ignore[arg-type]
+    assert pool.terminals["terminal-0"].state is step.to

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.httphead import Request, RequestReader
 from webterm.config import PtyConfig
 from webterm.pty.report import (
     RECYCLE_ATTEMPTS,
@@ -21,13 +22,12 @@ from ..credentials import KEY_SOURCE, token
 
 
 async def test_post_json_sends_the_body_and_returns_the_status() -> None:
-    seen: list[bytes] = []
+    seen: list[Request] = []
 
     async def answer(stream: trio.SocketStream) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
-            data += await stream.receive_some(4096)
-        seen.append(data)
+        request = await RequestReader(stream).next()
+        assert request is not None
+        seen.append(request)
         await stream.send_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
 
     async with trio.open_nursery() as nursery:
@@ -37,10 +37,11 @@ async def test_post_json_sends_the_body_and_returns_the_status() -> None:
         status = await post_json(url, {"reason": "exit"}, {"Authorization": "Bearer t"})
         nursery.cancel_scope.cancel()
     assert status == 202
-    head, body = seen[0].split(b"\r\n\r\n", 1)
-    assert head.startswith(b"POST /v1/terminals/terminal-0/recycle HTTP/1.1\r\n")
-    assert b"\r\nauthorization: bearer t" in head.lower()
-    assert json.loads(body) == {"reason": "exit"}
+    (request,) = seen
+    assert (request.method, request.target) == ("POST", "/v1/terminals/terminal-0/recycle")
+    assert request.raw.startswith(b"POST /v1/terminals/terminal-0/recycle HTTP/1.1\r\n")
+    assert request.headers["authorization"].lower() == "bearer t"
+    assert json.loads(request.body) == {"reason": "exit"}
 
 
 async def test_post_json_fails_clearly() -> None:

@@ -24,6 +24,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.httphead import RequestReader
 from webterm.config import KeySource, PtyConfig
 from webterm.protocol import CloseCode, SigningKey, subprotocols_for
 from webterm.pty import parse_listening_line
@@ -338,17 +339,12 @@ async def test_idle_timeout_warns_ends_shell_and_asks_for_recycle() -> None:
     got_recycle = trio.Event()
 
     async def manager(stream: trio.SocketStream) -> None:
-        head = bytearray()
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some()
-        header, _, body = bytes(head).partition(b"\r\n\r\n")
-        length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        while len(body) < length:
-            body += await stream.receive_some()
-        path = header.split(b" ")[1].decode()
-        at = header.lower().index(b"authorization: bearer ") + len(b"authorization: bearer ")
-        auth = header[at:].split(b"\r\n")[0].decode()
-        recycled.append((path, json.loads(body), auth))
+        request = await RequestReader(stream).next()
+        assert request is not None
+        path = request.target
+        scheme, _, auth = request.headers["authorization"].partition(" ")
+        assert scheme.lower() == "bearer"
+        recycled.append((path, json.loads(request.body), auth))
         await stream.send_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
         await stream.aclose()
         if path.endswith("/recycle"):

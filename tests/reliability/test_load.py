@@ -13,7 +13,7 @@ import trio
 
 from tests.credentials import AUTH, manager_keys
 from tests.kube.test_kube_backend import free_port, manager
-from tests.kubeapi import KubeletConfig, run_kube_api
+from tests.kubeapi import KubeletConfig, Realism, run_kube_api
 from webterm.config import ManagerConfig
 from webterm.manager.app import serve as serve_manager
 
@@ -57,11 +57,23 @@ async def settled(http: httpx.AsyncClient, spares: int) -> None:
 
 async def test_500_clients_against_a_cap_of_50_on_the_kubernetes_stand_in(tmp_path: Path) -> None:
     async with (
-        run_kube_api(tmp_path, terminal_replicas=0, kubelet=KubeletConfig(mode="fake")) as api,
+        run_kube_api(
+            tmp_path,
+            terminal_replicas=0,
+            kubelet=KubeletConfig(mode="fake"),
+            realism=Realism.fast(),
+        ) as api,
         manager(api, free_port(), spares=5, max_terminals=CAP, ready_timeout=60.0) as http,
     ):
         await api.wait_ready_count(5)
-        granted = check(await storm(http))
+        # with pods that take their time to start the manager holds requests longer:
+        # the 100 connections are shared without a deadline for getting one
+        async with httpx.AsyncClient(
+            base_url=http.base_url,
+            timeout=httpx.Timeout(120, pool=None),
+            limits=httpx.Limits(max_connections=100),
+        ) as wide:
+            granted = check(await storm(wide))
         pods = api.pods()
         owners = [p["metadata"].get("annotations", {}).get("webterm.dev/client") for p in pods]
         owners = [o for o in owners if o]

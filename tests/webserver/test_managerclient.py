@@ -118,7 +118,7 @@ async def test_a_refusal_is_manager_refused_with_its_message_and_delay(
             await client.allocate("tab:abc")
         metrics = generate_latest(registry).decode()
     error = refused.value
-    assert (error.status, error.status_hint) == (status, hint)
+    assert (error.status, error.error_status_hint) == (status, hint)
     assert (error.message, error.retry_after) == (message, retry_after)
     assert f'webterm_allocation_seconds_count{{outcome="{status}"}} 1.0' in metrics
 
@@ -140,7 +140,7 @@ async def test_a_garbled_allocation_is_manager_answered_badly(answer: Answer) ->
         with pytest.raises(ManagerAnsweredBadly) as bad:
             await client.allocate("tab:abc")
     assert isinstance(bad.value.__cause__, MalformedAllocation)
-    assert (bad.value.status_hint, bad.value.retry_after) == (503, 5)
+    assert (bad.value.error_status_hint, bad.value.retry_after) == (503, 5)
 
 
 def free_port() -> int:
@@ -162,7 +162,7 @@ async def test_an_unreachable_manager_is_manager_unavailable_everywhere_but_read
             await client.release("tab:abc")
         assert await client.ready() is False
     assert isinstance(down.value, ManagerError)
-    assert (down.value.status_hint, down.value.retry_after) == (503, 5)
+    assert (down.value.error_status_hint, down.value.retry_after) == (503, 5)
     metrics = generate_latest(registry).decode()
     assert 'webterm_allocation_seconds_count{outcome="unreachable"} 1.0' in metrics
 

@@ -24,6 +24,7 @@ from trio_websocket import (
 )
 
 from tests.credentials import KEY_SOURCE, KEYS
+from tests.terminal_client import read_until
 from tests.webserver.stack import (
     INSTANCE,
     MEBIBYTE,
@@ -510,20 +511,6 @@ async def browser(web: Web, name: str = "terminal-0") -> AsyncIterator[WebSocket
         max_message_size=4 * MEBIBYTE,
     ) as ws:
         yield ws
-
-
-async def read_until(
-    ws: WebSocketConnection, marker: bytes
-) -> tuple[bytes, list[dict[str, object]]]:
-    output, controls = b"", []
-    with trio.fail_after(20):
-        while marker not in output:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                output += message
-            else:
-                controls.append(json.loads(message))
-    return output, controls
 
 
 async def test_a_real_shell_through_the_proxy() -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from tests.httphead import RequestReader
 from webterm.webserver.upstream import UpstreamTransport
 
 
@@ -27,27 +28,11 @@ class Upstream:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        buffer = b""
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            head, buffer = buffer.split(b"\r\n\r\n", 1)
-            lines = head.decode().split("\r\n")
-            method, target, _ = lines[0].split(" ")
-            length = next(
-                (int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                 if k.lower() == "content-length"),
-                0,
-            )  # fmt: skip
-            while len(buffer) < length:
-                buffer += await stream.receive_some(65536)
-            body, buffer = buffer[:length], buffer[length:]
-            self.requests.append(f"{method} {target}")
+        requests = RequestReader(stream)
+        while (request := await requests.next()) is not None:
+            self.requests.append(f"{request.method} {request.target}")
             await trio.sleep(self.delay)
-            answer = json.dumps({"path": target, "body": body.decode()}).encode()
+            answer = json.dumps({"path": request.target, "body": request.body.decode()}).encode()
             await stream.send_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)

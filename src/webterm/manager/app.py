@@ -64,6 +64,7 @@ from webterm.manager.pool import (
     TerminalGone,
     TerminalReady,
     Tick,
+    Unassign,
     UnknownClient,
     Wait,
 )
@@ -99,6 +100,9 @@ LOCAL_WAIT_TIMEOUT: Final = 20.0
 RETRY_AFTER_SLOW: Final = 5
 """What a client is told when its terminal did not become ready in time."""
 
+WAIT_LINGER: Final = 3 * RETRY_AFTER_SLOW
+"""How long a client told to retry keeps its place in the queue (and its terminal)."""
+
 CLAIM_ATTEMPTS: Final = 3
 """Terminals tried for one request when other managers keep winning the race."""
 
@@ -106,6 +110,13 @@ REPORT_GRACE: Final = 24 * 3600
 """Seconds past its expiry a terminal's token still authenticates that terminal's
 reports: the terminal reports with the latest token a browser sent it, possibly a
 whole session (``--max-session``) ago; a day bounds it."""
+
+RETRY_AFTER_CLAIM: Final = 2
+"""What a client is told when its allocation could not be recorded (the API failed)."""
+
+RETRY_AFTER_NOT_LEADER: Final = 1
+"""What a client is told by a manager that is not (yet) the active one: the Service
+routes to the leader once it has labelled its pod, within a lease period."""
 
 
 class Manager:
@@ -124,6 +135,8 @@ class Manager:
         )
         self.ready = trio.Event()
         self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
+        self._lingering: dict[str, object] = {}  # timed-out waiters told to come back
+        self._nursery: trio.Nursery | None = None
         self._to_backend, self._backend_queue = trio.open_memory_channel[ScaleTo | Restart](
             math.inf
         )
@@ -182,6 +195,7 @@ class Manager:
         # size); afterwards the pool applies events far faster than any API produces them.
         events_in, events_out = trio.open_memory_channel[Event](math.inf)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             replicas = await nursery.start(self.backend.run, events_in)
             self.pool.adopt_replicas(replicas)
             nursery.start_soon(self._apply_decisions)
@@ -215,6 +229,7 @@ class Manager:
 
     async def allocate(self, client_id: str) -> Assign | Reject:
         client = client_hash(self.config.secret, client_id)
+        self._lingering.pop(client, None)
         started = trio.current_time()
         for _ in range(CLAIM_ATTEMPTS):
             answer = await self._decide(client)
@@ -235,6 +250,19 @@ class Manager:
                 else:
                     self.handle_quietly(TerminalGone(name=answer.name, instance=answer.instance))
                 continue
+            except Exception:
+                # the ownership was not recorded: the terminal must not stay this
+                # client's here while the cluster says it is free (another manager, or
+                # this one restarted, would hand it out again with the shell in it)
+                log.exception("could not record %s for a client", answer.name)
+                self.handle_quietly(
+                    Unassign(client=client, name=answer.name, instance=answer.instance)
+                )
+                answer = Reject(
+                    client=client, reason="could not record the allocation, try again",
+                    retry_after=RETRY_AFTER_CLAIM,
+                )  # fmt: skip
+                break
             answer = replace(answer, address=address)
             break
         else:
@@ -263,27 +291,55 @@ class Manager:
             done.set()
 
         self._waiters[client].append(resolve)
+        scope = trio.move_on_after(self.wait_timeout)
         try:
-            with trio.move_on_after(self.wait_timeout):
+            with scope:
                 await done.wait()
         finally:
             if not got:  # timed out, or the request was dropped (cancelled)
-                self._stop_waiting(client, resolve)
+                self._stop_waiting(client, resolve, linger=scope.cancelled_caught)
         if got:
             return got[0]
         return Reject(
             client=client, reason="no terminal became ready in time", retry_after=RETRY_AFTER_SLOW
         )
 
-    def _stop_waiting(self, client: str, resolve: Callable[[Assign], None]) -> None:
+    def _stop_waiting(
+        self, client: str, resolve: Callable[[Assign], None], *, linger: bool = False
+    ) -> None:
         """Withdraw one waiting request; the pool stops waiting for ``client`` once none
         is left, so no terminal is later assigned to a request nobody reads. Synchronous:
-        it runs in ``finally`` of a cancelled request too."""
+        it runs in ``finally`` of a cancelled request too.
+
+        ``linger`` (the request timed out: it was told to retry): the client keeps its
+        place for WAIT_LINGER, so the terminal starting for it (a Pending pod waiting
+        for a node) is not scaled away and started again on every retry; one assigned
+        meanwhile is kept for its return, and freed again if it does not return."""
         waiters = self._waiters.get(client, [])
         if resolve in waiters:
             waiters.remove(resolve)
         if not waiters:
             self._waiters.pop(client, None)
+            if linger and self._nursery is not None:
+                token = object()
+                self._lingering[client] = token
+                self._nursery.start_soon(self._end_linger, client, token)
+            else:
+                self.handle_quietly(CancelWait(client=client))
+
+    async def _end_linger(self, client: str, token: object) -> None:
+        await trio.sleep(WAIT_LINGER)
+        if self._lingering.get(client) is not token:
+            return  # it came back
+        del self._lingering[client]
+        if self._waiters.get(client):
+            return
+        terminal = self.pool.terminal_of(client)
+        if terminal is not None:  # assigned while it was away, never claimed: free again
+            self.handle_quietly(
+                Unassign(client=client, name=terminal.name, instance=terminal.instance)
+            )
+        else:
             self.handle_quietly(CancelWait(client=client))
 
     @staticmethod
@@ -301,6 +357,11 @@ class Manager:
             expires_at=int(time.time()) + self.config.token_ttl,
         )
         return sign_token(self.config.signing_key, claims)
+
+    @property
+    def following(self) -> bool:
+        """A standby manager: synced, but another one holds the lease."""
+        return bool(getattr(self.backend, "following", False))
 
     def release(self, client_id: str) -> None:
         self.handle(Release(client=client_hash(self.config.secret, client_id)))
@@ -424,6 +485,15 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     if listens_on_loopback_only(manager.config.host):
         app.before_request(_refuse_rebinding)
 
+    @app.before_request
+    async def only_when_active() -> Response | None:
+        """Until the pool runs (a standby without the lease, or still starting), every
+        pool call is a 503 + Retry-After: the caller retries, and reaches the leader."""
+        if manager.ready.is_set() or request.path in ("/healthz", "/readyz", "/metrics", KEYS_PATH):
+            return None
+        reason = "this manager is on standby" if manager.following else "manager starting"
+        return _error(503, reason, retry_after=RETRY_AFTER_NOT_LEADER)
+
     @app.post("/v1/allocations")
     async def allocate() -> Response:
         if (refused := _webserver_auth(manager)) is not None:
@@ -468,7 +538,7 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         try:
             manager.handle(Recycle(name=name, instance=auth.claims.instance))
         except PoolError as exc:
-            return _error(409, str(exc))
+            return _error(exc.error_status_hint, str(exc))
         log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])
         return _ok({"recycling": True})
 
@@ -483,7 +553,22 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
         connected = body.get("connected")
         if not isinstance(connected, bool):
             return _error(400, "'connected' must be true or false")
-        manager.handle_quietly(Connection(name=name, connected=connected, now=trio.current_time()))
+        assert auth.claims is not None
+        # the pool ignores a report from an instance that is no longer this terminal's
+        manager.handle_quietly(
+            Connection(
+                name=name,
+                instance=auth.claims.instance,
+                connected=connected,
+                now=trio.current_time(),
+            )
+        )
+        # a backend that keeps state outside this process (the pods) records it, for
+        # the terminal's current instance only (the pool ignored any other)
+        current = manager.pool.terminals.get(name)
+        note = getattr(manager.backend, "note_connection", None)
+        if note is not None and current is not None and current.instance == auth.claims.instance:
+            note(name, auth.claims.instance, connected)
         return _ok({"ok": True})
 
     @app.get("/v1/terminals")
@@ -512,6 +597,8 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if manager.following:
+            return _ok({"status": "standby"})  # synced; serving once it holds the lease
         if not manager.ready.is_set():
             return _error(503, "backend not synced yet")
         return _ok({"status": "ready"})
@@ -580,7 +667,12 @@ async def serve(
         url = f"http://{host}:{port}"
         if isinstance(the_backend, LocalBackend):
             the_backend.manager_url = url  # its terminals call back here
-        await nursery.start(manager.run)
+        if config.leader_elect:
+            # a standby serves (503 + Retry-After, /readyz "standby") while it waits
+            # for the lease, which may be for ever
+            nursery.start_soon(manager.run)
+        else:
+            await nursery.start(manager.run)
         log.info("manager (%s backend) listening on %s", config.backend, url)
         task_status.started(port)
 

@@ -12,13 +12,16 @@ from typing import Protocol
 
 import trio
 
+from webterm.errors import WebtermError
 from webterm.manager.pool import Assign, Event, Restart, ScaleTo
 
 BackendDecision = ScaleTo | Restart
 
 
-class ClaimLost(Exception):
+class ClaimLost(WebtermError):
     """Another manager holds the terminal (``owner``), or it is gone (None)."""
+
+    error_status_hint = 409
 
     def __init__(self, owner: str | None) -> None:
         super().__init__(f"terminal already claimed by {owner}" if owner else "terminal gone")

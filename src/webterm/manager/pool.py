@@ -17,11 +17,13 @@ A recycled terminal becomes FREE again only when it reports Ready with an instan
 (pod UID) different from the recycled one: the old pod may still be reporting Ready
 while it terminates, and must never be handed out again.
 
-Transitions are data (:data:`TRANSITIONS`): ``(state, event type) → handler``. An event
-with no entry raises :class:`IllegalTransition` naming the event, terminal and state,
-and changes nothing. Client-level events (:class:`Allocate`, :class:`Release`,
-:class:`CancelWait`, :class:`Tick`, :class:`Listed`) are not per-terminal and are
-handled directly.
+Transitions are data (:data:`TRANSITIONS`): ``(state, event type) → Step(to, apply)``,
+where ``to`` names the state the terminal ends in when it is fixed, and ``apply`` does
+the rest (and may ignore a stale report: a late one about an instance already gone). An
+event with no entry raises :class:`IllegalTransition` naming the event, terminal and
+state, and changes nothing: not even the pool's clock (:attr:`Pool.now`). Client-level
+events (:class:`Allocate`, :class:`Release`, :class:`CancelWait`, :class:`Tick`,
+:class:`Listed`) are not per-terminal and are handled directly.
 
 Capacity: the pool wants ``in_use + waiting + spares`` terminals, never more than
 ``max_terminals``; it scales down only from the top ordinal and only while that
@@ -38,7 +40,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Final
+
+from webterm.errors import WebtermError
 
 __all__ = [
     "Allocate",
@@ -57,12 +62,14 @@ __all__ = [
     "Restart",
     "ScaleTo",
     "State",
+    "Step",
     "Terminal",
     "TerminalAppeared",
     "TerminalFailed",
     "TerminalGone",
     "TerminalReady",
     "Tick",
+    "Unassign",
     "UnknownClient",
     "UnknownTerminal",
     "Wait",
@@ -136,6 +143,7 @@ class Connection:
     name: str
     connected: bool
     now: float
+    instance: str | None = None  # the reporting instance; None: whatever is current
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +178,17 @@ class Listed:
     present: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unassign:
+    """Undo an :class:`Assign` the backend could not record (its ownership write
+    failed): the terminal is free again, the client holds nothing. Ignored unless
+    ``client`` still holds exactly this terminal instance."""
+
+    client: str
+    name: str
+    instance: str
+
+
 Event = (
     TerminalAppeared
     | TerminalReady
@@ -182,6 +201,7 @@ Event = (
     | CancelWait
     | Tick
     | Listed
+    | Unassign
 )
 
 
@@ -236,8 +256,10 @@ Decision = Assign | Wait | Reject | ScaleTo | Restart
 # --- errors -------------------------------------------------------------------------------
 
 
-class PoolError(Exception):
+class PoolError(WebtermError):
     """Base of the pool's errors. The pool's state is unchanged after any of them."""
+
+    error_status_hint = 409
 
 
 class IllegalTransition(PoolError):
@@ -251,7 +273,7 @@ class UnknownTerminal(PoolError):
 
 
 class UnknownClient(PoolError):
-    pass
+    error_status_hint = 404
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -271,10 +293,21 @@ class Terminal:
     retired_instances: set[str] = field(default_factory=set)  # never free again
 
 
-Handler = Callable[["Pool", Terminal, "TerminalEvent"], list[Decision]]
 TerminalEvent = (
     TerminalAppeared | TerminalReady | TerminalGone | TerminalFailed | Recycle | Connection
 )
+Handler = Callable[["Pool", Terminal, TerminalEvent], "list[Decision] | None"]
+"""Applies an event to a terminal; returns the decisions, or None when the event is a
+stale report that changes nothing (then the step's target state is not entered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One entry of :data:`TRANSITIONS`: the state a terminal ends in (None: it depends
+    on the event, see ``apply``) and what else happens."""
+
+    to: State | None
+    apply: Handler
 
 
 class Pool:
@@ -326,30 +359,48 @@ class Pool:
     # --- the one entry point -------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Decision]:
-        """Apply ``event``; return what the backend and the API must do about it."""
+        """Apply ``event``; return what the backend and the API must do about it.
+        An event that is refused (a :class:`PoolError`) changes nothing."""
+        apply = self._validate(event)
         now = getattr(event, "now", None)
         if now is not None:
             self.now = max(self.now, now)
+        return apply() + self._rescale()
+
+    def _validate(self, event: Event) -> Callable[[], list[Decision]]:
+        """What applying ``event`` does, or the :class:`PoolError` that refuses it;
+        nothing is changed before the event is known to be allowed."""
         if isinstance(event, Allocate):
-            decisions = self._allocate(event)
-        elif isinstance(event, Release):
-            decisions = self._release(event)
-        elif isinstance(event, CancelWait):
-            self.waiting.pop(event.client, None)
-            decisions = []
-        elif isinstance(event, Tick):
-            decisions = self._tick(event)
-        elif isinstance(event, Listed):
-            decisions = self._listed(event)
-        else:
-            terminal = self._terminal_for(event)
-            handler = TRANSITIONS.get((terminal.state, type(event)))
-            if handler is None:
-                raise IllegalTransition(event, terminal.name, terminal.state)
-            decisions = handler(self, terminal, event)
-        return decisions + self._rescale()
+            return partial(self._allocate, event)
+        if isinstance(event, Release):
+            if event.client not in self.waiting and event.client not in self.owners:
+                raise UnknownClient("this client holds no terminal")
+            return partial(self._release, event)
+        if isinstance(event, CancelWait):
+            return partial(self._cancel_wait, event)
+        if isinstance(event, Tick):
+            return partial(self._tick, event)
+        if isinstance(event, Listed):
+            return partial(self._listed, event)
+        if isinstance(event, Unassign):
+            return partial(self._unassign, event)
+        terminal = self._terminal_for(event)
+        step = TRANSITIONS.get((terminal.state, type(event)))
+        if step is None:
+            raise IllegalTransition(event, terminal.name, terminal.state)
+        return partial(self._step, step, terminal, event)
+
+    def _step(self, step: Step, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+        decisions = step.apply(self, terminal, event)
+        if decisions is None:
+            return []  # a stale report: nothing changes
+        if step.to is not None and terminal.state is not step.to:
+            self._set_state(terminal, step.to)
+        return decisions
 
     def _terminal_for(self, event: TerminalEvent) -> Terminal:
+        """The terminal ``event`` is about; a first report of a terminal below the
+        replicas adds it (STARTING: every report is allowed in that state)."""
         terminal = self.terminals.get(event.name)
         if terminal is not None:
             return terminal
@@ -364,6 +415,17 @@ class Pool:
             self.counts[State.STARTING] += 1
             return terminal
         raise UnknownTerminal(f"no terminal named {event.name!r}")
+
+    def _take(self, terminal: Terminal, client: str, at: float) -> None:
+        """``client`` holds ``terminal`` from ``at``; no browser is attached yet."""
+        terminal.owner = client
+        terminal.allocated_at = at
+        terminal.connected = False
+        terminal.disconnected_since = at
+        self.owners[client] = terminal.name
+        if terminal.state is not State.IN_USE:
+            self._set_state(terminal, State.IN_USE)
+        self._unconnected.add(terminal.name)
 
     def _set_state(self, terminal: Terminal, state: State) -> None:
         self.counts[terminal.state] -= 1
@@ -388,13 +450,7 @@ class Pool:
             return [self._assign(owned, client, reconnect=True)]
         free = self._pop_free()
         if free is not None:
-            free.owner = client
-            free.allocated_at = event.now
-            free.connected = False
-            free.disconnected_since = event.now
-            self.owners[client] = free.name
-            self._set_state(free, State.IN_USE)
-            self._unconnected.add(free.name)
+            self._take(free, client, event.now)
             return [self._assign(free, client, reconnect=False)]
         if client in self.waiting:
             return [Wait(client=client)]
@@ -424,19 +480,41 @@ class Pool:
         return None
 
     def _release(self, event: Release) -> list[Decision]:
-        if self.waiting.pop(event.client, None) is not None:
+        if event.client in self.waiting:
+            del self.waiting[event.client]  # it stops waiting; it held nothing
             return []
         terminal = self.terminal_of(event.client)
-        if terminal is None:
-            raise UnknownClient("this client holds no terminal")
-        return _recycle(self, terminal, Recycle(name=terminal.name))
+        assert terminal is not None  # checked by _validate
+        return self._recycle(terminal)
+
+    def _recycle(self, terminal: Terminal) -> list[Decision]:
+        return self._step(
+            TRANSITIONS[terminal.state, Recycle], terminal, Recycle(name=terminal.name)
+        )
+
+    def _cancel_wait(self, event: CancelWait) -> list[Decision]:
+        self.waiting.pop(event.client, None)
+        return []
+
+    def _unassign(self, event: Unassign) -> list[Decision]:
+        terminal = self.terminal_of(event.client)
+        if (
+            terminal is None
+            or terminal.name != event.name
+            or terminal.instance != event.instance
+            or terminal.state is not State.IN_USE
+        ):
+            return []
+        self._disown(terminal)
+        self._set_state(terminal, State.FREE)
+        return []
 
     def _tick(self, event: Tick) -> list[Decision]:
         decisions: list[Decision] = []
         for name in list(self._unconnected):
             terminal = self.terminals[name]
             if event.now - terminal.disconnected_since >= self.stale_after:
-                decisions += _recycle(self, terminal, Recycle(name=name))
+                decisions += self._recycle(terminal)
         return decisions
 
     def _listed(self, event: Listed) -> list[Decision]:
@@ -444,7 +522,8 @@ class Pool:
         decisions: list[Decision] = []
         for name in [n for n in self.terminals if n not in event.present]:
             terminal = self.terminals[name]
-            decisions += _gone(self, terminal, TerminalGone(name=name, instance=terminal.instance))
+            gone = TerminalGone(name=name, instance=terminal.instance)
+            decisions += self._step(TRANSITIONS[terminal.state, TerminalGone], terminal, gone)
         return decisions
 
     # --- capacity --------------------------------------------------------------------------
@@ -454,13 +533,7 @@ class Pool:
         # a free terminal and a waiting client never coexist
         while self.waiting and (free := self._pop_free()) is not None:
             client, _ = self.waiting.popitem(last=False)
-            free.owner = client
-            free.allocated_at = self.now
-            free.connected = False
-            free.disconnected_since = self.now
-            self.owners[client] = free.name
-            self._set_state(free, State.IN_USE)
-            self._unconnected.add(free.name)
+            self._take(free, client, self.now)
             decisions.append(self._assign(free, client, reconnect=False))
         target = self.desired_replicas()
         if target > self.replicas:
@@ -503,7 +576,7 @@ class Pool:
 # --- per-terminal transitions ---------------------------------------------------------------
 
 
-def _appeared(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+def _appeared(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
     assert isinstance(event, TerminalAppeared)
     if event.instance != terminal.instance and terminal.state is not State.STARTING:
         # a new instance under the same name: the old one is gone for good
@@ -515,10 +588,10 @@ def _appeared(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Deci
     return []
 
 
-def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
     assert isinstance(event, TerminalReady)
     if event.instance in terminal.retired_instances:
-        return []  # the recycled instance, still answering while it terminates
+        return None  # the recycled instance, still answering while it terminates
     if terminal.state in (State.IN_USE, State.FREE) and event.instance == terminal.instance:
         terminal.address = event.address
         if event.owner is not None and event.owner != terminal.owner:
@@ -530,13 +603,10 @@ def _ready(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decisio
     terminal.instance, terminal.address = event.instance, event.address
     owner = event.owner
     if owner is not None and owner not in pool.owners:
-        terminal.owner = owner
-        terminal.allocated_at = event.allocated_at
-        terminal.connected = False
-        terminal.disconnected_since = event.allocated_at
-        pool.owners[owner] = terminal.name
-        pool._set_state(terminal, State.IN_USE)
-        pool._unconnected.add(terminal.name)
+        pool._take(terminal, owner, event.allocated_at)
+        # found allocated (a restarted manager): unconnected as far as we know, from
+        # now at the earliest, as _adopt does (both on the pool's clock)
+        terminal.disconnected_since = max(event.allocated_at, pool.now)
     else:
         pool._set_state(terminal, State.FREE)
     return []
@@ -548,20 +618,14 @@ def _adopt(pool: Pool, terminal: Terminal, owner: str, allocated_at: float) -> N
     if owner in pool.owners:
         return  # that client already holds another terminal here: keep ours consistent
     pool._disown(terminal)
-    terminal.owner = owner
-    terminal.allocated_at = allocated_at
-    terminal.connected = False
+    pool._take(terminal, owner, allocated_at)
     terminal.disconnected_since = max(allocated_at, pool.now)
-    pool.owners[owner] = terminal.name
-    if terminal.state is not State.IN_USE:
-        pool._set_state(terminal, State.IN_USE)
-    pool._unconnected.add(terminal.name)
 
 
-def _gone(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+def _gone(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
     assert isinstance(event, TerminalGone)
     if event.instance and terminal.instance and event.instance != terminal.instance:
-        return []  # an older instance went away; the current one lives on
+        return None  # an older instance went away; the current one lives on
     if terminal.instance:
         terminal.retired_instances.add(terminal.instance)
     pool._disown(terminal)
@@ -572,32 +636,20 @@ def _gone(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision
     return []
 
 
-def _failed(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
-    assert isinstance(event, TerminalFailed)
-    if event.instance != terminal.instance:
-        return []
-    pool._disown(terminal)
-    pool._set_state(terminal, State.FAILED)
-    terminal.retired_instances.add(terminal.instance)
-    return [Restart(name=terminal.name, instance=terminal.instance)]
-
-
-def _recycle(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
-    assert isinstance(event, Recycle)
+def _restart(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
+    """Failed or recycled: this instance is destroyed and never handed out again."""
+    assert isinstance(event, TerminalFailed | Recycle)
     if event.instance is not None and event.instance != terminal.instance:
-        return []  # a late call about an instance that is already gone
+        return None  # a late report about an instance that is already gone
     pool._disown(terminal)
     terminal.retired_instances.add(terminal.instance)
-    pool._set_state(terminal, State.RECYCLING)
     return [Restart(name=terminal.name, instance=terminal.instance)]
 
 
-def _recycle_again(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
-    return []  # already on its way out: idempotent
-
-
-def _connection(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+def _connection(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
     assert isinstance(event, Connection)
+    if event.instance is not None and event.instance != terminal.instance:
+        return None  # a report from an instance that is already gone
     terminal.connected = event.connected
     if event.connected:
         pool._unconnected.discard(terminal.name)
@@ -607,38 +659,26 @@ def _connection(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[De
     return []
 
 
-def _ignore(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision]:
+def _nothing(pool: Pool, terminal: Terminal, event: TerminalEvent) -> list[Decision] | None:
     return []
 
 
 S = State
-TRANSITIONS: Final[dict[tuple[State, type], Handler]] = {
-    (S.STARTING, TerminalAppeared): _appeared,
-    (S.FREE, TerminalAppeared): _appeared,
-    (S.IN_USE, TerminalAppeared): _appeared,
-    (S.RECYCLING, TerminalAppeared): _appeared,
-    (S.FAILED, TerminalAppeared): _appeared,
-    (S.STARTING, TerminalReady): _ready,
-    (S.FREE, TerminalReady): _ready,
-    (S.IN_USE, TerminalReady): _ready,
-    (S.RECYCLING, TerminalReady): _ready,
-    (S.FAILED, TerminalReady): _ready,
-    (S.STARTING, TerminalGone): _gone,
-    (S.FREE, TerminalGone): _gone,
-    (S.IN_USE, TerminalGone): _gone,
-    (S.RECYCLING, TerminalGone): _gone,
-    (S.FAILED, TerminalGone): _gone,
-    (S.STARTING, TerminalFailed): _failed,
-    (S.FREE, TerminalFailed): _failed,
-    (S.IN_USE, TerminalFailed): _failed,
-    (S.FREE, Recycle): _recycle,
-    (S.IN_USE, Recycle): _recycle,
-    (S.RECYCLING, Recycle): _recycle_again,
-    (S.FAILED, Recycle): _recycle_again,
-    (S.IN_USE, Connection): _connection,
-    (S.FREE, Connection): _ignore,  # a late report from before a recycle
-    (S.RECYCLING, Connection): _ignore,
+TRANSITIONS: Final[dict[tuple[State, type], Step]] = {
+    **{(state, TerminalAppeared): Step(None, _appeared) for state in State},
+    **{(state, TerminalReady): Step(None, _ready) for state in State},  # FREE or IN_USE
+    **{(state, TerminalGone): Step(None, _gone) for state in State},  # STARTING or forgotten
+    (S.STARTING, TerminalFailed): Step(S.FAILED, _restart),
+    (S.FREE, TerminalFailed): Step(S.FAILED, _restart),
+    (S.IN_USE, TerminalFailed): Step(S.FAILED, _restart),
+    (S.FREE, Recycle): Step(S.RECYCLING, _restart),
+    (S.IN_USE, Recycle): Step(S.RECYCLING, _restart),
+    (S.RECYCLING, Recycle): Step(S.RECYCLING, _nothing),  # already on its way out
+    (S.FAILED, Recycle): Step(S.FAILED, _nothing),
+    (S.IN_USE, Connection): Step(S.IN_USE, _connection),
+    (S.FREE, Connection): Step(S.FREE, _nothing),  # a late report from before a recycle
+    (S.RECYCLING, Connection): Step(S.RECYCLING, _nothing),
 }
-"""Everything that may happen to a terminal in each state. Missing pairs are illegal:
-e.g. recycling a terminal that is still starting (nobody has used it) or a failure
-report for a terminal that is already being recycled."""
+"""Everything that may happen to a terminal in each state, and the state it ends in.
+Missing pairs are illegal: e.g. recycling a terminal that is still starting (nobody has
+used it) or a failure report for a terminal that is already being recycled."""

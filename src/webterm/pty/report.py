@@ -20,7 +20,8 @@ import h11
 import trio
 
 from webterm.config import PtyConfig
-from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+from webterm.errors import WebtermError
+from webterm.http1 import ExchangeError, exchange
 
 log = logging.getLogger("webterm.pty")
 
@@ -60,8 +61,10 @@ async def report(config: PtyConfig, token: str | None, action: str, body: dict[s
                 log.warning("manager call %s failed: %s", action, exc)
 
 
-class ReportError(Exception):
+class ReportError(WebtermError):
     """The manager could not be reached or did not answer in HTTP."""
+
+    error_status_hint = 502
 
 
 async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
@@ -93,5 +96,5 @@ async def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> 
             connection = h11.Connection(h11.CLIENT)
             answer = await exchange(stream, connection, "POST", target, headers_out, payload)
             return answer.status
-    except (OSError, NoAnswer, BrokenAnswer) as exc:
+    except (OSError, ExchangeError) as exc:
         raise ReportError(str(exc) or type(exc).__name__) from exc

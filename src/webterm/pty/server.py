@@ -153,7 +153,7 @@ class TerminalServer:
                 token, terminal=self.config.name, instance=self.config.instance, now=time.time()
             )
         except TokenError as exc:
-            return 403 if "another" in str(exc) else 401, str(exc)
+            return exc.error_status_hint, str(exc)
         self.terminal.report_token = token  # what our reports to the manager carry
         return None
 

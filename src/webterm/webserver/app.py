@@ -185,7 +185,7 @@ class Webserver:
         return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
 
     async def no_allocation(self, error: ManagerError) -> Response:
-        return error_response(error.status_hint, error.message, error.retry_after)
+        return error_response(error.error_status_hint, error.message, error.retry_after)
 
 
 async def serve(

@@ -5,12 +5,13 @@ injectable so tests can stand the manager in) carries every call. :meth:`Manager
 returns a frozen :class:`~webterm.protocol.Allocation` (read by the protocol's codec)
 or raises one of::
 
-    ManagerError              no allocation: .message (fit to show), .retry_after, .status_hint
+    ManagerError              no allocation: .message (fit to show), .retry_after,
+                              .error_status_hint
     ├── ManagerUnavailable    the manager could not be reached (refused, timed out, ...)
     ├── ManagerRefused        it answered with a refusal (429 stays 429, all else is 503)
     └── ManagerAnsweredBadly  it answered 200 with a body that is not an allocation
 
-``status_hint`` is what the webserver answers the page, 429 or 503 and nothing else,
+``error_status_hint`` is what the webserver answers the page, 429 or 503 and nothing else,
 so the page shows "busy, retrying" rather than an error.
 """
 
@@ -26,6 +27,7 @@ import httpx
 import trio
 from prometheus_client import CollectorRegistry, Histogram
 
+from webterm.errors import WebtermError
 from webterm.protocol import Allocation, MalformedAllocation, decode_allocation
 
 log = logging.getLogger("webterm.webserver")
@@ -44,11 +46,11 @@ MAX_MESSAGE_CHARS: Final = 200
 """A refusal's message is passed on to the page, this long at most."""
 
 
-class ManagerError(Exception):
+class ManagerError(WebtermError):
     """The manager gave no allocation. ``message`` is fit to show a user;
-    ``retry_after`` is in seconds; ``status_hint`` is the status to answer with."""
+    ``retry_after`` is in seconds; ``error_status_hint`` is the status to answer with."""
 
-    status_hint: int = 503
+    error_status_hint: int = 503
 
     def __init__(self, message: str, retry_after: int = RETRY_AFTER_MANAGER_DOWN) -> None:
         super().__init__(message)
@@ -64,13 +66,13 @@ class ManagerUnavailable(ManagerError):
 
 
 class ManagerRefused(ManagerError):
-    """The manager answered with a refusal: ``status`` is its status (``status_hint``
+    """The manager answered with a refusal: ``status`` is its status (``error_status_hint``
     is 429 for its 429, 503 for anything else), with its message and retry delay."""
 
     def __init__(self, status: int, message: str, retry_after: int) -> None:
         super().__init__(message, retry_after)
         self.status = status
-        self.status_hint = 429 if status == 429 else 503
+        self.error_status_hint = 429 if status == 429 else 503
 
 
 class ManagerAnsweredBadly(ManagerError):

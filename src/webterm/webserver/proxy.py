@@ -220,7 +220,7 @@ class TerminalProxy:
             claims = await self.keys.read(token, now=time.time())
         except UnknownKey:
             raise _Refusal(CloseCode.UNAUTHORIZED, "unknown-key") from None
-        except (TokenError, ValueError):
+        except TokenError:
             raise _Refusal(CloseCode.UNAUTHORIZED, "bad-token") from None
         if claims.terminal != name:
             raise _Refusal(CloseCode.UNAUTHORIZED, "other-terminal")

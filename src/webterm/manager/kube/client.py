@@ -23,12 +23,14 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
 
 from webterm.config import ManagerConfig
+from webterm.errors import WebtermError
 from webterm.manager.kube.pods import (
     Pod,
     PodList,
@@ -42,39 +44,70 @@ T = TypeVar("T")
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)
-WATCH_READ_TIMEOUT: Final = 660.0
-"""A watch lasts at most 10 minutes (its timeoutSeconds) and bookmarks arrive about
-every minute; a read that waits longer than this means a dead connection."""
+WATCH_READ_TIMEOUT: Final = 150.0
+"""The apiserver sends a watch bookmark about every minute (the watch cache's 1 min
+bookmark timer, sooner before ``timeoutSeconds``): a watch silent for 2.5 minutes is a
+half-open socket (a dead NAT entry, a vanished load balancer), restarted."""
+RETRY_AFTER_MAX: Final = 60.0
+"""A ``Retry-After`` beyond this is capped: the API's advice, not an outage plan."""
 
 
-class KubeError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+class KubeError(WebtermError):
+    """A failed call: the API server refused (``status``, ``reason``) or could not be
+    reached (0). ``retry_after``: the server's ``Retry-After`` (header or the Status'
+    ``details.retryAfterSeconds``), for 429 and 503, in seconds."""
+
+    error_status_hint = 502
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again: unreachable (0), throttled (429), or a server error."""
+        return self.status in (0, 429) or self.status >= 500
 
 
 class Conflict(KubeError):
-    pass
+    error_status_hint = 409
 
 
 class NotFound(KubeError):
-    pass
+    error_status_hint = 404
 
 
 class Gone(KubeError):
-    pass
+    error_status_hint = 410
 
 
 def _raise_for(response: httpx.Response, body: bytes) -> None:
     if response.status_code < 400:
         return
+    retry_after = _seconds(response.headers.get("Retry-After"))
     try:
         status = json.loads(body)
         reason, message = str(status.get("reason", "")), str(status.get("message", ""))
-    except ValueError:
+        details = status.get("details")
+        if retry_after is None and isinstance(details, dict):
+            retry_after = _seconds(details.get("retryAfterSeconds"))
+    except (ValueError, AttributeError):
         reason, message = response.reason_phrase, body[:200].decode(errors="replace")
     kind = {409: Conflict, 404: NotFound, 410: Gone}.get(response.status_code, KubeError)
-    raise kind(response.status_code, reason, message)
+    raise kind(response.status_code, reason, message, retry_after=retry_after)
+
+
+def _seconds(value: object) -> float | None:
+    """A Retry-After in seconds (the apiserver sends integers), capped; None if absent
+    or not a number (an HTTP date is not worth parsing for an API server)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX) if seconds == seconds else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +117,8 @@ class ClusterConnection:
     auth: httpx.Auth | None
     cert: tuple[str, str] | None
     namespace: str
+    tls_server_name: str | None = None  # kubeconfig ``tls-server-name``: SNI and verification
+    proxy: str | None = None  # kubeconfig ``proxy-url`` (http, https or socks5)
 
 
 class _KubernetesAuth(httpx.Auth):
@@ -136,6 +171,8 @@ def load_connection(config: ManagerConfig) -> ClusterConnection:
         auth=_KubernetesAuth(configuration),
         cert=cert,
         namespace=config.namespace,
+        tls_server_name=getattr(configuration, "tls_server_name", None) or None,
+        proxy=getattr(configuration, "proxy", None) or None,
     )
 
 
@@ -146,9 +183,14 @@ class KubeClient:
         self, connection: ClusterConnection, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.namespace = connection.namespace
+        self._watch_read_timeout = WATCH_READ_TIMEOUT
         kwargs: dict[str, Any] = {}
         if connection.cert is not None:
             kwargs["cert"] = connection.cert
+        if connection.proxy is not None and transport is None:
+            kwargs["proxy"] = connection.proxy
+        if connection.tls_server_name is not None:
+            kwargs["event_hooks"] = {"request": [partial(_sni, connection.tls_server_name)]}
         self.http = httpx.AsyncClient(
             base_url=connection.base_url,
             verify=connection.verify,
@@ -161,6 +203,10 @@ class KubeClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def watch_read_timeout(self, seconds: float) -> None:
+        """How long a watch may stay silent before it counts as dead (default 150 s)."""
+        self._watch_read_timeout = seconds
 
     def _path(
         self, group: str, resource: str, name: str | None = None, sub: str | None = None
@@ -226,7 +272,7 @@ class KubeClient:
             "watch": "1", "labelSelector": selector, "resourceVersion": resource_version,
             "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds),
         }  # fmt: skip
-        timeout = httpx.Timeout(connect=10.0, read=WATCH_READ_TIMEOUT, write=10.0, pool=10.0)
+        timeout = httpx.Timeout(connect=10.0, read=self._watch_read_timeout, write=10.0, pool=10.0)
         try:
             async with self.http.stream(
                 "GET", self._path("", "pods"), params=params, timeout=timeout
@@ -245,15 +291,43 @@ class KubeClient:
     # --- statefulset scale -------------------------------------------------------------
 
     async def get_replicas(self, statefulset: str) -> int:
-        scale = await self._call("GET", self._path("apps/v1", "statefulsets", statefulset, "scale"))
-        return int(scale.get("spec", {}).get("replicas", 0))
+        return (await self.get_scale(statefulset))[0]
 
-    async def set_replicas(self, statefulset: str, replicas: int) -> None:
+    async def get_scale(self, statefulset: str) -> tuple[int, str]:
+        """(spec.replicas, resourceVersion) of the StatefulSet's scale subresource."""
+        scale = await self._call("GET", self._path("apps/v1", "statefulsets", statefulset, "scale"))
+        version = str(scale.get("metadata", {}).get("resourceVersion", ""))
+        return int(scale.get("spec", {}).get("replicas", 0)), version
+
+    async def set_replicas(
+        self, statefulset: str, replicas: int, *, resource_version: str | None = None
+    ) -> None:
+        """Patch spec.replicas; with ``resource_version`` only if nothing changed the
+        StatefulSet since (else :class:`Conflict`)."""
+        patch: Obj = {"spec": {"replicas": replicas}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         await self._call(
             "PATCH", self._path("apps/v1", "statefulsets", statefulset, "scale"),
-            content=json.dumps({"spec": {"replicas": replicas}}),
-            headers={"Content-Type": MERGE_PATCH},
+            content=json.dumps(patch), headers={"Content-Type": MERGE_PATCH},
         )  # fmt: skip
+
+    # --- leases (coordination.k8s.io/v1) -------------------------------------------------
+
+    async def get_lease(self, name: str) -> Obj:
+        return await self._call("GET", self._path("coordination.k8s.io/v1", "leases", name))
+
+    async def create_lease(self, lease: Obj) -> Obj:
+        """Create; :class:`Conflict` (AlreadyExists) when another candidate was first."""
+        return await self._call("POST", self._path("coordination.k8s.io/v1", "leases"), json=lease)
+
+    async def update_lease(self, lease: Obj) -> Obj:
+        """Replace; the body's ``metadata.resourceVersion`` is the precondition
+        (:class:`Conflict` when another candidate wrote the lease since it was read)."""
+        name = lease["metadata"]["name"]
+        return await self._call(
+            "PUT", self._path("coordination.k8s.io/v1", "leases", name), json=lease
+        )
 
     # --- services ------------------------------------------------------------------------
 
@@ -273,6 +347,12 @@ class KubeClient:
         )
         items: list[Obj] = listed.get("items", [])
         return items
+
+
+async def _sni(name: str, request: httpx.Request) -> None:
+    """kubeconfig ``tls-server-name``: the name sent as SNI and checked against the
+    server's certificate, whatever the URL's host (an IP address, a load balancer)."""
+    request.extensions = {**request.extensions, "sni_hostname": name}
 
 
 def _decode(decoder: msgspec.json.Decoder[T], raw: bytes, what: str) -> T:

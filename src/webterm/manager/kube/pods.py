@@ -15,6 +15,9 @@ import msgspec
 
 OWNER_ANNOTATION: Final = "webterm.dev/client"
 ALLOCATED_ANNOTATION: Final = "webterm.dev/allocated-at"
+CONNECTED_ANNOTATION: Final = "webterm.dev/connected"
+"""``"true"`` while a browser is attached (as its terminal last reported): a manager
+taking over learns from it which adopted sessions are live."""
 
 
 class _Condition(msgspec.Struct):
@@ -28,6 +31,7 @@ class _ObjectMeta(msgspec.Struct):
     resourceVersion: str = ""
     deletionTimestamp: str | None = None
     annotations: dict[str, str] | None = None
+    labels: dict[str, str] | None = None
 
 
 class _PodStatus(msgspec.Struct):
@@ -60,6 +64,11 @@ class PodEvent(msgspec.Struct):
     object: Pod
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, bracketing an IPv6 address as URLs and ``host:port`` need."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 pod_decoder: Final = msgspec.json.Decoder(Pod)
 pod_list_decoder: Final = msgspec.json.Decoder(PodList)
 pod_event_decoder: Final = msgspec.json.Decoder(PodEvent)
@@ -75,8 +84,10 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool
     deleting: bool
     owner: str | None
-    allocated_at: float
+    allocated_at: float  # wall clock (the annotation); 0.0 when unset
     resource_version: str
+    pending: bool = False  # phase Pending: unscheduled, pulling its image, starting
+    connected: bool = False  # the connected annotation
 
     @classmethod
     def from_pod(cls, pod: Pod) -> PodInfo:
@@ -102,6 +113,8 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
             owner=annotations.get(OWNER_ANNOTATION) or None,
             allocated_at=allocated_at,
             resource_version=meta.resourceVersion,
+            pending=status.phase in ("Pending", ""),
+            connected=annotations.get(CONNECTED_ANNOTATION) == "true",
         )
 
     def same_state(self, other: PodInfo) -> bool:
@@ -115,7 +128,13 @@ class PodInfo(msgspec.Struct, frozen=True, kw_only=True):
             and self.owner == other.owner
             and self.allocated_at == other.allocated_at
             and self.name == other.name
+            and self.pending == other.pending
+            and self.connected == other.connected
         )
+
+    def address(self, port: int) -> str:
+        """``host:port`` to dial: an IPv6 pod address in brackets (``[fd00::5]:7681``)."""
+        return host_port(self.ip, port)
 
     @property
     def usable(self) -> bool:

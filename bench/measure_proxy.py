@@ -1,6 +1,6 @@
 """Measure the WebSocket proxy's throughput and round-trip latency (not a test).
 
-    .venv/bin/python -m tests.webserver.measure_proxy [--megabytes 50] [--frame 65536]
+    .venv/bin/python bench/measure_proxy.py [--megabytes 50] [--frame 65536]
 
 Three processes on loopback, so that each side has its own interpreter as in
 production: a trio-websocket *terminal* stand-in that floods binary frames (and echoes
@@ -96,7 +96,7 @@ async def proxy(backend_port: int) -> None:
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.webserver.measure_proxy", *args],
+        [sys.executable, __file__, *args],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 
 import jwt
@@ -271,9 +269,14 @@ def test_impossible_claims_are_a_token_error() -> None:
 
 
 def signed(payload: bytes) -> str:
-    """A token with a genuine signature over any payload (a version skew, say)."""
-    signature = hmac.new(SECRET, payload, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(signature + payload).rstrip(b"=").decode()
+    """A token whose signature is genuine (our key) over ``payload`` as its claims."""
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "EdDSA", "kid": KEY.kid}).encode()).rstrip(
+        b"="
+    )
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    signing_input = header + b"." + body
+    signature = base64.urlsafe_b64encode(KEY.private.sign(signing_input)).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
 
 
 @pytest.mark.parametrize(
@@ -281,26 +284,31 @@ def signed(payload: bytes) -> str:
     [
         b"\xff not json",
         b"[1, 2]",
-        b'{"t": "terminal-3"}',
-        b'{"t": "", "i": "", "c": "", "e": 2000000000, "a": "terminal"}',
+        b'{"terminal": "terminal-3"}',
+        b'{"terminal": "", "instance": "", "client": "", "exp": 2000000000, "aud": "webterm-terminal"}',
+        b'{"terminal": "terminal-3", "instance": "", "client": "", "exp": 2e9, "aud": "webterm-terminal"}',
+        b'{"terminal": 3, "instance": "", "client": "", "exp": 2000000000, "aud": "webterm-terminal"}',
     ],
 )
 def test_a_genuine_but_unreadable_payload_is_an_invalid_token(payload: bytes) -> None:
     for read in (
-        lambda token: read_token(SECRET, token, now=NOW, audience="terminal"),
-        lambda token: verify_token(SECRET, token, terminal="terminal-3", instance="", now=NOW),
+        lambda token: read_token(KEYS, token, now=NOW),
+        lambda token: verify_token(KEYS, token, terminal="terminal-3", instance="", now=NOW),
     ):
         with pytest.raises(InvalidToken):
             read(signed(payload))
 
 
 def test_token_errors_carry_a_status_hint() -> None:
-    token = sign_token(SECRET, claims())
+    token = sign_token(KEY, claims())
     with pytest.raises(TokenError) as refused:
-        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+        verify_token(KEYS, token, terminal="terminal-4", instance="uid-7", now=NOW)
     assert refused.value.error_status_hint == 403
     with pytest.raises(TokenError) as refused:
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    assert refused.value.error_status_hint == 401
+    with pytest.raises(UnknownKey) as refused:
+        verify_token(OTHER.key_set(), token, terminal="terminal-3", instance="uid-7", now=NOW)
     assert refused.value.error_status_hint == 401
 
 

@@ -60,8 +60,8 @@ def render_custom(
     """An overlay of our own over a copy of k8s/ (as an operator composes one): base plus
     the named components (k8s/components/<name>) and kustomize ``patches``."""
     tree = tmp / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secret.txt"))
-    (tree / "components" / "generated-secret" / "secret.txt").write_text(secrets.token_hex(32))
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns(*GENERATED))
+    write_generated(tree / "components" / "generated-secret")
     overlay = tree / "overlays" / "custom"
     overlay.mkdir()
     kustomization = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from tests.credentials import CREDENTIAL
 from tests.kubeapi import LEASES, MANAGER_ROLE_RULES, KubeletConfig, run_kube_api
 from webterm.config import ManagerConfig
 from webterm.manager.kube.client import KubeClient, load_connection
@@ -41,7 +42,10 @@ async def test_one_leader_release_hands_over_and_a_lost_renewal_steps_down(
     async with run_kube_api(
         tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES
     ) as api:
-        config = ManagerConfig(secret=api.secret, kubeconfig=str(api.kubeconfig))
+        config = ManagerConfig(
+            secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,
+            kubeconfig=str(api.kubeconfig),
+        )  # fmt: skip
         client = KubeClient(load_connection(config))
         a, b = elector(client, "a"), elector(client, "b")
         stepped_down = False

@@ -28,6 +28,7 @@ defined beside the code that raises it and derives from one of these bases::
     │   ├── NotFound                 404
     │   └── Gone                     410: an expired resourceVersion
     ├── ReportError                  webterm.pty.report: 502, the manager did not answer
+    ├── FetchError                   webterm.keys: 502, no public keys from the keys URL
     └── ManagerError                 webterm.webserver.managerclient: 503 (or 429), no
         │                            allocation from the manager
         ├── ManagerUnavailable       it could not be reached

@@ -21,7 +21,8 @@ import h11
 import trio
 
 from webterm.config import ConfigError, KeySource
-from webterm.http1 import BrokenAnswer, NoAnswer, exchange
+from webterm.errors import WebtermError
+from webterm.http1 import ExchangeError, exchange
 from webterm.protocol import (
     KeySet,
     SigningKey,
@@ -79,8 +80,10 @@ def load_jwks_file(path: str) -> KeySet:
         raise ConfigError(f"public keys {path}: {exc}") from exc
 
 
-class FetchError(Exception):
+class FetchError(WebtermError):
     """The key set could not be fetched or parsed."""
+
+    error_status_hint = 502
 
 
 async def fetch_jwks(url: str) -> KeySet:
@@ -107,7 +110,7 @@ async def fetch_jwks(url: str) -> KeySet:
                 )
             async with stream:
                 answer = await exchange(stream, h11.Connection(h11.CLIENT), "GET", target, headers)
-    except (OSError, NoAnswer, BrokenAnswer, trio.TooSlowError) as exc:
+    except (OSError, ExchangeError, trio.TooSlowError) as exc:
         raise FetchError(str(exc) or type(exc).__name__) from exc
     if answer.status != 200:
         raise FetchError(f"{url} answered {answer.status}")

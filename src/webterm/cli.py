@@ -1,4 +1,4 @@
-"""The ``webterm`` command: one subcommand per service, see ARCHITECTURE.md (CLI).
+"""The ``webterm`` command: one subcommand per service (docs/architecture.md, CLI).
 
 Every flag also reads ``WEBTERM_<FLAG_IN_CAPS>`` (``--max-terminals`` ↔
 ``WEBTERM_MAX_TERMINALS``). Each service runs in one trio nursery; SIGINT or SIGTERM

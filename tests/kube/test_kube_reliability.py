@@ -18,7 +18,7 @@ from trio_websocket import open_websocket_url
 
 from tests.credentials import AUTH, CREDENTIAL
 from tests.kube.tcpproxy import forwarder
-from tests.kube.test_kube_backend import cluster, free_port, manager
+from tests.kube.test_kube_backend import SUITE_REALISM, cluster, free_port, manager
 from tests.kubeapi import LEASES, PODS, STATEFULSETS, KubeletConfig, run_kube_api
 from tests.kubeapi import controllers as standin_controllers
 from webterm.config import ManagerConfig
@@ -117,7 +117,7 @@ async def test_a_pod_kept_through_a_quick_scale_down_and_up_is_handed_out(
     terminal-1 never changes and is never re-announced by the watch; the pool must
     still know it from the cache and hand it out."""
     monkeypatch.setattr(standin_controllers, "COALESCE_DELAY", 2.0)
-    async with run_kube_api(tmp_path, terminal_replicas=3) as api:
+    async with run_kube_api(tmp_path, terminal_replicas=3, realism=SUITE_REALISM) as api:
         await api.wait_ready_count(3)
         async with manager(api, free_port(), spares=1, max_terminals=3, ready_timeout=10.0) as http:
             await api.wait_for(STATEFULSETS, "terminal", lambda s: s["spec"]["replicas"] == 1)
@@ -296,7 +296,9 @@ async def _run(ws: Any, command: str, marker: str) -> None:
 
 
 async def test_retry_after_from_the_api_server_is_honoured(tmp_path: Path) -> None:
-    async with run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake")) as api:
+    async with run_kube_api(
+        tmp_path, kubelet=KubeletConfig(mode="fake"), realism=SUITE_REALISM
+    ) as api:
         config = ManagerConfig(
             secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,
             kubeconfig=str(api.kubeconfig),
@@ -323,7 +325,9 @@ async def test_kubeconfig_tls_server_name_and_proxy_url_are_honoured(tmp_path: P
     """The server is reached at an address its certificate does not name, with
     ``tls-server-name`` naming one it does; and through an HTTP CONNECT proxy."""
     async with (
-        run_kube_api(tmp_path, kubelet=KubeletConfig(mode="fake"), tls=True) as api,
+        run_kube_api(
+            tmp_path, kubelet=KubeletConfig(mode="fake"), tls=True, realism=SUITE_REALISM
+        ) as api,
         forwarder(("127.0.0.1", api.port), host="127.0.0.2") as (_, fport),
         forwarder(("127.0.0.1", api.port), connect_proxy=True) as (proxy, pport),
     ):

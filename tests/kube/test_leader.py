@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from tests.credentials import CREDENTIAL
+from tests.kube.test_kube_backend import SUITE_REALISM
 from tests.kubeapi import LEASES, MANAGER_ROLE_RULES, KubeletConfig, run_kube_api
 from webterm.config import ManagerConfig
 from webterm.manager.kube.client import KubeClient, load_connection
@@ -40,7 +41,7 @@ async def test_one_leader_release_hands_over_and_a_lost_renewal_steps_down(
     tmp_path: Path,
 ) -> None:
     async with run_kube_api(
-        tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES
+        tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES, realism=SUITE_REALISM
     ) as api:
         config = ManagerConfig(
             secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,

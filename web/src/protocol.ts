@@ -1,7 +1,7 @@
 // The wire protocol as the page speaks it: close codes, control messages and the answer
-// to POST /api/terminal. It mirrors src/webterm/protocol.py (ARCHITECTURE.md, "Browser ↔
-// terminal" and "Browser ↔ webserver"); tests/test_page_protocol.py checks that the close
-// codes and constants below equal the Python ones, so keep them one `NAME: value,` a line.
+// to POST /api/terminal. It mirrors src/webterm/protocol.py (docs/protocol.md);
+// tests/test_page_protocol.py checks that the close codes and constants below equal the
+// Python ones, so keep them one `NAME: value,` a line.
 //
 // Binary frames are terminal bytes and never pass through here. Text frames are JSON
 // objects with a `type`: decodeServerMessage() turns one into a typed message or throws

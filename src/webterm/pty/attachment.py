@@ -14,6 +14,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from webterm.protocol import Error, Flush, Idle, Pong
+from webterm.pty.frames import send_binary
 from webterm.pty.window import FlowWindow
 
 CLOSE_TIMEOUT: Final = 2.0
@@ -100,15 +101,19 @@ class Attachment:
         self.notices.append(notice)
 
 
-async def send_whole(att: Attachment, message: str | bytes) -> bool:
-    """Send ``message`` on ``att`` unless a takeover's deadline (``att.sending``) cuts it
+async def send_whole(att: Attachment, message: str | bytes | list[memoryview]) -> bool:
+    """Send ``message`` on ``att`` (a list: the parts of one binary message, written by
+    :func:`webterm.pty.frames.send_binary` without joining them) unless a takeover's deadline (``att.sending``) cuts it
     short: then the stream is broken (:attr:`Phase.BROKEN`) and False is returned."""
     scope = att.sending = trio.CancelScope()
     if att.phase is Phase.TAKEN_OVER:
         scope.deadline = trio.current_time() + CLOSE_TIMEOUT
     try:
         with scope:
-            await att.ws.send_message(message)
+            if isinstance(message, list):
+                await send_binary(att.ws, message)
+            else:
+                await att.ws.send_message(message)
     finally:
         att.sending = None
     if scope.cancelled_caught:

@@ -89,9 +89,9 @@ async def _pump(terminal: Terminal, att: Attachment, done: trio.CancelScope) -> 
             if room != 0 and att.offset < terminal.log.end:
                 # with acks, never far past the window
                 limit = FRAME_BYTES if room is None else max(4096, min(FRAME_BYTES, room))
-                start, chunk = terminal.log.read(att.offset, limit)
-                att.offset = start + len(chunk)
-                att.flow.on_send(len(chunk), trio.current_time())
+                start, chunk = terminal.log.read_views(att.offset, limit)
+                att.offset = end = start + sum(len(view) for view in chunk)
+                att.flow.on_send(end - start, trio.current_time())
                 terminal.notify()  # the reader may be waiting for room
                 if not await send_whole(att, chunk):
                     return

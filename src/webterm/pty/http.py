@@ -94,6 +94,13 @@ class ReplayStream(trio.abc.Stream):
             return data
         return await self._stream.receive_some(max_bytes)
 
+    @property
+    def socket(self) -> trio.socket.SocketType | None:
+        """The TCP socket underneath, if any: :mod:`webterm.pty.frames` writes output
+        frames to it directly."""
+        sock = getattr(self._stream, "socket", None)
+        return sock if isinstance(sock, trio.socket.SocketType) else None
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
 

@@ -17,7 +17,6 @@ for with SIGWINCH when it reattaches a page to the alternate screen.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 ALT_SCREEN_MODES: Final = frozenset({47, 1047, 1049})
@@ -37,7 +36,7 @@ _PENDING_LIMIT: Final = 64
 long; longer is not a mode switch."""
 
 
-_MARKER: Final = re.compile(rb"\x1b(?:\[\?|[=>c])")
+_MARKERS: Final = (b"\x1b[?", b"\x1b=", b"\x1b>", b"\x1bc")
 """How the sequences followed here begin: DEC private modes, the keypad, a full reset."""
 
 
@@ -80,24 +79,30 @@ class TerminalModes:
     def feed(self, data: bytes | bytearray, start: int = 0, end: int | None = None) -> None:
         """Follow ``data[start:end]``, the next bytes of output (a sequence may be split
         between two calls). Colour and cursor sequences are everywhere in output and mode
-        switches are rare, so only the mode switches are searched for (one regular
-        expression, in C): a coloured flood costs a scan per chunk, not a call per ESC."""
+        switches are rare, so only the mode switches are searched for (``bytes.find``, in
+        C): a coloured flood costs a few scans per chunk, not a call per ESC, and text
+        without any ESC one ``memchr``."""
         end = len(data) if end is None else end
         if self._pending:  # rare: the last chunk ended inside a sequence
             data, start = self._pending + bytes(data[start:end]), 0
             end, self._pending = len(data), b""
         index = start
-        while (found := _MARKER.search(data, index, end)) is not None:
-            index = found.start()
-            used = self._sequence(data, index, end)
-            if used is None:  # a mode switch cut off by the end of the chunk
-                if end - index < _PENDING_LIMIT:
-                    self._pending = bytes(data[index:end])
-                return
-            index += used
-        tail = data.rfind(b"\x1b", max(index, end - _PENDING_LIMIT), end)
-        if tail >= 0 and _unfinished(bytes(data[tail:end])):
-            self._pending = bytes(data[tail:end])  # may become a mode switch
+        if data.find(b"\x1b", start, end) >= 0:  # memchr: plain text costs nothing more
+            # where each kind of marker occurs next (-1: nowhere), each found once
+            ahead = [data.find(marker, start, end) for marker in _MARKERS]
+            while (found := min((at for at in ahead if at >= 0), default=-1)) >= 0:
+                used = self._sequence(data, found, end)
+                if used is None:  # a mode switch cut off by the end of the chunk
+                    if end - found < _PENDING_LIMIT:
+                        self._pending = bytes(data[found:end])
+                    return
+                index = found + used
+                for kind, at in enumerate(ahead):
+                    if 0 <= at < index:
+                        ahead[kind] = data.find(_MARKERS[kind], index, end)
+            tail = data.rfind(b"\x1b", max(index, end - _PENDING_LIMIT), end)
+            if tail >= 0 and _unfinished(bytes(data[tail:end])):
+                self._pending = bytes(data[tail:end])  # may become a mode switch
 
     def _sequence(self, data: bytes | bytearray, index: int, end: int) -> int | None:
         """Apply the escape sequence at ``data[index]`` if it sets a mode; the bytes it

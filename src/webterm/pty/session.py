@@ -21,6 +21,7 @@ connection is more than a read-ahead behind, so the shell blocks in ``write``).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -129,36 +130,80 @@ def _child_setup(rlimits: dict[int, tuple[int, int]]) -> None:  # pragma: no cov
 class OutputLog:
     """Everything the shell printed, as absolute byte offsets; the newest
     ``capacity`` bytes are kept, and the terminal modes in force where they begin
-    (:mod:`webterm.pty.modes`). Pure bookkeeping, no I/O."""
+    (:mod:`webterm.pty.modes`). Pure bookkeeping, no I/O.
+
+    The bytes are kept as the chunks they were appended as (immutable ``bytes``, never
+    copied: an append stores a reference, a read returns views of them for the frame
+    writer to send as they are). A chunk of which only the tail is still kept stays
+    whole in memory until it is dropped entirely, so the log holds at most ``capacity``
+    plus one chunk."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._buffer = bytearray()
-        self.start = 0  # offset of _buffer[0]
+        self._chunks: list[bytes] = []
+        self._starts: list[int] = []  # absolute offset of each chunk's first byte
+        self._head = 0  # index of the oldest chunk still (partly) kept
+        self.start = 0  # offset of the oldest kept byte
+        self.end = 0  # offset one past the newest byte
         self.modes_at_start = TerminalModes()  # as the bytes dropped so far left them
 
-    @property
-    def end(self) -> int:
-        """Offset one past the newest byte."""
-        return self.start + len(self._buffer)
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        chunk = data if type(data) is bytes else bytes(data)
+        self._chunks.append(chunk)
+        self._starts.append(self.end)
+        self.end += len(chunk)
+        if self.end - self.start > self.capacity:
+            self._drop(self.end - self.capacity)
 
-    def append(self, data: bytes) -> None:
-        self._buffer += data
-        excess = len(self._buffer) - self.capacity
-        if excess > 0:
-            self.modes_at_start.feed(self._buffer, 0, excess)
-            # CPython's bytearray deletes from the front in O(1) (it moves ob_start).
-            del self._buffer[:excess]
-            self.start += excess
+    def _drop(self, new_start: int) -> None:
+        """Forget the bytes before ``new_start``, scanning them for mode switches."""
+        chunks, starts, head = self._chunks, self._starts, self._head
+        while self.start < new_start:
+            first, first_start = chunks[head], starts[head]
+            upto = min(new_start, first_start + len(first))
+            self.modes_at_start.feed(first, self.start - first_start, upto - first_start)
+            self.start = upto
+            if upto == first_start + len(first):
+                chunks[head] = b""  # release it now
+                head += 1
+        if head > 32 and head * 2 > len(chunks):  # compact now and then: O(1) amortised
+            del chunks[:head], starts[:head]
+            head = 0
+        self._head = head
+
+    def read_views(self, offset: int, limit: int) -> tuple[int, list[memoryview]]:
+        """Up to ``limit`` bytes from ``offset`` (moved forward to the oldest kept
+        byte if it fell out of the log) as views of the kept chunks, not copied; and
+        the offset actually read from."""
+        offset = max(offset, self.start)
+        stop = min(self.end, offset + limit)
+        views: list[memoryview] = []
+        if offset >= stop:
+            return offset, views
+        index = bisect.bisect_right(self._starts, offset, self._head) - 1
+        chunks, starts = self._chunks, self._starts
+        at = offset
+        while at < stop:
+            chunk, chunk_start = chunks[index], starts[index]
+            lo, hi = at - chunk_start, min(len(chunk), stop - chunk_start)
+            view = memoryview(chunk)
+            views.append(view if lo == 0 and hi == len(chunk) else view[lo:hi])
+            at = chunk_start + hi
+            index += 1
+        return offset, views
 
     def read(self, offset: int, limit: int) -> tuple[int, bytes]:
-        """Up to ``limit`` bytes from ``offset`` (moved forward to the oldest kept
-        byte if it fell out of the log); returns the offset actually read from."""
-        offset = max(offset, self.start)
-        lo = offset - self.start
-        return offset, bytes(self._buffer[lo : lo + limit])
+        """Like :meth:`read_views`, joined into one ``bytes``."""
+        offset, views = self.read_views(offset, limit)
+        return offset, b"".join(views)
+
+    def _kept(self, length: int | None = None) -> bytes:
+        """The oldest ``length`` kept bytes (all of them by default), joined."""
+        return self.read(self.start, self.end - self.start if length is None else length)[1]
 
     def replay_start(self) -> int:
         """Where a reattaching client should start: the oldest kept byte, moved to just
@@ -166,7 +211,7 @@ class OutputLog:
         in the middle of an escape sequence or a UTF-8 character."""
         if self.start == 0:
             return 0
-        newline = self._buffer.find(b"\n", 0, 4096)
+        newline = self._kept(4096).find(b"\n")
         return self.start + newline + 1 if newline >= 0 else self.start
 
     def replay(self) -> tuple[int, bytes]:
@@ -175,14 +220,14 @@ class OutputLog:
         program whose mode switches fell out of the log finds them again."""
         offset = self.replay_start()
         modes = self.modes_at_start.copy()
-        modes.feed(self._buffer, 0, offset - self.start)
+        modes.feed(self._kept(offset - self.start))
         return offset, modes.restore()
 
     def modes(self) -> TerminalModes:
         """The modes in force after the newest byte (read on reattach, not per append:
         each byte of output is scanned once, as it leaves the log)."""
         modes = self.modes_at_start.copy()
-        modes.feed(self._buffer)
+        modes.feed(self._kept())
         return modes
 
 

@@ -2,7 +2,9 @@
 
 Every flag also reads ``WEBTERM_<FLAG_IN_CAPS>`` (``--max-terminals`` ↔
 ``WEBTERM_MAX_TERMINALS``). Each service runs in one trio nursery; SIGINT or SIGTERM
-cancels it and the service's own shielded cleanup closes connections and children."""
+cancels it and the service's own shielded cleanup closes connections and children.
+(Longer than our other modules: it is mostly the flag declarations, one per setting,
+each beside its command, which is where a reader looks for them.)"""
 
 from __future__ import annotations
 
@@ -75,6 +77,11 @@ def _shell(_: click.Context, __: click.Parameter, value: str | None) -> tuple[st
 def shell_setting(config: type, help: str) -> Callable[[F], F]:
     """``--shell``: a command line, split as a shell would (the field is a tuple)."""
     return setting(config, "shell", callback=_shell, type=str, default=None, help=help)
+
+
+def repeated_setting(config: type, name: str, flag: str, help: str) -> Callable[[F], F]:
+    """A setting given by repeating ``flag`` (a tuple field): ``--allowed-origin``..."""
+    return setting(config, name, flag, multiple=True, help=help)
 
 
 def _rate(_: click.Context, __: click.Parameter, value: str) -> tuple[float, int]:
@@ -291,18 +298,16 @@ def up(**settings: Any) -> None:
 @setting(WebserverConfig, "identity", help=identity_help)
 @setting(WebserverConfig, "address_mode", help=address_mode_help)
 @setting(WebserverConfig, "public_host", help="Host browsers dial in nodeport mode.")
-@setting(
+@repeated_setting(
     WebserverConfig,
     "trusted_proxies",
     "--trusted-proxy",
-    multiple=True,
     help="Address whose X-Forwarded-For is believed (repeatable; env: space-separated).",
 )
-@setting(
+@repeated_setting(
     WebserverConfig,
     "allowed_origins",
     "--allowed-origin",
-    multiple=True,
     help="Extra Origin allowed (repeatable); on loopback, its host name is served too.",
 )
 @setting(
@@ -468,12 +473,8 @@ def manager(
     PtyConfig, "scrollback_bytes", "--scrollback", help="Bytes of output replayed on reattach."
 )
 @setting(PtyConfig, "manager_url", help="Manager to ask for a recycle when the shell ends.")
-@setting(
-    PtyConfig,
-    "allowed_origins",
-    "--allowed-origin",
-    multiple=True,
-    help="Allowed WebSocket Origin (repeatable).",
+@repeated_setting(
+    PtyConfig, "allowed_origins", "--allowed-origin", help="Allowed WebSocket Origin (repeatable)."
 )
 @setting(PtyConfig, "max_session", help="Seconds a session may last (0: no limit).")
 @setting(PtyConfig, "max_processes", help="Process limit for the shell (NPROC).")

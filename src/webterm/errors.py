@@ -29,11 +29,13 @@ defined beside the code that raises it and derives from one of these bases::
     │   └── Gone                     410: an expired resourceVersion
     ├── ReportError                  webterm.pty.report: 502, the manager did not answer
     ├── FetchError                   webterm.keys: 502, no public keys from the keys URL
-    └── ManagerError                 webterm.webserver.managerclient: 503 (or 429), no
-        │                            allocation from the manager
-        ├── ManagerUnavailable       it could not be reached
-        ├── ManagerRefused           it refused (its 429 stays 429)
-        └── ManagerAnsweredBadly     it answered 200 with something else
+    └── Refusal                      webterm.service.errors: a request's answer instead
+        │                            of going on (its status, message, retry_after)
+        └── ManagerError             webterm.webserver.managerclient: 503 (or 429), no
+            │                        allocation from the manager
+            ├── ManagerUnavailable   it could not be reached
+            ├── ManagerRefused       it refused (its 429 stays 429)
+            └── ManagerAnsweredBadly it answered 200 with something else
 
 As in h11 (``ProtocolError.error_status_hint``), the hint is the HTTP status a service
 answers with when this error ends a request; a service may know better and override it.

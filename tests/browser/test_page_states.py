@@ -432,7 +432,8 @@ def test_a_double_click_on_now_makes_one_attempt_and_no_leftover_countdown(
     """Two clicks on "now" while reconnecting, both answered busy, once left a countdown
     behind that asked for the terminal every second after the page was live again."""
     open_live(tab, base)
-    run(tab, "STORM=$((5*9))")
+    run(tab, "STORM=$((5*9)); echo stored-$STORM")
+    wait_for_text(tab, "\nstored-45")  # the line reached the shell before the drop
     fake.config(busy=2, retry_after=2)
     fake.drop()
     # "now", twice, in the same turn of the page that first shows it: a click from here

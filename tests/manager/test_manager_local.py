@@ -21,7 +21,8 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.terminal_client import run_in_terminal
 from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
-from webterm.manager.app import REPORT_GRACE, serve
+from webterm.manager.app import serve
+from webterm.manager.credentials import REPORT_GRACE
 from webterm.manager.local import LocalBackend
 from webterm.manager.pool import Event, ScaleTo, TerminalAppeared, TerminalGone
 from webterm.protocol import TOKEN_AUDIENCE, KeySet, SigningKey, read_token, subprotocols_for

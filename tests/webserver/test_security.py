@@ -15,11 +15,12 @@ def directives(policy: str) -> dict[str, str]:
 
 def test_the_policy_allows_only_our_own_scripts() -> None:
     policy = directives(CONTENT_SECURITY_POLICY)
-    assert policy["script-src"] == "'self'"
+    assert policy["script-src"] == "'self' 'wasm-unsafe-eval'"  # WebAssembly, not eval
     assert policy["default-src"] == "'self'"
     assert policy["object-src"] == "'none'"
     assert policy["frame-ancestors"] == "'none'"
-    assert "unsafe-eval" not in CONTENT_SECURITY_POLICY
+    assert "'unsafe-eval'" not in CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in policy["script-src"]
 
 
 def test_connect_src_per_mode() -> None:

@@ -4,15 +4,22 @@
 // socket frames and closes, timers, clicks, keys) and carries out the effects it returns,
 // with the parts that touch the world: protocol.ts (the wire), connection.ts (the socket,
 // watchdog and keepalive), output.ts (writes and acks), ui.ts (status, overlay, banner),
-// tabs.ts (the tab's id, the leave prompt) and terminal.ts (xterm.js). The state is
+// tabs.ts (the tab's id, the leave prompt) and terminal.ts (xterm.js). Beside the
+// connection: keybar.ts and viewport.ts (phones), search.ts, fontsize.ts, bell.ts. The state is
 // public as `window.webterm.state` (for automation, tests and the console), and every
 // change fires a `webterm:state` event.
+import { Bell } from "./bell";
 import { type Timing, Connection, KEEPALIVE_MS, PONG_TIMEOUT_MS } from "./connection";
 import { type Effect, type Event, type Model, type Phase, type TimerName, attached, initial, next } from "./machine";
+import { FontSize } from "./fontsize";
+import { KeyBar } from "./keybar";
+import type { Shortcut } from "./keys";
 import { Output } from "./output";
 import { type Allocation, type Refusal, decodeAnswer, encodeAck, encodeResize, isRefusal } from "./protocol";
 import { askBeforeLeaving, tabId, Tabs } from "./tabs";
 import { type PageTerminal, openTerminal } from "./terminal";
+import { followVisualViewport } from "./viewport";
+import { SearchBox } from "./search";
 import { hideBanner, hideOverlay, renderState, setTitle, showBanner, showOverlay, terminalElement } from "./ui";
 
 const HIDDEN_BACKLOG = 4 * 1024 * 1024; // unparsed output a hidden tab keeps (see output.ts)
@@ -221,19 +228,47 @@ const keepaliveMs = pingParam > 0 ? pingParam * 1000 : KEEPALIVE_MS;
 // ?backlog=BYTES: what a hidden tab keeps unparsed before it drops it (tests use a small one)
 const backlogParam = Number(params.get("backlog"));
 
+const shortcuts: Record<Shortcut, () => void> = {
+  search: () => searchBox.toggle(),
+  "font-larger": () => fontSize.larger(),
+  "font-smaller": () => fontSize.smaller(),
+  "font-reset": () => fontSize.reset(),
+};
 // ?renderer=webgl or ?renderer=dom overrides the choice
-const terminal = openTerminal(terminalElement(), params.get("renderer"));
+const terminal = openTerminal(terminalElement(), params.get("renderer"), (key) => shortcuts[key]());
 const { term } = terminal;
+const fontSize = new FontSize((size) => {
+  term.options.fontSize = size;
+  terminal.fit();
+});
+fontSize.pinch(terminalElement());
+const searchBox = new SearchBox(term, terminal.search);
+const keyBar = new KeyBar(term);
+const bell = new Bell();
+followVisualViewport();
+// the bar's controls: ⌕ gives the keys to the search box, A− and A+ back to the terminal
+const onClick = (id: string, action: () => void): void =>
+  document.getElementById(id)?.addEventListener("click", action);
+onClick("search-button", () => searchBox.toggle());
+onClick("font-smaller", () => {
+  fontSize.smaller();
+  term.focus();
+});
+onClick("font-larger", () => {
+  fontSize.larger();
+  term.focus();
+});
 const page = new Page(
   terminal,
   { keepaliveMs, pongTimeoutMs: Math.min(PONG_TIMEOUT_MS, keepaliveMs) },
   backlogParam > 0 ? backlogParam : HIDDEN_BACKLOG,
 );
 
-term.onData((data) => page.inputText(data));
+term.onData((data) => page.inputText(keyBar.apply(data)));
 term.onBinary((data) => page.input(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
 term.onResize(() => page.sendResize());
 term.onTitleChange(setTitle);
+term.onBell(() => bell.ring());
 
 document.addEventListener("visibilitychange", () => {
   if (page.output.takeBehind()) {
@@ -258,6 +293,12 @@ const api = {
   get client(): string | null {
     return tabId.get();
   },
+  /** The terminal's font size (px), as kept in localStorage. */
+  get fontSize(): number {
+    return fontSize.get();
+  },
+  /** The image addon (sixel, iTerm2 images): `images.storageUsage` is in MB. */
+  images: terminal.images,
   /** Ask for the terminal again and (re)connect, whatever the state. */
   connect: (): Promise<void> => page.connect(),
   /** What the idle banner's "stay" button does. */

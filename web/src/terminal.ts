@@ -1,10 +1,15 @@
-// xterm.js as the page uses it: theme, addons, the renderer choice, copy and paste keys,
-// and fitting the terminal to its element.
+// xterm.js as the page uses it: theme, addons (fit, WebGL, links, unicode11, search,
+// images: sixel and iTerm2's inline images), OSC 52 copies, the renderer choice, copy
+// and paste keys and the page's own shortcuts, and fitting the terminal to its element.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { WebglAddon } from "@xterm/addon-webgl";
 import { WebLinksAddon } from "@xterm/addon-web-links";
 import { Unicode11Addon } from "@xterm/addon-unicode11";
+import { SearchAddon } from "@xterm/addon-search";
+import { ImageAddon } from "@xterm/addon-image";
+import { type Shortcut, shortcut } from "./keys";
+import { handleOsc52 } from "./osc52";
 
 const FIT_DELAY_MS = 50; // debounce of window resizes (a drag fires dozens)
 
@@ -36,6 +41,10 @@ export type Renderer = "webgl" | "dom";
 
 export interface PageTerminal {
   readonly term: Terminal;
+  readonly search: SearchAddon;
+  readonly images: ImageAddon;
+  /** Fit the terminal to its element now (after a font size change). */
+  fit(): void;
   /** The renderer in use now: WebGL falls back to the DOM when its context is lost. */
   renderer(): Renderer;
 }
@@ -55,8 +64,12 @@ function hardwareWebgl(): boolean {
 }
 
 /** The terminal in `element`; `wanted` ("webgl", "dom" or null: choose) overrides the
- * renderer choice. */
-export function openTerminal(element: HTMLElement, wanted: string | null): PageTerminal {
+ * renderer choice; `onShortcut` is called on the page's own keys (keys.ts). */
+export function openTerminal(
+  element: HTMLElement,
+  wanted: string | null,
+  onShortcut: (shortcut: Shortcut) => void,
+): PageTerminal {
   const term = new Terminal({
     allowProposedApi: true, // the unicode11 addon uses term.unicode
     cursorBlink: true,
@@ -70,6 +83,13 @@ export function openTerminal(element: HTMLElement, wanted: string | null): PageT
   term.loadAddon(new WebLinksAddon());
   term.loadAddon(new Unicode11Addon());
   term.unicode.activeVersion = "11";
+  const search = new SearchAddon();
+  term.loadAddon(search);
+  // Sixel and iTerm2 (OSC 1337) images; their decoders are WebAssembly, which the page's
+  // CSP allows with 'wasm-unsafe-eval' (src/webterm/webserver/security.py).
+  const images = new ImageAddon();
+  term.loadAddon(images);
+  handleOsc52(term);
   term.open(element);
 
   let renderer: Renderer = "dom";
@@ -92,6 +112,14 @@ export function openTerminal(element: HTMLElement, wanted: string | null): PageT
   // Ctrl+Shift+C copies the selection, Ctrl+Shift+V pastes (the browser's own paste
   // event, which xterm.js handles); plain Ctrl+C and Ctrl+V stay the shell's keys.
   term.attachCustomKeyEventHandler((event) => {
+    const own = shortcut(event);
+    if (own !== null) {
+      if (event.type === "keydown") {
+        onShortcut(own);
+      }
+      event.preventDefault(); // not the browser's zoom or find either
+      return false;
+    }
     if (!event.ctrlKey || !event.shiftKey || event.altKey || event.metaKey) {
       return true;
     }
@@ -113,7 +141,7 @@ export function openTerminal(element: HTMLElement, wanted: string | null): PageT
   }).observe(element);
   void document.fonts?.ready.then(() => fit.fit());
 
-  return { term, renderer: () => renderer };
+  return { term, search, images, fit: () => fit.fit(), renderer: () => renderer };
 }
 
 function copy(text: string): void {

@@ -1,6 +1,7 @@
 // What the page shows besides the terminal: the status line, the overlay card, the banner
 // and the title. Element ids and data-state attributes are what style.css and the browser
 // tests (tests/browser/) look for; the `webterm:state` event fires on every state change.
+import { BELL_MARK } from "./bell";
 import type { Phase } from "./machine";
 
 const $ = (id: string): HTMLElement => document.getElementById(id) as HTMLElement;
@@ -46,9 +47,10 @@ export function hideBanner(): void {
   $("banner").hidden = true;
 }
 
-/** The shell's title (OSC 0/2), in the bar and the tab. */
+/** The shell's title (OSC 0/2), in the bar and the tab (keeping a ringing bell's mark). */
 export function setTitle(title: string): void {
-  document.title = title ? `${title} — webterm` : "webterm";
+  const mark = document.title.startsWith(BELL_MARK) ? BELL_MARK : "";
+  document.title = mark + (title ? `${title} — webterm` : "webterm");
   $("title").textContent = title;
 }
 

@@ -38,18 +38,8 @@ import httpx
 import trio
 
 from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
-from webterm.manager import sandbox
+from webterm.manager import pool, sandbox
 from webterm.manager.backend import BackendDecision
-from webterm.manager.pool import (
-    Assign,
-    Event,
-    Restart,
-    ScaleTo,
-    TerminalAppeared,
-    TerminalFailed,
-    TerminalGone,
-    TerminalReady,
-)
 from webterm.pty import parse_listening_line
 
 log = logging.getLogger("webterm.manager.local")
@@ -88,7 +78,7 @@ class LocalBackend:
         self.instances: dict[str, _Instance] = {}
         self._loops: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        self._events: trio.MemorySendChannel[Event] | None = None
+        self._events: trio.MemorySendChannel[pool.Event] | None = None
         self._starting = trio.Semaphore(STARTS_PER_CORE * (os.cpu_count() or 1))
         self._layout: sandbox.HostLayout | None = None
         self.uid_base: int | None = None  # first sandbox host uid (root only)
@@ -97,7 +87,7 @@ class LocalBackend:
 
     async def run(
         self,
-        events: trio.MemorySendChannel[Event],
+        events: trio.MemorySendChannel[pool.Event],
         *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -123,7 +113,7 @@ class LocalBackend:
 
     async def apply(self, decision: BackendDecision) -> None:
         assert self._nursery is not None, "apply() before run() started"
-        if isinstance(decision, ScaleTo):
+        if isinstance(decision, pool.ScaleTo):
             self.replicas = decision.replicas
             for ordinal in range(decision.replicas):
                 name = f"{self.prefix}-{ordinal}"
@@ -134,12 +124,12 @@ class LocalBackend:
             for name, instance in list(self.instances.items()):
                 if int(name.rpartition("-")[2]) >= decision.replicas:
                     instance.scope.cancel()
-        elif isinstance(decision, Restart):
+        elif isinstance(decision, pool.Restart):
             current = self.instances.get(decision.name)
             if current is not None and current.uid == decision.instance:
                 current.scope.cancel()
 
-    async def claim(self, assign: Assign) -> str:
+    async def claim(self, assign: pool.Assign) -> str:
         return assign.address  # one manager, ownership lives in its pool
 
     async def _keep_running(self, name: str, ordinal: int, loop_scope: trio.CancelScope) -> None:
@@ -159,7 +149,7 @@ class LocalBackend:
             self.instances.pop(name, None)
             self._loops.pop(name, None)
 
-    async def _send(self, event: Event) -> None:
+    async def _send(self, event: pool.Event) -> None:
         assert self._events is not None
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._events.send(event)
@@ -171,14 +161,14 @@ class LocalBackend:
         home = await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix=f"webterm-{name}-"))
         appeared = False
         try:
-            await self._send(TerminalAppeared(name=name, instance=uid))
+            await self._send(pool.TerminalAppeared(name=name, instance=uid))
             appeared = True  # a channel send is atomic: cancelled means not sent
             await self._run_process(name, ordinal, uid, home)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(shutil.rmtree, home, True)
                 if appeared:
-                    await self._send(TerminalGone(name=name, instance=uid))
+                    await self._send(pool.TerminalGone(name=name, instance=uid))
 
     async def _run_process(self, name: str, ordinal: int, uid: str, home: str) -> None:
         """Start the terminal process, report it ready, and wait for it to end; it is
@@ -224,12 +214,12 @@ class LocalBackend:
             except (trio.TooSlowError, OSError, ValueError) as exc:
                 log.warning("terminal %s did not start: %s", name, exc or "timed out")
                 await self._send(
-                    TerminalFailed(name=name, instance=uid, reason=str(exc) or "timed out")
+                    pool.TerminalFailed(name=name, instance=uid, reason=str(exc) or "timed out")
                 )
                 return
             finally:
                 self._starting.release()
-            await self._send(TerminalReady(name=name, instance=uid, address=address))
+            await self._send(pool.TerminalReady(name=name, instance=uid, address=address))
             log.info("terminal %s ready at %s", name, address)
             await _drain(process.stdout)
             await process.wait()

@@ -31,6 +31,10 @@ terminal is not in use, so nobody's session is killed to scale down. A terminal 
 away is forgotten at once, and a late report about it (sent before the backend carried
 out the ScaleTo) is refused: it is never handed out while it is being deleted. Every lookup is
 a dict or a heap: 50,000 events per second with 10,000 terminals is the design load.
+
+Longer than the other modules (~650 lines) on purpose: it is one state machine — its
+events, decisions, transition table and the handlers the table names — and reads (and
+is tested) as one piece; split, every part would need the others to be understood.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ __all__ = [
     "Event",
     "IllegalTransition",
     "Listed",
+    "OfClient",
+    "OfInstance",
     "Pool",
     "PoolError",
     "Recycle",
@@ -92,39 +98,45 @@ class State(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TerminalAppeared:
-    """The backend created (or found) a terminal that is not ready yet."""
+class OfClient:
+    """Of one client (a client hash, never the raw id)."""
+
+    client: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfInstance:
+    """Of one instance (pod UID) of terminal ``name``: the fields events and decisions
+    about a terminal's instance share."""
 
     name: str
     instance: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TerminalReady:
+class TerminalReady(OfInstance):
     """A terminal answers at ``address``. ``owner`` (a client hash) is set when the
     backend found the terminal already allocated, e.g. on a restarted manager."""
 
-    name: str
-    instance: str
     address: str
     owner: str | None = None
     allocated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TerminalGone:
-    """The terminal (this instance of it) no longer exists."""
-
-    name: str
-    instance: str
+class TerminalAppeared(OfInstance):
+    """The backend created (or found) a terminal that is not ready yet."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TerminalFailed:
+class TerminalGone(OfInstance):
+    """The terminal (this instance of it) no longer exists."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalFailed(OfInstance):
     """The terminal did not become ready in time, or crashed."""
 
-    name: str
-    instance: str
     reason: str = "failed"
 
 
@@ -147,21 +159,18 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Allocate:
-    client: str  # the client hash, never the raw id
+class Allocate(OfClient):
     now: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Release:
-    client: str
+class Release(OfClient):
+    pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CancelWait:
+class CancelWait(OfClient):
     """A waiting client gave up (its request hit its deadline)."""
-
-    client: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,12 +188,11 @@ class Listed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Unassign:
+class Unassign(OfClient):
     """Undo an :class:`Assign` the backend could not record (its ownership write
     failed): the terminal is free again, the client holds nothing. Ignored unless
     ``client`` still holds exactly this terminal instance."""
 
-    client: str
     name: str
     instance: str
 
@@ -209,10 +217,9 @@ Event = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Assign:
+class Assign(OfClient):
     """Give ``client`` this terminal."""
 
-    client: str
     name: str
     instance: str
     address: str
@@ -220,17 +227,14 @@ class Assign:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Wait:
+class Wait(OfClient):
     """No terminal is free but one is coming: ``client`` waits for a later Assign."""
-
-    client: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Reject:
+class Reject(OfClient):
     """Every terminal is taken and the pool is at its cap."""
 
-    client: str
     reason: str
     retry_after: int
 
@@ -243,11 +247,8 @@ class ScaleTo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Restart:
+class Restart(OfInstance):
     """Destroy this instance; the backend brings a fresh one under the same name."""
-
-    name: str
-    instance: str
 
 
 Decision = Assign | Wait | Reject | ScaleTo | Restart

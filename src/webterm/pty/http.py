@@ -1,7 +1,7 @@
 """HTTP on the terminal server's port: the request head, read with h11, and short answers.
 
 The listener reads each request's head itself, to answer ``GET /healthz`` and refusals
-here and to hand ``/ws`` upgrades to trio-websocket with the bytes already read replayed
+here (JSON, the services' one error body: :mod:`webterm.service.errors`) and to hand ``/ws`` upgrades to trio-websocket with the bytes already read replayed
 (:class:`ReplayStream`). h11 parses the head (the request line, header syntax, exactly
 one ``Host`` in HTTP/1.1, the size cap); anything it refuses is a :class:`BadRequest`.
 """
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import h11
 import trio
+
+from webterm.service.errors import Refusal, encode_json, error_body, error_headers
 
 HEAD_LIMIT: Final = 16 * 1024
 """Largest HTTP request head we read (h11's own default cap)."""
@@ -61,20 +63,42 @@ async def read_head(stream: trio.abc.Stream) -> RequestHead:
             raise BadRequest("the connection closed before the request head ended")
 
 
-def answer(status: int, body: bytes) -> bytes:
-    """A whole plain-text answer, after which the connection closes."""
+def answer(
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    extra_headers: dict[str, str] | None = None,
+) -> bytes:
+    """A whole answer, after which the connection closes."""
     connection = h11.Connection(h11.SERVER)  # framed by h11: one answer, then close
     headers = [
-        ("Content-Type", "text/plain"),
+        ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
         ("Connection", "close"),
         ("Cache-Control", "no-store"),
+        *(extra_headers or {}).items(),
     ]
     reason = HTTPStatus(status).phrase.encode()
     data = connection.send(h11.Response(status_code=status, headers=headers, reason=reason))
     data += connection.send(h11.Data(data=body))
     data += connection.send(h11.EndOfMessage())
     return data
+
+
+def json_answer(status: int, body: Any) -> bytes:
+    """A whole JSON answer (compact, as every service answers), then close."""
+    return answer(status, encode_json(body), "application/json")
+
+
+def refusal_answer(refusal: Refusal) -> bytes:
+    """The answer to ``refusal``: the services' one JSON error body and headers."""
+    status, retry_after = refusal.error_status_hint, refusal.retry_after
+    return answer(
+        status,
+        encode_json(error_body(refusal.message, retry_after)),
+        "application/json",
+        error_headers(status, retry_after),
+    )
 
 
 class ReplayStream(trio.abc.Stream):
@@ -122,5 +146,7 @@ __all__ = [
     "ReplayStream",
     "RequestHead",
     "answer",
+    "json_answer",
     "read_head",
+    "refusal_answer",
 ]

@@ -27,7 +27,9 @@ HTTP (this module): the listener reads each request head (with h11,
 :mod:`webterm.pty.http`). ``GET /healthz`` is answered here; ``/ws`` upgrades go to
 trio-websocket with the bytes read replayed. A server that listens on loopback only
 first refuses (403) a ``Host`` that could be a DNS-rebinding attack
-(:mod:`webterm.hosts`).
+(:mod:`webterm.service.hostguard`). Every refusal is a
+:class:`~webterm.service.errors.Refusal`, answered with the services' one JSON error
+body.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import trio
 from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from webterm.config import PtyConfig
-from webterm.hosts import listens_on_loopback_only, origin_hosts, rebinding_safe
 from webterm.keys import PublicKeys
 from webterm.protocol import (
     MAX_FRAME_BYTES,
@@ -54,17 +55,20 @@ from webterm.protocol import (
 from webterm.pty import listening_line
 from webterm.pty.attachment import close
 from webterm.pty.connection import serve_connection
-from webterm.pty.http import HEAD_TIMEOUT, BadRequest, ReplayStream, answer, read_head
+from webterm.pty.http import (
+    HEAD_TIMEOUT,
+    BadRequest,
+    ReplayStream,
+    json_answer,
+    read_head,
+    refusal_answer,
+)
 from webterm.pty.terminal import Terminal
+from webterm.service.errors import Refusal, encode_json, error_body
+from webterm.service.health import HEALTHY
+from webterm.service.hostguard import WRONG_HOST, HostGuard
 
 log = logging.getLogger("webterm.pty")
-
-HOST_REFUSED: Final = (
-    b"host not allowed: this terminal server listens on loopback only and answers\n"
-    b"requests for localhost or an IP address (or an allowed origin's host) only\n"
-)
-"""The 403 body for a request whose Host could be a DNS-rebinding attack (see
-:mod:`webterm.hosts`)."""
 
 SHUTDOWN_GRACE: Final = 5.0
 """Seconds a SIGTERM'd server spends closing sockets (1001) and hanging up the shell."""
@@ -76,8 +80,7 @@ class TerminalServer:
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.config = terminal.config
-        self.guard_host = listens_on_loopback_only(self.config.host)
-        self.allowed_hosts = origin_hosts(self.config.allowed_origins)
+        self.guard = HostGuard(self.config.host, self.config.allowed_origins)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One TCP connection. Never raises: a broken peer must not stop the server."""
@@ -93,18 +96,18 @@ class TerminalServer:
             with trio.fail_after(HEAD_TIMEOUT):
                 request = await read_head(stream)
         except (BadRequest, trio.TooSlowError, trio.BrokenResourceError):
-            await _respond(stream, 400, b"bad request\n")
+            await _respond(stream, refusal_answer(Refusal(400, "bad request")))
             return
-        if self.guard_host and not rebinding_safe(request.headers.get("host"), self.allowed_hosts):
+        if not self.guard.allows_host(request.headers.get("host")):
             log.info("refused a request for host %r", request.headers.get("host"))
-            await _respond(stream, 403, HOST_REFUSED)
+            await _respond(stream, refusal_answer(Refusal(403, WRONG_HOST)))
             return
         if request.path == "/healthz" and not request.upgrade:
-            await _respond(stream, 200, b"ok\n")
+            await _respond(stream, json_answer(200, HEALTHY))
         elif request.path == "/ws" and request.upgrade:
             await self._websocket(ReplayStream(stream, request.received))
         else:
-            await _respond(stream, 404, b"not found\n")
+            await _respond(stream, refusal_answer(Refusal(404, "not found")))
 
     async def _websocket(self, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
@@ -120,9 +123,12 @@ class TerminalServer:
                 return
             refusal = await self._refusal(request)
             if refusal is not None:
-                status, text = refusal
-                log.info("refused connection from %s: %s", request.remote, text)
-                await request.reject(status, body=text.encode() + b"\n")
+                log.info("refused connection from %s: %s", request.remote, refusal.message)
+                await request.reject(
+                    refusal.error_status_hint,
+                    extra_headers=[(b"content-type", b"application/json")],
+                    body=encode_json(error_body(refusal.message)),
+                )
                 nursery.cancel_scope.cancel()
                 return
             ws = await request.accept(subprotocol=SUBPROTOCOL)
@@ -137,30 +143,32 @@ class TerminalServer:
         if broken:
             await stream.aclose()
 
-    async def _refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
-        """``(status, reason)`` if this upgrade must be refused; tokens are never logged."""
+    async def _refusal(self, request: WebSocketRequest) -> Refusal | None:
+        """Why this upgrade must be refused, if it must; tokens are never logged."""
         if self.config.allowed_origins:
             origin = next(
                 (v.decode("latin-1") for k, v in request.headers if k.lower() == b"origin"), None
             )
             if origin is not None and origin not in self.config.allowed_origins:
-                return 403, "origin not allowed"
+                return Refusal(403, "origin not allowed")
         token = token_from_subprotocols(request.proposed_subprotocols)
         if token is None:
-            return 401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
+            return Refusal(
+                401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
+            )
         try:
             await self.terminal.keys.verify(
                 token, terminal=self.config.name, instance=self.config.instance, now=time.time()
             )
         except TokenError as exc:
-            return exc.error_status_hint, str(exc)
+            return Refusal(exc.error_status_hint, str(exc))
         self.terminal.report_token = token  # what our reports to the manager carry
         return None
 
 
-async def _respond(stream: trio.abc.Stream, status: int, body: bytes) -> None:
+async def _respond(stream: trio.abc.Stream, data: bytes) -> None:
     try:
-        await stream.send_all(answer(status, body))
+        await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:

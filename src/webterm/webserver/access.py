@@ -6,7 +6,8 @@
 * ``header``: a trusted proxy authenticated the user and set ``--access-header``;
   believed only from a trusted proxy, which must have set it; otherwise 403.
 
-WebSocket scopes the gate refuses are closed before the handshake (HTTP 403)."""
+WebSocket scopes the gate refuses are closed before the handshake (HTTP 403). Refusals
+are the services' one early refusal (:func:`webterm.service.asgi.refuse_early`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import hmac
 from typing import Final
 
 from webterm.config import AccessMode
-from webterm.webserver.asgi import Scope, Send, peer, scope_headers, send_json
+from webterm.protocol import CloseCode
+from webterm.service.asgi import refuse_early
+from webterm.service.errors import Refusal
+from webterm.webserver.asgi import Scope, Send, peer, scope_headers
 from webterm.webserver.forwarding import TrustedProxies
 
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
@@ -24,7 +28,7 @@ OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 
 CHALLENGE: Final = (b"www-authenticate", b'Basic realm="webterm", charset="UTF-8"')
 
-NOT_ALLOWED: Final = b'{"error":"not allowed"}'
+NOT_ALLOWED: Final = "not allowed"
 
 
 class AccessGate:
@@ -60,12 +64,14 @@ class AccessGate:
             return False
         return bool(headers.get(self._header, "").strip())
 
-    async def refuse(self, send: Send) -> None:
-        """The HTTP answer to a request the gate does not admit."""
+    async def refuse(self, scope: Scope, send: Send) -> None:
+        """The answer to a request the gate does not admit (a WebSocket: closed with
+        :attr:`~webterm.protocol.CloseCode.UNAUTHORIZED` before its handshake)."""
         if self.mode == "password":
-            await send_json(send, 401, NOT_ALLOWED, [CHALLENGE])
+            refusal, headers = Refusal(401, NOT_ALLOWED), [CHALLENGE]
         else:
-            await send_json(send, 403, NOT_ALLOWED)
+            refusal, headers = Refusal(403, NOT_ALLOWED), []
+        await refuse_early(scope, send, refusal, close_code=CloseCode.UNAUTHORIZED, headers=headers)
 
 
 __all__ = ["OPEN_PATHS", "AccessGate"]

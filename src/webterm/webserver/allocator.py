@@ -11,13 +11,14 @@ before them; a failed or dropped request is not counted."""
 from __future__ import annotations
 
 import math
+from dataclasses import KW_ONLY, dataclass
 from typing import Final
 
 import trio
 
 from webterm.protocol import Allocation
 from webterm.ratelimit import TokenBucketLimiter
-from webterm.webserver.answers import Refusal
+from webterm.service.errors import Refusal
 from webterm.webserver.forwarding import limit_key
 from webterm.webserver.holds import AddressHolds
 from webterm.webserver.managerclient import ManagerClient
@@ -26,21 +27,15 @@ RETRY_AFTER_CAP: Final = 60
 """Seconds before asking again when this address already holds its share of terminals."""
 
 
+@dataclass(frozen=True, slots=True)
 class Allocator:
     """Limits in front of the manager's allocations (see the module docstring)."""
 
-    def __init__(
-        self,
-        manager: ManagerClient,
-        *,
-        per_address: TokenBucketLimiter,
-        per_client: TokenBucketLimiter,
-        holds: AddressHolds,
-    ) -> None:
-        self.manager = manager
-        self.per_address = per_address
-        self.per_client = per_client
-        self.holds = holds
+    manager: ManagerClient
+    _: KW_ONLY
+    per_address: TokenBucketLimiter
+    per_client: TokenBucketLimiter
+    holds: AddressHolds
 
     async def allocate(self, identity: str, address: str) -> Allocation:
         """The manager's allocation for ``identity`` asking from ``address``; raises

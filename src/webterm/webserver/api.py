@@ -8,17 +8,19 @@ answer's ``client`` is null); ``ip`` — the remote address. The manager sees
 ``tab:<id>``, ``browser:<id>`` or ``ip:<address>`` (see
 :mod:`webterm.webserver.identity`). Both allocating routes take the one path of
 :class:`~webterm.webserver.allocator.Allocator`; a refusal is raised, never returned
-(:class:`~webterm.webserver.answers.Refusal`, the manager client's errors)."""
+(:class:`~webterm.service.errors.Refusal`, the manager client's errors)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from quart import Response
 
 from webterm.config import WebserverConfig
+from webterm.service.answers import json_body, json_response
+from webterm.service.errors import Refusal
 from webterm.webserver.allocator import Allocator
-from webterm.webserver.answers import Refusal, json_body, json_response
 from webterm.webserver.caller import Caller
 from webterm.webserver.forwarding import TrustedProxies
 from webterm.webserver.identity import COOKIE_NAME, identify, manager_identity
@@ -32,16 +34,17 @@ MAX_CLIENT_FIELD: Final = 200
 """A ``client`` or ``IP`` field longer than this is not an id we could have issued."""
 
 
+@dataclass
 class TerminalApi:
     """The routes' handlers (Quart views, bound to this object)."""
 
-    def __init__(
-        self, config: WebserverConfig, allocator: Allocator, trusted: TrustedProxies
-    ) -> None:
-        self.config = config
-        self.allocator = allocator
-        self.trusted = trusted
-        self.allowed_origins = frozenset(config.allowed_origins)
+    config: WebserverConfig
+    allocator: Allocator
+    trusted: TrustedProxies
+    allowed_origins: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.allowed_origins = frozenset(self.config.allowed_origins)
 
     async def terminal(self) -> Response:
         """``POST /api/terminal``: a terminal for the caller, and where to dial it."""

@@ -5,7 +5,7 @@ Theory of operation
 One raw ASGI callable, :class:`Webserver`, sits in front of everything:
 
 * a loopback-only webserver answers only requests naming this machine
-  (:mod:`~webterm.webserver.rebinding`), and the optional access gate
+  (:mod:`~webterm.service.hostguard`), and the optional access gate
   (:mod:`~webterm.webserver.access`) stands before everything but the probes;
 * WebSocket scopes for ``/terminals/...`` go straight to the
   :class:`~webterm.webserver.proxy.TerminalProxy` (the hot path: no framework);
@@ -22,7 +22,8 @@ manager is reached through one ``httpx.AsyncClient`` opened in :func:`serve`
 :mod:`~webterm.webserver.addresses`.
 
 Error tree: every error answer is JSON ``{"error": TEXT}``; 429 and 503 add
-``retry_after`` (seconds) and a ``Retry-After`` header (:mod:`~webterm.webserver.answers`).
+``retry_after`` (seconds) and a ``Retry-After`` header (:mod:`~webterm.service.errors`;
+the probes and the Hypercorn setup are the service kit's too, :mod:`webterm.service`).
 The manager's own 429/503 are passed through; a manager that cannot be reached or
 answers nonsense is a 503 with a short retry, so the page shows "busy, retrying"
 rather than an error.
@@ -36,36 +37,29 @@ from typing import Final
 
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from quart import Response
+from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
 from webterm.config import KeySource, WebserverConfig
 from webterm.keys import KEYS_PATH, PublicKeys
-from webterm.protocol import MAX_FRAME_BYTES, CloseCode
+from webterm.protocol import MAX_FRAME_BYTES
 from webterm.ratelimit import TokenBucketLimiter
+from webterm.service.answers import install_error_handlers
+from webterm.service.errors import Refusal
+from webterm.service.health import READY, add_probes
+from webterm.service.hostguard import HostGuard
+from webterm.service.hypercorn import bound_port, hypercorn_config, serve_http
 from webterm.webserver.access import AccessGate
 from webterm.webserver.addresses import AddressBook
 from webterm.webserver.allocator import Allocator
-from webterm.webserver.answers import (
-    MAX_BODY_BYTES,
-    Refusal,
-    error_response,
-    install_error_handlers,
-    json_response,
-)
 from webterm.webserver.api import TerminalApi
 from webterm.webserver.asgi import Receive, Scope, Send
 from webterm.webserver.envelope import Envelope
 from webterm.webserver.forwarding import TrustedProxies
 from webterm.webserver.holds import HOLD_SECONDS, AddressHolds
-from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient, ManagerError
+from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient
 from webterm.webserver.pages import Pages
 from webterm.webserver.proxy import TerminalProxy
-from webterm.webserver.rebinding import RebindingGuard
 from webterm.webserver.security import CONTENT_SECURITY_POLICY
 from webterm.webserver.static import StaticSite
 from webterm.webserver.upstream import UpstreamTransport
@@ -96,7 +90,7 @@ class Webserver:
     ) -> None:
         self.registry = registry
         trusted = TrustedProxies(config.trusted_proxies)
-        self.guard = RebindingGuard(config.host, config.allowed_origins)
+        self.guard = HostGuard(config.host, config.allowed_origins)
         self.gate = AccessGate(
             config.access,
             password=config.access_password,
@@ -142,14 +136,14 @@ class Webserver:
             if self.gate.admits(scope):
                 await self.proxy(scope, receive, send)
             else:  # before accept: an HTTP 403
-                await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED})
+                await self.gate.refuse(scope, send)
         elif kind == "http":
 
             async def respond(send: Send) -> None:
                 if self.gate.admits(scope):
                     await self.app(scope, receive, send)  # type: ignore[arg-type]
                 else:
-                    await self.gate.refuse(send)
+                    await self.gate.refuse(scope, send)
 
             await self.envelope.answer(scope, send, respond)
         else:  # lifespan, and WebSockets elsewhere (Quart answers 404/403)
@@ -157,35 +151,20 @@ class Webserver:
 
     def _create_app(self, pages: Pages, api: TerminalApi) -> QuartTrio:
         app = QuartTrio("webterm.webserver", static_folder=None)
-        app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
         app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
         app.add_url_rule("/", view_func=pages.index, methods=["GET"])
         app.add_url_rule("/static/<path:filename>", view_func=pages.static_file, methods=["GET"])
         app.add_url_rule("/api/terminal", view_func=api.terminal, methods=["POST"])
         app.add_url_rule("/api/terminal", view_func=api.give_back, methods=["DELETE"])
         app.add_url_rule("/getPseudoTerminalAddress", view_func=api.legacy, methods=["POST"])
-        app.add_url_rule("/healthz", view_func=self.healthz, methods=["GET"])
-        app.add_url_rule("/readyz", view_func=self.readyz, methods=["GET"])
-        app.add_url_rule("/metrics", view_func=self.metrics, methods=["GET"])
-        app.register_error_handler(ManagerError, self.no_allocation)
-        install_error_handlers(app)
+        add_probes(app, self.registry, self.readiness)
+        install_error_handlers(app)  # the manager client's errors are refusals too
         return app
 
-    # --- probes, metrics, and the manager's refusals ----------------------------------------
-
-    async def healthz(self) -> Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(self) -> Response:
+    async def readiness(self) -> dict[str, str]:
         if not await self.manager.ready():
             raise Refusal(503, "terminal manager not ready")
-        return json_response({"status": "ready"})
-
-    async def metrics(self) -> Response:
-        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
-
-    async def no_allocation(self, error: ManagerError) -> Response:
-        return error_response(error.error_status_hint, error.message, error.retry_after)
+        return READY
 
 
 async def serve(
@@ -205,17 +184,12 @@ async def serve(
     built page's directory (default: the package's ``static/``)."""
     registry = CollectorRegistry()
     closing = trio.Event()
-    hyper = HypercornConfig()
-    hyper.bind = [
-        f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
-    ]
-    hyper.accesslog = None  # we log one line per request ourselves
-    hyper.graceful_timeout = SHUTDOWN_GRACE - 1.0
-    hyper.include_server_header = False
-    # longer than an ingress keeps idle upstream connections (nginx: 60 s), so a request
-    # the proxy sends on a reused connection never meets a server-side close
-    hyper.keep_alive_timeout = 75.0
-    hyper.websocket_max_message_size = MAX_FRAME_BYTES
+    hyper = hypercorn_config(
+        config.host,
+        config.port,
+        graceful_timeout=SHUTDOWN_GRACE - 1.0,
+        websocket_max_message_size=MAX_FRAME_BYTES,
+    )
     http_scope = trio.CancelScope(shield=True)
     keys = PublicKeys(config.keys or KeySource(url=config.manager_url.rstrip("/") + KEYS_PATH))
     await keys.start()
@@ -238,16 +212,13 @@ async def serve(
             # Shielded: outside cancellation must not cut connections mid-frame; the
             # `finally` below asks Hypercorn to stop and bounds how long it may take.
             with http_scope:
-                await hypercorn_serve(
-                    webserver,  # type: ignore[arg-type]  # a plain ASGI callable, loosely typed
-                    hyper,
-                    shutdown_trigger=closing.wait,
-                    task_status=task_status,
+                await serve_http(
+                    webserver, hyper, shutdown_trigger=closing.wait, task_status=task_status
                 )
 
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(run_http)
-            port = int(binds[0].rsplit(":", 1)[1])
+            port = bound_port(binds)
             log.info("webserver listening on %s", binds[0])
             task_status.started(port)
             try:

@@ -1,18 +1,12 @@
-"""The raw ASGI layer's types and the few things read off a scope. Pure: no I/O.
+"""The few things the webserver reads off a raw ASGI scope. Pure: no I/O.
 
 The dispatcher, the gates in front of the app and the WebSocket proxy work on raw
-ASGI scopes and messages, loosely typed as Hypercorn hands them over."""
+ASGI scopes and messages (the types are the service kit's, :mod:`webterm.service.asgi`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
+from webterm.service.asgi import Receive, Scope, Send
 from webterm.webserver.forwarding import joined_headers
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -32,14 +26,4 @@ def loggable_path(path: str) -> str:
     return path[:200].encode("unicode_escape").decode("ascii")
 
 
-async def send_json(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """A JSON answer sent before (instead of) the app: the gates' refusals."""
-    head = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    head.extend(headers or [])
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
-
-__all__ = ["Receive", "Scope", "Send", "loggable_path", "peer", "scope_headers", "send_json"]
+__all__ = ["Receive", "Scope", "Send", "loggable_path", "peer", "scope_headers"]

@@ -27,8 +27,8 @@ import httpx
 import trio
 from prometheus_client import CollectorRegistry, Histogram
 
-from webterm.errors import WebtermError
 from webterm.protocol import Allocation, MalformedAllocation, decode_allocation
+from webterm.service.errors import Refusal
 
 log = logging.getLogger("webterm.webserver")
 
@@ -46,16 +46,15 @@ MAX_MESSAGE_CHARS: Final = 200
 """A refusal's message is passed on to the page, this long at most."""
 
 
-class ManagerError(WebtermError):
+class ManagerError(Refusal):
     """The manager gave no allocation. ``message`` is fit to show a user;
-    ``retry_after`` is in seconds; ``error_status_hint`` is the status to answer with."""
+    ``retry_after`` is in seconds; ``error_status_hint`` is the status to answer with.
+    A :class:`~webterm.service.errors.Refusal`: a route that meets one answers it."""
 
     error_status_hint: int = 503
 
     def __init__(self, message: str, retry_after: int = RETRY_AFTER_MANAGER_DOWN) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+        super().__init__(type(self).error_status_hint, message, retry_after)
 
 
 class ManagerUnavailable(ManagerError):

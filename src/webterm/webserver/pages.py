@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from quart import Response, request
 
-from webterm.webserver.answers import Refusal
+from webterm.service.errors import Refusal
 from webterm.webserver.static import (
     CACHE_INDEX,
     CACHE_UNVERSIONED,

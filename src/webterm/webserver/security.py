@@ -3,6 +3,9 @@
 The page is xterm.js plus our bundle, all from ``/static/``: no inline script, no
 ``eval``, no third-party origin. What it needs beyond ``'self'``:
 
+* ``script-src 'wasm-unsafe-eval'``: the image addon's sixel and base64 decoders are
+  WebAssembly, which a CSP without it forbids compiling. It allows WebAssembly only:
+  no ``eval``, no ``new Function``, no inline script.
 * ``style-src 'unsafe-inline'``: xterm.js injects ``<style>`` elements and sets inline
   styles (theme colours, cell metrics). Hashes would change with every theme and size.
 * ``img-src data:`` and ``font-src data:``: small inlined images/fonts in the CSS.
@@ -19,7 +22,7 @@ from typing import Final, Literal
 
 _DIRECTIVES: Final = (
     "default-src 'self'",
-    "script-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
     "style-src 'self' 'unsafe-inline'",
     "img-src 'self' data:",
     "font-src 'self' data:",

@@ -38,7 +38,9 @@ def test_manager_scale_bench_runs_small() -> None:
     )  # fmt: skip
     row = json.loads(done.stdout.splitlines()[-1])
     assert row["pods"] == 100
-    assert row["waiters"] == 10
+    # a readiness watchdog per starting pod of the 10 (10 %) not Ready: those the
+    # backend's first replay saw starting (a flip to Ready may already have landed)
+    assert 0 < row["waiters"] <= 10
     assert row["events_per_s"] > 0
     assert row["rss_mib"] > 0
     assert "manager events/s" in done.stdout

@@ -94,6 +94,7 @@ HERE = THIS.parent
 REPO = HERE.parent
 PEERS = HERE / "peers"
 SECRET = "bench-secret-0123456789abcdef"
+CREDENTIAL = "bench-webserver-credential-0123456789"  # the webserver's, to the manager
 SHELL = "/bin/bash --norc --noprofile -i"
 PROMPTS = (b"$ ", b"# ")
 CONCURRENCY = (1, 50, 200)
@@ -118,9 +119,15 @@ class Processes:
     ``with`` block stops whatever is still running, also after an error."""
 
     def __init__(self, directory: Path) -> None:
+        from webterm.protocol import SigningKey
+
         self.directory = directory
         self.running: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
+        # the manager's signing key, which only it reads; terminals get the public half
+        self.key = SigningKey.generate()
+        (directory / "signing.pem").write_bytes(self.key.to_pem())
+        (directory / "credential").write_text(CREDENTIAL)
 
     def __enter__(self) -> Processes:
         return self
@@ -136,7 +143,11 @@ class Processes:
         :meth:`first_line`), else it goes to the log with stderr."""
         log_path = self.directory / f"{name}-{len(self.logs)}.log"
         env = {**os.environ, "WEBTERM_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
-               "PYTHONPYCACHEPREFIX": str(self.directory / "pycache")}  # fmt: skip
+               "PYTHONPYCACHEPREFIX": str(self.directory / "pycache"),
+               "WEBTERM_SIGNING_KEY_FILE": str(self.directory / "signing.pem"),
+               "WEBTERM_WEBSERVER_CREDENTIAL_FILE": str(self.directory / "credential"),
+               "WEBTERM_MANAGER_CREDENTIAL_FILE": str(self.directory / "credential"),
+               "WEBTERM_PUBLIC_KEYS": json.dumps(self.key.key_set().to_jwks())}  # fmt: skip
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -359,9 +370,20 @@ async def allocation_rounds(
 
 
 async def terminal_states(manager_url: str) -> list[str]:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(
+        timeout=10, headers={"Authorization": f"Bearer {CREDENTIAL}"}
+    ) as http:
         terminals = (await http.get(f"{manager_url}/v1/terminals")).json()["terminals"]
     return [t["state"] for t in terminals]
+
+
+async def free_terminals(manager_url: str) -> int:
+    """Free terminals by the manager's metrics (unauthenticated: ``webterm up`` keeps
+    the webserver's credential in memory)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(f"{manager_url}/metrics")).text
+    found = re.search(r'^webterm_terminals\{state="free"\} (\S+)$', metrics, re.M)
+    return int(float(found.group(1))) if found else 0
 
 
 async def settled(manager_url: str, in_use: int, free: int) -> None:
@@ -497,7 +519,7 @@ async def to_first_prompt(procs: Processes, spares: int) -> float:
             (manager_port,) = listening_ports(up.pid) - {webserver_port}
             manager_url = f"http://127.0.0.1:{manager_port}"
             with trio.fail_after(START_DEADLINE):
-                while (await terminal_states(manager_url)).count("free") < spares:
+                while await free_terminals(manager_url) < spares:
                     await trio.sleep(0.1)
         await trio.sleep(0.5)  # let the start-up settle
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
@@ -586,7 +608,7 @@ async def idle_rss(procs: Processes, kind: str, quiet: float, manager_url: str) 
             "--manager-url", manager_url, "--shell", SHELL), stdout=True)  # fmt: skip
         claims = TokenClaims(terminal="bench", instance="b", client="",
                              expires_at=int(time.time()) + 600)  # fmt: skip
-        token = sign_token(SECRET.encode(), claims)
+        token = sign_token(procs.key, claims)
         subprotocols = subprotocols_for(token)
         path = "/ws"
     elif kind == "terminado":

@@ -39,6 +39,7 @@ from webterm.config import ManagerConfig
 from webterm.manager.app import Manager
 from webterm.manager.kube.backend import KubernetesBackend
 from webterm.manager.kube.client import ClusterConnection, KubeClient
+from webterm.protocol import SigningKey
 
 CHANGE_EVERY = 10  # --pods must be a multiple of it (each flip is flipped back)
 
@@ -168,7 +169,8 @@ async def measure(pods: int, events: int, port: int) -> dict[str, float]:
     rss_start = process.memory_info().rss
     connection = ClusterConnection(f"http://127.0.0.1:{port}", False, None, None, "webterm")
     config = ManagerConfig(
-        secret=b"b" * 32, backend="kubernetes", spares=2, max_terminals=pods + 10,
+        secret=b"b" * 32, signing_key=SigningKey.generate(), webserver_credential=b"c" * 32,
+        backend="kubernetes", spares=2, max_terminals=pods + 10,
         ready_timeout=3600.0, stale_after=3600.0,
     )  # fmt: skip
     registry = CollectorRegistry()

@@ -27,7 +27,10 @@ from trio_websocket import (
 )
 
 from webterm.config import WebserverConfig
-from webterm.protocol import SUBPROTOCOL, TokenClaims, sign_token, subprotocols_for
+from webterm.protocol import SUBPROTOCOL, subprotocols_for
+
+from ..credentials import CREDENTIAL, KEY_SOURCE
+from ..credentials import token as make_token
 
 SECRET = b"measure-proxy-secret-0123456789ab"
 NAME = "bench-0"
@@ -75,7 +78,13 @@ async def proxy(backend_port: int) -> None:
             "address": f"127.0.0.1:{backend_port}",
         })  # fmt: skip
 
-    config = WebserverConfig(secret=SECRET, manager_url="http://manager", port=0)
+    config = WebserverConfig(
+        secret=SECRET,
+        manager_url="http://manager",
+        manager_credential=CREDENTIAL,
+        keys=KEY_SOURCE,
+        port=0,
+    )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             lambda task_status: serve(
@@ -96,10 +105,7 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 
 async def browser(url: str, size: int, pings: int) -> tuple[float, float, float]:
-    token = sign_token(
-        SECRET,
-        TokenClaims(terminal=NAME, instance=INSTANCE, client="", expires_at=int(time.time()) + 600),
-    )
+    token = make_token(NAME, INSTANCE, ttl=600)
     async with open_websocket_url(
         url, subprotocols=subprotocols_for(token), max_message_size=4 * MEBIBYTE,
         receive_buffer_size=256 * 1024,

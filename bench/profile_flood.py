@@ -77,17 +77,21 @@ def main() -> None:
                   f"--callgrind-out-file={out}"]  # fmt: skip
         original = stream.spawn
 
-        def spawn(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str]:
-            return original([*prefix, *argv] if argv[0] == sys.executable else argv, cwd)
+        def spawn(
+            argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+        ) -> tuple[subprocess.Popen[str], str]:
+            return original([*prefix, *argv] if argv[0] == sys.executable else argv, cwd, env)
 
         stream.spawn = spawn  # type: ignore[assignment]
     if args.cprofile:
         plain = stream.spawn
 
-        def profiled(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+        def profiled(
+            argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+        ) -> tuple[subprocess.Popen[str], str]:
             if argv[0] == sys.executable:
                 argv = [argv[0], "-m", "cProfile", "-o", args.cprofile, *argv[1:]]
-            return plain(argv, cwd)
+            return plain(argv, cwd, env)
 
         stream.spawn = profiled  # type: ignore[assignment]
     with stream.TARGETS[args.target]() as target:

@@ -40,7 +40,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent
 NODE_DIR = ROOT / "peers" / "node-reference"
-SECRET = "bench-secret-0123456789abcdef"
 SHELL = "/bin/bash --norc --noprofile -i"
 SHELL_NAMES = {"bash", "yes", "head", "sh"}
 PER_MB = 50e6  # CPU is reported per 50 MB of output
@@ -80,10 +79,12 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def spawn(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+def spawn(
+    argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
-        env={**os.environ, "WEBTERM_SECRET": SECRET},
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert process.stdout is not None
     return process, process.stdout.readline().strip()
@@ -100,16 +101,18 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
 
 @contextmanager
 def webterm_direct() -> Iterator[Target]:
-    from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+    from webterm.protocol import SigningKey, TokenClaims, sign_token, subprotocols_for
     from webterm.pty import parse_listening_line
 
+    key = SigningKey.generate()  # the manager's part: the server gets the public key only
     process, line = spawn([sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1",
                             "--port", "0", "--name", "bench", "--instance", "b",
-                            "--shell", SHELL])  # fmt: skip
+                            "--shell", SHELL],
+                          env={"WEBTERM_PUBLIC_KEYS": json.dumps(key.key_set().to_jwks())})  # fmt: skip
     try:
         host, port = parse_listening_line(line)
         address = f"{host}:{port}"
-        token = sign_token(SECRET.encode(), TokenClaims(
+        token = sign_token(key, TokenClaims(
             terminal="bench", instance="b", client="", expires_at=int(time.time()) + 3000))  # fmt: skip
         yield Target(f"ws://{address}/ws", "webterm", subprotocols_for(token), root=process.pid)
     finally:

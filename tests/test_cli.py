@@ -13,10 +13,25 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from tests.credentials import CREDENTIAL, KEY, KEY_SOURCE, KEYS_ENV
 from webterm import cli
 from webterm.config import ManagerConfig, PtyConfig, UpConfig, WebserverConfig
 
 SECRET = "cli-test-secret-0123456789"
+
+
+@pytest.fixture
+def key_files(tmp_path: Path) -> dict[str, str]:
+    """The environment naming a signing key and the webserver's credential in files,
+    and the public keys a terminal server needs."""
+    (tmp_path / "signing-key.pem").write_bytes(KEY.to_pem())
+    (tmp_path / "credential").write_bytes(CREDENTIAL)
+    return {
+        "WEBTERM_SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem"),
+        "WEBTERM_WEBSERVER_CREDENTIAL_FILE": str(tmp_path / "credential"),
+        "WEBTERM_MANAGER_CREDENTIAL_FILE": str(tmp_path / "credential"),
+        **KEYS_ENV,
+    }
 
 
 def commands() -> list[click.Command]:
@@ -43,22 +58,33 @@ def configs(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return seen
 
 
-def test_without_flags_each_service_gets_its_configs_defaults(configs: list[object]) -> None:
+def test_without_flags_each_service_gets_its_configs_defaults(
+    configs: list[object], key_files: dict[str, str]
+) -> None:
     runner = CliRunner()
     for args in (["up"], ["manager"], ["webserver", "--manager-url", "http://m"], ["pty"]):
-        result = runner.invoke(cli.main, args, env={"WEBTERM_SECRET": SECRET})
+        result = runner.invoke(cli.main, args, env={"WEBTERM_SECRET": SECRET, **key_files})
         assert result.exit_code == 0, result.output
     up, manager, webserver, pty = configs
     secret = SECRET.encode()
     assert up == UpConfig()
-    assert manager == ManagerConfig(secret=secret)
-    assert webserver == WebserverConfig(secret=secret, manager_url="http://m")
+    assert isinstance(manager, ManagerConfig)
+    assert manager.signing_key.kid == KEY.kid
+    assert dataclasses.replace(manager, signing_key=KEY) == ManagerConfig(
+        secret=secret, signing_key=KEY, webserver_credential=CREDENTIAL
+    )
+    assert webserver == WebserverConfig(
+        secret=secret, manager_url="http://m", manager_credential=CREDENTIAL, keys=KEY_SOURCE
+    )
     assert isinstance(pty, PtyConfig)
-    assert dataclasses.replace(pty, name="n") == PtyConfig(secret=secret, name="n")
+    assert dataclasses.replace(pty, name="n") == PtyConfig(keys=KEY_SOURCE, name="n")
 
 
-def test_settings_from_the_environment_and_flags(configs: list[object]) -> None:
+def test_settings_from_the_environment_and_flags(
+    configs: list[object], key_files: dict[str, str]
+) -> None:
     env = {
+        **key_files,
         "WEBTERM_MAX_TERMINALS": "7",
         "WEBTERM_IDENTITY": "ip",
         "WEBTERM_SHELL": "sh -c 'exec cat'",
@@ -106,19 +132,31 @@ def webterm(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     ("args", "message"),
     [
         (["manager", "--secret-file", "/nonexistent/secret"], "cannot read secret file"),
-        (["token", "--terminal", "t-0", "--secret-file", "/nonexistent"], "cannot read secret"),
-        (["manager"], "no shared secret"),
+        (["token", "--terminal", "t-0", "--signing-key-file", "/nonexistent"], "signing key"),
+        (["manager"], "no secret"),
+        (["manager", "--signing-key-file", "/nonexistent"], "cannot read signing key"),
+        (["webserver", "--manager-url", "http://m", "--manager-credential-file", "/nonexistent"],
+         "cannot read manager credential"),
+        (["pty"], "no public keys"),
     ],
-)
-def test_a_bad_secret_file_is_a_usage_error(args: list[str], message: str) -> None:
-    result = webterm(*args)
+)  # fmt: skip
+def test_a_bad_secret_file_is_a_usage_error(
+    args: list[str], message: str, key_files: dict[str, str]
+) -> None:
+    env = {k: v for k, v in key_files.items() if k != "WEBTERM_PUBLIC_KEYS"}
+    if "--signing-key-file" in args:
+        env["WEBTERM_SECRET"] = SECRET
+    if args[0] == "webserver":
+        env["WEBTERM_SECRET"] = SECRET
+    result = webterm(*args, env=env)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_a_bad_password_file_is_a_usage_error(tmp_path: Path) -> None:
-    args = ["webserver", "--manager-url", "http://m", "--access", "password"]
+def test_a_bad_password_file_is_a_usage_error(tmp_path: Path, key_files: dict[str, str]) -> None:
+    args = ["webserver", "--manager-url", "http://m", "--access", "password",
+            "--manager-credential-file", key_files["WEBTERM_MANAGER_CREDENTIAL_FILE"]]  # fmt: skip
     for path, message in [
         (tmp_path / "missing", "cannot read password file"),
         (tmp_path, "is a directory"),
@@ -135,8 +173,14 @@ def test_a_bad_password_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "--access password needs" in result.stderr
 
 
-def test_impossible_token_claims_are_a_usage_error() -> None:
-    result = webterm("token", "--terminal", "x" * 300, env={"WEBTERM_SECRET": SECRET})
+def test_impossible_token_claims_are_a_usage_error(key_files: dict[str, str]) -> None:
+    result = webterm(
+        "token",
+        "--terminal",
+        "x" * 300,
+        "--signing-key-file",
+        key_files["WEBTERM_SIGNING_KEY_FILE"],
+    )
     assert result.returncode == 2
     assert "terminal name must be" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 
+import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from webterm.protocol import (
+    TOKEN_AUDIENCE,
     Ack,
     Allocation,
     CloseCode,
@@ -23,14 +23,17 @@ from webterm.protocol import (
     Hello,
     Idle,
     InvalidToken,
+    KeySet,
     MalformedAllocation,
     MalformedMessage,
     Ping,
     Pong,
     ProtocolError,
     Resize,
+    SigningKey,
     TokenClaims,
     TokenError,
+    UnknownKey,
     WrongTerminal,
     client_hash,
     decode_allocation,
@@ -42,10 +45,14 @@ from webterm.protocol import (
     sign_token,
     subprotocols_for,
     token_from_subprotocols,
+    token_key_id,
     verify_token,
 )
 
 SECRET = b"protocol-test-secret-0123456789"
+KEY = SigningKey.generate()
+KEYS = KEY.key_set()
+OTHER = SigningKey.generate()
 NOW = 1_999_990_000  # within a day of the claims' expiry
 sizes = st.integers(1, 1 << 16)
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
@@ -147,47 +154,111 @@ def claims(**overrides: object) -> TokenClaims:
 
 @given(terminal=names, instance=st.text(max_size=40), client=st.text(max_size=40))
 def test_token_round_trip(terminal: str, instance: str, client: str) -> None:
-    token = sign_token(SECRET, claims(terminal=terminal, instance=instance, client=client))
+    token = sign_token(KEY, claims(terminal=terminal, instance=instance, client=client))
     assert token_from_subprotocols(subprotocols_for(token)) == token
-    assert all(c.isalnum() or c in "-_" for c in token)  # base64url, no padding
-    got = verify_token(SECRET, token, terminal=terminal, instance=instance, now=NOW)
+    assert all(c.isalnum() or c in "-_." for c in token)  # a JWT: base64url and dots
+    assert token_key_id(token) == KEY.kid
+    got = verify_token(KEYS, token, terminal=terminal, instance=instance, now=NOW)
     assert (got.terminal, got.instance, got.client) == (terminal, instance, client)
 
 
 @given(st.data())
-def test_any_bit_flip_is_refused(data: st.DataObject) -> None:
-    token = sign_token(SECRET, claims())
+def test_any_character_change_is_refused(data: st.DataObject) -> None:
+    token = sign_token(KEY, claims())
     raw = bytearray(token.encode())
     i = data.draw(st.integers(0, len(raw) - 1))
-    raw[i] = ord(data.draw(st.sampled_from("ABCxyz019-_").filter(lambda c: ord(c) != raw[i])))
+    raw[i] = ord(data.draw(st.sampled_from("ABCxyz019-_.").filter(lambda c: ord(c) != raw[i])))
     with pytest.raises(ProtocolError):
-        verify_token(SECRET, raw.decode(), terminal="terminal-3", instance="uid-7", now=NOW)
+        verify_token(KEYS, raw.decode(), terminal="terminal-3", instance="uid-7", now=NOW)
 
 
-def test_token_is_bound_to_terminal_instance_audience_and_time() -> None:
-    token = sign_token(SECRET, claims())
+def test_token_is_bound_to_terminal_instance_key_and_time() -> None:
+    token = sign_token(KEY, claims())
     with pytest.raises(WrongTerminal):
-        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+        verify_token(KEYS, token, terminal="terminal-4", instance="uid-7", now=NOW)
     with pytest.raises(WrongTerminal):  # the recycled pod has a new UID
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-8", now=NOW)
-    with pytest.raises(WrongTerminal):
-        verify_token(
-            SECRET, token, terminal="terminal-3", instance="uid-7", now=0, audience="manager"
-        )
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-8", now=NOW)
     with pytest.raises(ExpiredToken):
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
-    with pytest.raises(InvalidToken):
-        verify_token(
-            b"another-secret-0123456789", token, terminal="terminal-3", instance="uid-7", now=0
-        )
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    with pytest.raises(UnknownKey):  # another manager's key, or a retired one
+        verify_token(OTHER.key_set(), token, terminal="terminal-3", instance="uid-7", now=NOW)
     with pytest.raises(InvalidToken):  # a day is the longest a token may live
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=1_000_000_000)
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=1_000_000_000)
+
+
+def test_a_key_id_naming_another_key_does_not_verify() -> None:
+    """A token signed by another key but naming ours in its header."""
+    forged = jwt.encode(
+        {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+         "aud": TOKEN_AUDIENCE},
+        OTHER.private, algorithm="EdDSA", headers={"kid": KEY.kid},
+    )  # fmt: skip
+    with pytest.raises(InvalidToken, match="bad signature"):
+        verify_token(KEYS, forged, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_tokens_are_standard_jwts_both_ways_against_pyjwt() -> None:
+    """PyJWT, an independent implementation, reads our tokens and makes tokens we read."""
+    ours = sign_token(KEY, claims())
+    public = KEY.private.public_key()
+    assert jwt.get_unverified_header(ours) == {"alg": "EdDSA", "kid": KEY.kid, "typ": "JWT"}
+    decoded = jwt.decode(
+        ours, public, algorithms=["EdDSA"], audience=TOKEN_AUDIENCE,
+        options={"require": ["exp", "aud"], "verify_exp": False},
+    )  # fmt: skip
+    assert decoded == {
+        "terminal": "terminal-3", "instance": "uid-7", "client": claims().client,
+        "exp": 2_000_000_000, "aud": TOKEN_AUDIENCE,
+    }  # fmt: skip
+    theirs = jwt.encode(decoded, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    got = verify_token(KEYS, theirs, terminal="terminal-3", instance="uid-7", now=NOW)
+    assert got == claims()
+
+
+def test_critical_header_extensions_are_refused() -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    token = jwt.encode(
+        body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid, "crit": ["exp"]}
+    )
+    with pytest.raises(InvalidToken, match="critical"):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_the_algorithm_is_pinned() -> None:
+    """No alg confusion: ``none``, or HMAC keyed with the (public) key's bytes."""
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    public_raw = KEY.private.public_key().public_bytes_raw()
+    unsigned = jwt.encode(body, None, algorithm="none", headers={"kid": KEY.kid})
+    hmaced = jwt.encode(body, public_raw, algorithm="HS256", headers={"kid": KEY.kid})
+    for token in (unsigned, hmaced, unsigned.rstrip(".") + ".", unsigned + "x"):
+        with pytest.raises(InvalidToken):
+            verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+@pytest.mark.parametrize("missing", ["exp", "aud", "terminal", "instance"])
+def test_expiry_audience_and_claims_are_required(missing: str) -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": TOKEN_AUDIENCE}  # fmt: skip
+    del body[missing]
+    token = jwt.encode(body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    with pytest.raises(InvalidToken):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
+
+
+def test_another_audience_is_refused() -> None:
+    body = {"terminal": "terminal-3", "instance": "uid-7", "client": "c", "exp": 2_000_000_000,
+            "aud": "manager"}  # fmt: skip
+    token = jwt.encode(body, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    with pytest.raises(WrongTerminal, match="audience"):
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW)
 
 
 @given(st.text(max_size=3000))
 def test_garbage_tokens_raise_only_token_errors(garbage: str) -> None:
     with pytest.raises(ProtocolError):
-        verify_token(SECRET, garbage, terminal="t", instance="", now=NOW)
+        verify_token(KEYS, garbage, terminal="t", instance="", now=NOW)
 
 
 def test_impossible_claims_are_a_token_error() -> None:
@@ -198,9 +269,14 @@ def test_impossible_claims_are_a_token_error() -> None:
 
 
 def signed(payload: bytes) -> str:
-    """A token with a genuine signature over any payload (a version skew, say)."""
-    signature = hmac.new(SECRET, payload, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(signature + payload).rstrip(b"=").decode()
+    """A token whose signature is genuine (our key) over ``payload`` as its claims."""
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "EdDSA", "kid": KEY.kid}).encode()).rstrip(
+        b"="
+    )
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    signing_input = header + b"." + body
+    signature = base64.urlsafe_b64encode(KEY.private.sign(signing_input)).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
 
 
 @pytest.mark.parametrize(
@@ -208,26 +284,31 @@ def signed(payload: bytes) -> str:
     [
         b"\xff not json",
         b"[1, 2]",
-        b'{"t": "terminal-3"}',
-        b'{"t": "", "i": "", "c": "", "e": 2000000000, "a": "terminal"}',
+        b'{"terminal": "terminal-3"}',
+        b'{"terminal": "", "instance": "", "client": "", "exp": 2000000000, "aud": "webterm-terminal"}',
+        b'{"terminal": "terminal-3", "instance": "", "client": "", "exp": 2e9, "aud": "webterm-terminal"}',
+        b'{"terminal": 3, "instance": "", "client": "", "exp": 2000000000, "aud": "webterm-terminal"}',
     ],
 )
 def test_a_genuine_but_unreadable_payload_is_an_invalid_token(payload: bytes) -> None:
     for read in (
-        lambda token: read_token(SECRET, token, now=NOW, audience="terminal"),
-        lambda token: verify_token(SECRET, token, terminal="terminal-3", instance="", now=NOW),
+        lambda token: read_token(KEYS, token, now=NOW),
+        lambda token: verify_token(KEYS, token, terminal="terminal-3", instance="", now=NOW),
     ):
         with pytest.raises(InvalidToken):
             read(signed(payload))
 
 
 def test_token_errors_carry_a_status_hint() -> None:
-    token = sign_token(SECRET, claims())
+    token = sign_token(KEY, claims())
     with pytest.raises(TokenError) as refused:
-        verify_token(SECRET, token, terminal="terminal-4", instance="uid-7", now=NOW)
+        verify_token(KEYS, token, terminal="terminal-4", instance="uid-7", now=NOW)
     assert refused.value.error_status_hint == 403
     with pytest.raises(TokenError) as refused:
-        verify_token(SECRET, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+        verify_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=2_000_000_000)
+    assert refused.value.error_status_hint == 401
+    with pytest.raises(UnknownKey) as refused:
+        verify_token(OTHER.key_set(), token, terminal="terminal-3", instance="uid-7", now=NOW)
     assert refused.value.error_status_hint == 401
 
 
@@ -248,16 +329,54 @@ def test_close_codes_match_the_contract() -> None:
     assert (CloseCode.UNAUTHORIZED, CloseCode.SUPERSEDED, CloseCode.NORMAL) == (4401, 4409, 1000)
 
 
-def test_read_token_checks_signature_expiry_and_audience_but_not_the_terminal() -> None:
-    token = sign_token(SECRET, claims(audience="manager"))
-    got = read_token(SECRET, token, now=NOW, audience="manager")
+def test_read_token_checks_signature_and_expiry_but_not_the_terminal() -> None:
+    token = sign_token(KEY, claims())
+    got = read_token(KEYS, token, now=NOW)
     assert (got.terminal, got.instance) == ("terminal-3", "uid-7")
-    with pytest.raises(WrongTerminal):
-        read_token(SECRET, token, now=NOW, audience="terminal")
-    with pytest.raises(InvalidToken):
-        read_token(b"another-secret-0123456789", token, now=NOW, audience="manager")
+    with pytest.raises(UnknownKey):
+        read_token(OTHER.key_set(), token, now=NOW)
     with pytest.raises(ExpiredToken):
-        read_token(SECRET, token, now=2_000_000_001, audience="manager")
+        read_token(KEYS, token, now=2_000_000_001)
+    # the manager's reports: accepted up to `leeway` seconds past the expiry
+    assert read_token(KEYS, token, now=2_000_000_001, leeway=60).terminal == "terminal-3"
+    with pytest.raises(ExpiredToken):
+        read_token(KEYS, token, now=2_000_000_060, leeway=60)
+
+
+def test_key_sets_round_trip_as_jwks_and_pem() -> None:
+    both = KEY.key_set(OTHER.key_set())
+    document = both.to_jwks()
+    assert {k["kid"] for k in document["keys"]} == {KEY.kid, OTHER.kid}
+    assert all(
+        (k["kty"], k["crv"], k["use"], k["alg"]) == ("OKP", "Ed25519", "sig", "EdDSA")
+        for k in document["keys"]
+    )
+    assert set(KeySet.from_jwks(json.dumps(document)).keys) == {KEY.kid, OTHER.kid}
+    assert set(KeySet.from_pem(KEY.public_pem()).keys) == {KEY.kid}
+    assert SigningKey.from_pem(KEY.to_pem()).kid == KEY.kid
+    assert len(KEY.kid) == 16  # base64url of 12 bytes
+
+
+def test_a_jwks_whose_kid_lies_is_refused() -> None:
+    document = KEY.key_set().to_jwks()
+    document["keys"][0]["kid"] = OTHER.kid
+    with pytest.raises(ValueError, match="kid"):
+        KeySet.from_jwks(json.dumps(document))
+
+
+def test_a_signing_key_must_be_ed25519() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ValueError, match="Ed25519"):
+        SigningKey.from_pem(pem)
+    with pytest.raises(ValueError, match="PEM"):
+        SigningKey.from_pem(b"not a key")
 
 
 # --- allocations ------------------------------------------------------------------------
@@ -272,6 +391,7 @@ terminal_names = st.from_regex(r"\A[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
         address=st.builds("{}:{}".format, st.ip_addresses().map(str), st.integers(1, 65535)),
         token=st.text(max_size=300),
         reconnect=st.booleans(),
+        client_hash=st.text(max_size=40),
     )
 )
 def test_allocations_round_trip(allocation: Allocation) -> None:
@@ -280,19 +400,24 @@ def test_allocations_round_trip(allocation: Allocation) -> None:
 
 def test_allocation_wire_format_is_the_managers_contract() -> None:
     allocation = Allocation(
-        terminal="terminal-0", address="10.0.0.5:7681", token="abc", reconnect=True
-    )
+        terminal="terminal-0", address="10.0.0.5:7681", token="abc", reconnect=True,
+        client_hash="0123abcd",
+    )  # fmt: skip
     assert json.loads(encode_allocation(allocation)) == {
         "terminal": "terminal-0",
         "address": "10.0.0.5:7681",
         "token": "abc",
         "reconnect": True,
+        "client_hash": "0123abcd",
     }
     # fields the webserver does not read are skipped; a missing 'reconnect' is a first
     read = decode_allocation(
-        b'{"terminal":"t-1","address":"h:1","token":"x","instance":"u","extra":[1]}'
+        b'{"terminal":"t-1","address":"h:1","token":"x","instance":"u","extra":[1],'
+        b'"client_hash":"c"}'
     )
-    assert read == Allocation(terminal="t-1", address="h:1", token="x", reconnect=False)
+    assert read == Allocation(
+        terminal="t-1", address="h:1", token="x", reconnect=False, client_hash="c"
+    )
 
 
 @pytest.mark.parametrize(
@@ -300,14 +425,16 @@ def test_allocation_wire_format_is_the_managers_contract() -> None:
     [
         b"<html>not json</html>",
         b'["terminal-0"]',
-        b'{"terminal": "Bad Name!", "address": "x:1", "token": "t"}',
-        b'{"terminal": "-starts-with-a-dash", "address": "x:1", "token": "t"}',
-        b'{"terminal": "terminal-0\\n", "address": "x:1", "token": "t"}',
-        b'{"terminal": "terminal-0", "address": "no-port", "token": "t"}',
-        b'{"terminal": "terminal-0", "address": "x:1"}',
-        b'{"terminal": "terminal-0", "address": "x:1", "token": 5}',
-        b'{"terminal": 0, "address": "x:1", "token": "t"}',
-        b'{"terminal": "terminal-0", "address": "x:1", "token": "t", "reconnect": "yes"}',
+        b'{"terminal": "Bad Name!", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "-starts-with-a-dash", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0\\n", "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "no-port", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": 5, "client_hash": "h"}',
+        b'{"terminal": 0, "address": "x:1", "token": "t", "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": "t", "reconnect": "yes",'
+        b' "client_hash": "h"}',
+        b'{"terminal": "terminal-0", "address": "x:1", "token": "t"}',  # no client hash
         b"",
     ],
 )

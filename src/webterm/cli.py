@@ -25,15 +25,19 @@ import trio
 
 from webterm import __version__
 from webterm.config import (
+    PUBLIC_KEYS_ENV,
     ConfigError,
+    KeySource,
     ManagerConfig,
     PtyConfig,
     SandboxNetwork,
     UpConfig,
     WebserverConfig,
+    load_credential,
     load_secret,
     read_secret_file,
 )
+from webterm.protocol import KeySet
 
 F = TypeVar("F", bound=Callable[..., Any])
 ConfigT = TypeVar("ConfigT")
@@ -144,12 +148,51 @@ def _secret(secret_file: str | None) -> bytes:
         return load_secret(secret_file)
 
 
-secret_option = option(
-    "--secret-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File holding the shared token-signing secret (else WEBTERM_SECRET).",
-)
+def secret_option(purpose: str) -> Callable[[F], F]:
+    return option(
+        "--secret-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"File holding this service's own secret, {purpose} (else WEBTERM_SECRET).",
+    )
+
+
+def _credential(path: str, what: str) -> bytes:
+    with _usage_errors():
+        return load_credential(path, what)
+
+
+def _key_source(public_keys_file: str | None, keys_url: str | None) -> KeySource | None:
+    """``--public-keys-file``, else ``--keys-url``, else the JWKS in WEBTERM_PUBLIC_KEYS."""
+    if public_keys_file is not None:
+        return KeySource(file=public_keys_file)
+    if keys_url is not None:
+        return KeySource(url=keys_url)
+    document = os.environ.get(PUBLIC_KEYS_ENV)
+    if document:
+        try:
+            return KeySource(keys=KeySet.from_jwks(document))
+        except ValueError as exc:
+            raise click.UsageError(f"{PUBLIC_KEYS_ENV}: {exc}") from exc
+    return None
+
+
+def public_keys_options(func: F) -> F:
+    func = option(
+        "--keys-url",
+        default=None,
+        help="URL of the manager's public keys (JWKS), fetched at start and on an "
+        "unknown key id (default: the manager URL's /v1/keys).",
+    )(func)
+    return option(
+        "--public-keys-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="JWKS file with the manager's public keys (e.g. a ConfigMap); "
+        "re-read on an unknown key id.",
+    )(func)
+
+
 identity_help = "What makes a client: each tab, each browser (cookie), or each remote address."
 address_mode_help = "How browsers reach terminals: through the webserver, or a NodePort."
 
@@ -199,6 +242,7 @@ def main(log_level: str) -> None:
       manager    the terminal pool (local processes or a Kubernetes StatefulSet)
       pty        one terminal server (what each terminal pod runs)
       token      print a token that opens a terminal (operators, debugging)
+      keygen     write a new signing key for the manager
     """
     _setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -241,6 +285,7 @@ def up(**settings: Any) -> None:
     Off loopback, every shell runs in a bubblewrap sandbox of its own (docs/sandbox.md)."""
     from webterm.up import serve
 
+    _hide_keys_from_terminals()
     with _usage_errors():
         config = UpConfig(**settings)
     _run(serve, config)
@@ -280,8 +325,22 @@ def up(**settings: Any) -> None:
 @setting(WebserverConfig, "max_per_address", help="Terminals per source address (0: no limit).")
 @rate_setting("client_rate", help="Terminal requests per client: RATE per second / BURST.")
 @rate_setting("address_rate", help="Terminal requests per source address: RATE per second / BURST.")
-@secret_option
-def webserver(access_password_file: str | None, secret_file: str | None, **settings: Any) -> None:
+@option(
+    "--manager-credential-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File with the bearer credential this webserver presents to the manager.",
+)
+@public_keys_options
+@secret_option("signing identity ids and cookies")
+def webserver(
+    access_password_file: str | None,
+    secret_file: str | None,
+    manager_credential_file: str,
+    public_keys_file: str | None,
+    keys_url: str | None,
+    **settings: Any,
+) -> None:
     """The browser-facing service: page, API, WebSocket proxy."""
     from webterm.webserver.app import serve
 
@@ -291,7 +350,11 @@ def webserver(access_password_file: str | None, secret_file: str | None, **setti
         else:
             password = os.environ.get("WEBTERM_ACCESS_PASSWORD", "").encode()
         config = WebserverConfig(
-            secret=_secret(secret_file), access_password=password or None, **settings
+            secret=_secret(secret_file),
+            access_password=password or None,
+            manager_credential=_credential(manager_credential_file, "manager credential"),
+            keys=_key_source(public_keys_file, keys_url),
+            **settings,
         )
     _run(serve, config)
 
@@ -345,13 +408,51 @@ def webserver(access_password_file: str | None, secret_file: str | None, **setti
     "pod_name",
     help="This manager's pod (downward API): the leader labels it webterm.dev/leader=true.",
 )
-@secret_option
-def manager(secret_file: str | None, **settings: Any) -> None:
+@option(
+    "--signing-key-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="PEM Ed25519 private key that signs every token (webterm keygen writes one).",
+)
+@option(
+    "--previous-public-key-file",
+    "previous_public_key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="PEM public key of a retiring signing key, still published and accepted "
+    "during a rotation (repeatable).",
+)
+@option(
+    "--webserver-credential-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File with the bearer credential the webserver presents (allocation calls).",
+)
+@secret_option("keying the client hashes written on terminals")
+def manager(
+    secret_file: str | None,
+    signing_key_file: str,
+    previous_public_key_files: tuple[str, ...],
+    webserver_credential_file: str,
+    **settings: Any,
+) -> None:
     """The terminal pool and its backend."""
+    from webterm.keys import load_public_key, load_signing_key
     from webterm.manager.app import serve
 
+    if settings.get("backend") == "local":
+        _hide_keys_from_terminals()
     with _usage_errors():
-        config = ManagerConfig(secret=_secret(secret_file), **settings)
+        previous = KeySet({})
+        for path in previous_public_key_files:
+            previous = previous.union(load_public_key(path))
+        config = ManagerConfig(
+            secret=_secret(secret_file),
+            signing_key=load_signing_key(signing_key_file),
+            previous_keys=previous,
+            webserver_credential=_credential(webserver_credential_file, "webserver credential"),
+            **settings,
+        )
     _run(serve, config)
 
 
@@ -378,40 +479,111 @@ def manager(secret_file: str | None, **settings: Any) -> None:
 @setting(PtyConfig, "max_session", help="Seconds a session may last (0: no limit).")
 @setting(PtyConfig, "max_processes", help="Process limit for the shell (NPROC).")
 @setting(PtyConfig, "max_open_files", help="Open-file limit for the shell.")
-@secret_option
-def pty(name: str | None, secret_file: str | None, **settings: Any) -> None:
-    """One terminal server: a shell on a pty, over a WebSocket."""
+@public_keys_options
+def pty(
+    name: str | None, public_keys_file: str | None, keys_url: str | None, **settings: Any
+) -> None:
+    """One terminal server: a shell on a pty, over a WebSocket. It holds public keys
+    only (it can check a token, never make one)."""
+    from webterm.keys import KEYS_PATH
     from webterm.pty.privacy import hide_from_same_user
     from webterm.pty.server import serve
 
-    hide_from_same_user()  # before the secret is read: the shell shares our uid
-    config = PtyConfig(secret=_secret(secret_file), name=name or socket.gethostname(), **settings)
+    hide_from_same_user()  # the shell shares our uid: keep it out of our tokens
+    keys = _key_source(public_keys_file, keys_url)
+    if keys is None and settings.get("manager_url"):
+        keys = KeySource(url=str(settings["manager_url"]).rstrip("/") + KEYS_PATH)
+    if keys is None:
+        raise click.UsageError(
+            f"no public keys: pass --public-keys-file, --keys-url or --manager-url "
+            f"(or set {PUBLIC_KEYS_ENV})"
+        )
+    with _usage_errors():
+        config = PtyConfig(keys=keys, name=name or socket.gethostname(), **settings)
     _run(serve, config)
 
 
 @main.command()
 @option("--terminal", required=True, help="Terminal name (pod name).")
 @option("--instance", default="", help="Instance id the terminal was started with (pod UID).")
-@option("--client", default="operator", help="Client id the token is issued to.")
+@option("--client", default="operator", help="Client claim (terminals do not check it).")
 @option("--ttl", default=60, type=int, help="Seconds until the token expires.")
-@secret_option
-def token(terminal: str, instance: str, client: str, ttl: int, secret_file: str | None) -> None:
+@option(
+    "--signing-key-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The manager's PEM Ed25519 private key.",
+)
+def token(terminal: str, instance: str, client: str, ttl: int, signing_key_file: str) -> None:
     """Print a token that opens TERMINAL (offer it as subprotocol webterm.token.<token>)."""
-    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, TokenError, client_hash, sign_token
+    from webterm.keys import load_signing_key
+    from webterm.protocol import MAX_TOKEN_TTL, TokenClaims, TokenError, sign_token
 
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise click.UsageError(f"--ttl must be between 1 and {MAX_TOKEN_TTL}")
-    secret = _secret(secret_file)
+    with _usage_errors():
+        key = load_signing_key(signing_key_file)
     try:
         claims = TokenClaims(
-            terminal=terminal,
-            instance=instance,
-            client=client_hash(secret, client),
-            expires_at=int(time.time()) + ttl,
+            terminal=terminal, instance=instance, client=client, expires_at=int(time.time()) + ttl
         )
-    except TokenError as exc:
+    except (TokenError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(sign_token(secret, claims))
+    click.echo(sign_token(key, claims))
+
+
+@main.command()
+@option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the private key here (mode 0600) instead of standard output.",
+)
+@option(
+    "--public-of",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Print the public key (PEM) of this existing private key instead (rotation).",
+)
+@option(
+    "--jwks",
+    is_flag=True,
+    default=False,
+    help="With --public-of: print it as a JWKS (a --public-keys-file) instead of PEM.",
+)
+def keygen(out: str | None, public_of: str | None, jwks: bool) -> None:
+    """Write a new Ed25519 signing key for the manager (PEM, PKCS#8)."""
+    import json
+
+    from webterm.keys import load_signing_key
+    from webterm.protocol import SigningKey
+
+    if public_of is not None:
+        with _usage_errors():
+            key = load_signing_key(public_of)
+        if jwks:
+            click.echo(json.dumps(key.key_set().to_jwks()))
+        else:
+            click.echo(key.public_pem().decode(), nl=False)
+        return
+    pem = SigningKey.generate().to_pem()
+    if out is None:
+        click.echo(pem.decode(), nl=False)
+        return
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:  # an existing key is never overwritten
+        raise click.UsageError(f"cannot create {out}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _hide_keys_from_terminals() -> None:
+    """Local terminals' shells run as our user: make this process, which holds the
+    signing key, off limits to them (see :mod:`webterm.pty.privacy`)."""
+    from webterm.pty.privacy import hide_from_same_user
+
+    hide_from_same_user()
 
 
 __all__ = ["main", "run_until_signalled"]

@@ -3,8 +3,15 @@
 
 Each setting is declared once, here: its type and its default. The command line takes
 both from the field (a ``Literal`` field's values are its flag's choices). Every field
-has a default that is what ``webterm up`` wants on one machine, except ``secret`` which
-each service must be given (see :func:`load_secret`)."""
+has a default that is what ``webterm up`` wants on one machine, except the keys and
+secrets each service must be given. Who holds what (none of it ever reaches a terminal
+but public keys):
+
+* manager: the Ed25519 signing key (signs every token), its own ``secret`` (keys the
+  client hashes written on terminals), and the webserver's credential (to check it);
+* webserver: its own ``secret`` (signs identity ids and cookies), the credential it
+  presents to the manager, and the public keys (checks tokens in its proxy);
+* terminal server: the public keys only."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from webterm.errors import WebtermError
+from webterm.protocol import KeySet, SigningKey
 
 IdentityMode = Literal["tab", "browser", "ip"]
 AddressMode = Literal["proxy", "nodeport"]
@@ -24,6 +32,9 @@ SandboxMode = Literal["auto", "bwrap", "none"]
 SandboxNetwork = Literal["none", "host"]
 
 SECRET_ENV: Final = "WEBTERM_SECRET"
+PUBLIC_KEYS_ENV: Final = "WEBTERM_PUBLIC_KEYS"
+"""A JWKS document itself, for a terminal server given neither a keys file nor URL
+(how ``webterm up``'s manager hands its terminals the public keys)."""
 MIN_SECRET_BYTES: Final = 16
 """A shorter secret makes the HMACs guessable; refuse to start with one."""
 
@@ -41,15 +52,16 @@ def read_secret_file(path: str | os.PathLike[str], what: str) -> bytes:
 
 
 def load_secret(secret_file: str | os.PathLike[str] | None) -> bytes:
-    """The shared token-signing secret: ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
+    """A service's own secret (the webserver's ids, the manager's client hashes):
+    ``--secret-file`` if given, else ``WEBTERM_SECRET``."""
     if secret_file is not None:
         raw = read_secret_file(secret_file, "secret")
     else:
         raw = os.environ.get(SECRET_ENV, "").strip().encode()
     if not raw:
-        raise ConfigError(f"no shared secret: set {SECRET_ENV} or pass --secret-file")
+        raise ConfigError(f"no secret: set {SECRET_ENV} or pass --secret-file")
     if len(raw) < MIN_SECRET_BYTES:
-        raise ConfigError(f"the shared secret must be at least {MIN_SECRET_BYTES} bytes")
+        raise ConfigError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
     return raw
 
 
@@ -58,9 +70,33 @@ def generate_secret() -> bytes:
     return secrets.token_urlsafe(32).encode()
 
 
+def load_credential(path: str | os.PathLike[str], what: str) -> bytes:
+    """A bearer credential from a file (the webserver's, to the manager), at least
+    :data:`MIN_SECRET_BYTES` bytes, surrounding whitespace stripped."""
+    try:
+        raw = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the {what} must be at least {MIN_SECRET_BYTES} bytes")
+    if not all(0x21 <= byte <= 0x7E for byte in raw):
+        raise ConfigError(f"the {what} must be printable ASCII without spaces")
+    return raw
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeySource:
+    """Where a verifier gets the manager's public keys: given (``webterm up``), a JWKS
+    file (re-read on an unknown key id), or a URL (the manager's ``/v1/keys``)."""
+
+    keys: KeySet | None = None
+    file: str | None = None
+    url: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class PtyConfig:
-    secret: bytes = field(repr=False)
+    keys: KeySource  # the manager's public keys: verify the browsers' tokens
     name: str
     instance: str = ""
     host: str = "0.0.0.0"
@@ -106,7 +142,10 @@ class SandboxConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ManagerConfig:
-    secret: bytes = field(repr=False)
+    secret: bytes = field(repr=False)  # keys the client hashes; the manager's alone
+    signing_key: SigningKey = field(repr=False)
+    webserver_credential: bytes = field(repr=False)  # what the webserver presents
+    previous_keys: KeySet = field(default_factory=lambda: KeySet({}))  # retiring keys
     backend: BackendName = "local"
     host: str = "127.0.0.1"
     port: int = 8081
@@ -151,11 +190,18 @@ class ManagerConfig:
         if self.spares > self.max_terminals:
             raise ConfigError("--spares cannot exceed --max-terminals")
 
+    @property
+    def public_keys(self) -> KeySet:
+        """What ``GET /v1/keys`` publishes and reports are checked with."""
+        return self.signing_key.key_set(self.previous_keys)
+
 
 @dataclass(frozen=True, kw_only=True)
 class WebserverConfig:
-    secret: bytes = field(repr=False)
+    secret: bytes = field(repr=False)  # signs identity ids and cookies; the webserver's alone
     manager_url: str
+    manager_credential: bytes = field(repr=False)  # presented on every call to the manager
+    keys: KeySource | None = None  # None: the manager's /v1/keys
     host: str = "127.0.0.1"
     port: int = 8080
     identity: IdentityMode = "tab"

@@ -13,7 +13,8 @@ defined beside the code that raises it and derives from one of these bases::
     │   └── TokenError               401: a token that must not open this terminal
     │       ├── InvalidToken         undecodable, forged, or claims that cannot be
     │       ├── ExpiredToken         genuine but past its expiry
-    │       └── WrongTerminal        403: genuine, but for another terminal or audience
+    │       ├── WrongTerminal        403: genuine, but for another terminal or audience
+    │       └── UnknownKey           signed by a key the verifier does not hold
     ├── ExchangeError                webterm.http1: 502, no usable HTTP answer
     │   ├── NoAnswer                 closed before a byte: safe to send again
     │   └── BrokenAnswer             cut off, or not HTTP
@@ -27,6 +28,7 @@ defined beside the code that raises it and derives from one of these bases::
     │   ├── NotFound                 404
     │   └── Gone                     410: an expired resourceVersion
     ├── ReportError                  webterm.pty.report: 502, the manager did not answer
+    ├── FetchError                   webterm.keys: 502, no public keys from the keys URL
     └── Refusal                      webterm.service.errors: a request's answer instead
         │                            of going on (its status, message, retry_after)
         └── ManagerError             webterm.webserver.managerclient: 503 (or 429), no

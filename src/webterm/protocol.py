@@ -14,10 +14,11 @@ every wire format in one file is the point.)
   :func:`decode_server_message` turn a text frame into a frozen dataclass or raise
   :class:`MalformedMessage`; :func:`encode_message` goes the other way.
 * A token authorises one client to open one terminal instance until it expires. It is
-  ``base64url(hmac_sha256(secret, payload) || payload)`` without padding, where the
-  payload is compact JSON of :class:`TokenClaims`. Base64url characters are all HTTP
-  "token" characters, so the token travels as the WebSocket subprotocol
-  ``webterm.token.<token>`` and never appears in a URL.
+  a JWT (RFC 7519) signed by the manager alone with Ed25519 (``alg`` EdDSA, the key's
+  ``kid`` in the header) over :class:`TokenClaims`; every verifier holds only a
+  :class:`KeySet` of public keys, so it can check tokens but mint none. A JWT is
+  base64url and dots, all HTTP "token" characters, so the token travels as the
+  WebSocket subprotocol ``webterm.token.<token>`` and never appears in a URL.
 * An :class:`Allocation` is the manager's answer to ``POST /v1/allocations``, encoded
   by the manager with :func:`encode_allocation` and read by the webserver with
   :func:`decode_allocation` (msgspec, straight into a frozen struct).
@@ -30,7 +31,8 @@ Error tree (part of :mod:`webterm.errors`; ``error_status_hint`` in brackets)::
     └── TokenError [401]      a token that must not open this terminal
         ├── InvalidToken      not decodable, bad signature, or impossible claims
         ├── ExpiredToken      signature fine, but past its expiry
-        └── WrongTerminal     [403] signature fine, but for another terminal/instance/audience
+        ├── WrongTerminal     [403] signature fine, but for another terminal/instance/audience
+        └── UnknownKey        signed with a key id this verifier does not hold (unknown, retired)
 """
 
 from __future__ import annotations
@@ -41,11 +43,17 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, Literal
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from webterm.errors import WebtermError
 
@@ -56,6 +64,8 @@ __all__ = [
     "MAX_TOKEN_TTL",
     "SUBPROTOCOL",
     "TERMINAL_NAME",
+    "TOKEN_ALGORITHM",
+    "TOKEN_AUDIENCE",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "Ack",
     "Allocation",
@@ -68,6 +78,7 @@ __all__ = [
     "Hello",
     "Idle",
     "InvalidToken",
+    "KeySet",
     "MalformedAllocation",
     "MalformedMessage",
     "Ping",
@@ -75,8 +86,10 @@ __all__ = [
     "ProtocolError",
     "Resize",
     "ServerMessage",
+    "SigningKey",
     "TokenClaims",
     "TokenError",
+    "UnknownKey",
     "WrongTerminal",
     "client_hash",
     "decode_allocation",
@@ -84,10 +97,12 @@ __all__ = [
     "decode_server_message",
     "encode_allocation",
     "encode_message",
+    "key_id",
     "read_token",
     "sign_token",
     "subprotocols_for",
     "token_from_subprotocols",
+    "token_key_id",
     "verify_token",
 ]
 
@@ -119,8 +134,14 @@ MAX_ACK_BYTES: Final = 1 << 40
 MAX_TOKEN_TTL: Final = 24 * 3600
 """Seconds. Tokens are meant to live about a minute; a day is the hard ceiling."""
 
-_SIGNATURE_BYTES: Final = 32  # HMAC-SHA256
-_MAX_TOKEN_CHARS: Final = 2048  # a real token is ~200 characters
+TOKEN_ALGORITHM: Final = "EdDSA"
+"""The one JWT algorithm tokens are signed and verified with (pinned: no alg confusion)."""
+
+TOKEN_AUDIENCE: Final = "webterm-terminal"
+"""Every token's ``aud``: it opens a terminal (and, presented back by that terminal,
+authenticates its reports to the manager)."""
+
+_MAX_TOKEN_CHARS: Final = 2048  # a real token is ~300 characters
 
 
 class CloseCode(IntEnum):
@@ -184,6 +205,11 @@ class ExpiredToken(TokenError):
 
 class WrongTerminal(TokenError):
     error_status_hint = 403
+
+
+class UnknownKey(TokenError):
+    """Signed with a key id this verifier does not know (unknown, or retired after a
+    rotation); a verifier that fetches its keys refreshes them once and retries."""
 
 
 # --- control messages -----------------------------------------------------------------
@@ -362,28 +388,23 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
 def client_hash(secret: bytes, client_id: str) -> str:
     """The keyed hash of a client id that is stored on terminals and in tokens.
 
-    Keyed with the shared secret so that the value written onto a pod (which operators
-    and other tools can read) reveals nothing about the id and cannot be precomputed.
-    128 bits, hex: short enough for a label-safe annotation, far beyond guessing."""
+    Keyed with the manager's own secret so that the value written onto a pod (which
+    operators and other tools can read) reveals nothing about the id and cannot be
+    precomputed. 128 bits, hex: short enough for a label-safe annotation, far beyond
+    guessing."""
     return hmac.new(secret, b"client\x00" + client_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-Audience = Literal["terminal", "manager"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenClaims:
-    """What a token asserts.
-
-    ``audience`` is ``"terminal"`` for a browser opening a terminal, ``"manager"`` for a
-    terminal server calling the manager (recycle), so one kind never serves as the other.
-    ``expires_at`` is in Unix seconds."""
+    """What a token asserts: ``client`` (a :func:`client_hash`) may open ``terminal`` as
+    started with ``instance`` (its pod UID) until ``expires_at`` (Unix seconds). Every
+    token's audience is :data:`TOKEN_AUDIENCE`."""
 
     terminal: str
     instance: str
     client: str
     expires_at: int
-    audience: Audience = "terminal"
 
     def __post_init__(self) -> None:
         if not self.terminal or len(self.terminal) > 253:
@@ -397,97 +418,273 @@ def _b64encode(raw: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    if len(text) > _MAX_TOKEN_CHARS:
-        raise InvalidToken("token too long")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("token is not base64url") from exc
-    # Base64 ignores the spare low bits of the last character: insist on the one
-    # canonical spelling so that a token has exactly one valid form.
+        raise ValueError("not base64url") from exc
     if _b64encode(raw) != text:
-        raise InvalidToken("token is not canonical base64url")
+        raise ValueError("not canonical base64url")
     return raw
 
 
-def sign_token(secret: bytes, claims: TokenClaims) -> str:
-    """A token carrying ``claims``, signed with ``secret``."""
-    payload = json.dumps(
-        {
-            "t": claims.terminal,
-            "i": claims.instance,
-            "c": claims.client,
-            "e": claims.expires_at,
-            "a": claims.audience,
-        },
-        separators=(",", ":"),
-    ).encode()
-    signature = hmac.new(secret, payload, hashlib.sha256).digest()
-    return _b64encode(signature + payload)
+def key_id(public: Ed25519PublicKey) -> str:
+    """A public key's id: base64url of the first 12 bytes of SHA-256 of its raw bytes."""
+    return _b64encode(hashlib.sha256(_raw_public(public)).digest()[:12])
 
 
-def read_token(secret: bytes, token: str, *, now: float, audience: Audience) -> TokenClaims:
-    """The claims of a genuine, unexpired ``token`` for ``audience``, without binding it
-    to a terminal: for callers that first need to know which terminal it names (the
-    manager's recycle endpoint, the webserver's proxy). Check ``terminal`` afterwards."""
-    claims = _decode(secret, token)
-    if claims.audience != audience:
-        raise WrongTerminal("token is for another audience")
-    _check_lifetime(claims, now)
-    return claims
+def _raw_public(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes_raw()
 
 
-def _decode(secret: bytes, token: str) -> TokenClaims:
-    """The claims of a token signed with ``secret``. The signature is compared in
-    constant time before anything in the payload is trusted."""
-    raw = _b64decode(token)
-    if len(raw) <= _SIGNATURE_BYTES:
-        raise InvalidToken("token too short")
-    signature, payload = raw[:_SIGNATURE_BYTES], raw[_SIGNATURE_BYTES:]
-    expected = hmac.new(secret, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise InvalidToken("bad signature")
-    try:
-        data = json.loads(payload)
-        return TokenClaims(
-            terminal=data["t"],
-            instance=data["i"],
-            client=data["c"],
-            expires_at=int(data["e"]),
-            audience=data["a"],
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The manager's Ed25519 private key; only the manager ever holds one."""
+
+    private: Ed25519PrivateKey = field(repr=False)
+    kid: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.of(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def of(cls, private: Ed25519PrivateKey) -> SigningKey:
+        return cls(private, key_id(private.public_key()))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        """A PKCS#8 PEM Ed25519 private key (``webterm keygen``, ``openssl genpkey
+        -algorithm ed25519``); ValueError for anything else."""
+        from cryptography.hazmat.primitives import serialization  # the manager's only
+
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError("not an unencrypted PEM private key") from exc
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError("the signing key must be an Ed25519 key")
+        return cls.of(private)
+
+    def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-    except (ValueError, KeyError, TypeError) as exc:  # signed by us, so a version skew
-        raise InvalidToken("unreadable token payload") from exc
+
+    def public_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def key_set(self, previous: KeySet | None = None) -> KeySet:
+        """This key's public half, plus ``previous`` (retiring keys during a rotation)."""
+        keys = dict(previous.keys) if previous is not None else {}
+        keys[self.kid] = self.private.public_key()
+        return KeySet(keys)
 
 
-def _check_lifetime(claims: TokenClaims, now: float) -> None:
-    if now >= claims.expires_at:
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The public keys tokens may be signed with, by key id. What every verifier holds;
+    it can check a token, never make one. Published as a JWKS (RFC 8037 OKP keys)."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> KeySet:
+        """One PEM public key (a ``--previous-public-key-file``)."""
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            public = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise ValueError("not a PEM public key") from exc
+        if not isinstance(public, Ed25519PublicKey):
+            raise ValueError("public keys must be Ed25519 keys")
+        return cls({key_id(public): public})
+
+    @classmethod
+    def from_jwks(cls, text: str | bytes) -> KeySet:
+        """Parse a JWKS document; keys that are not Ed25519 signing keys are skipped, a
+        key whose ``kid`` is not its id is refused (ValueError)."""
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError("the key set is not JSON") from exc
+        items = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(items, list):
+            raise ValueError("the key set has no 'keys' list")
+        keys: dict[str, Ed25519PublicKey] = {}
+        for item in items:
+            if not isinstance(item, dict) or item.get("kty") != "OKP":
+                continue
+            if item.get("crv") != "Ed25519" or item.get("use", "sig") != "sig":
+                continue
+            try:
+                public = Ed25519PublicKey.from_public_bytes(_b64decode(str(item.get("x"))))
+            except ValueError as exc:
+                raise ValueError("a key's 'x' is not an Ed25519 public key") from exc
+            if item.get("kid") != key_id(public):
+                raise ValueError("a key's 'kid' does not match the key")
+            keys[key_id(public)] = public
+        return cls(keys)
+
+    def to_jwks(self) -> dict[str, Any]:
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "kid": kid,
+                    "x": _b64encode(_raw_public(public)),
+                    "use": "sig",
+                    "alg": TOKEN_ALGORITHM,
+                }
+                for kid, public in self.keys.items()
+            ]
+        }
+
+    def union(self, other: KeySet) -> KeySet:
+        return KeySet({**self.keys, **other.keys})
+
+
+def _json_segment(data: dict[str, Any]) -> str:
+    return _b64encode(json.dumps(data, separators=(",", ":")).encode())
+
+
+def sign_token(key: SigningKey, claims: TokenClaims) -> str:
+    """A token carrying ``claims``: a JWS compact JWT signed with ``key`` (EdDSA,
+    RFC 8037), its ``kid`` in the header."""
+    header = _json_segment({"alg": TOKEN_ALGORITHM, "kid": key.kid, "typ": "JWT"})
+    payload = _json_segment(
+        {
+            "terminal": claims.terminal,
+            "instance": claims.instance,
+            "client": claims.client,
+            "exp": claims.expires_at,
+            "aud": TOKEN_AUDIENCE,
+        }
+    )
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{_b64encode(key.private.sign(signing_input.encode()))}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Jws:
+    header: dict[str, Any]
+    signing_input: bytes
+    payload: bytes
+    signature: bytes
+
+
+def _split(token: str) -> _Jws:
+    """A compact JWS taken apart: three canonical base64url segments, a JSON object
+    header. Nothing in it is trusted yet."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidToken("token too long")
+    segments = token.split(".")
+    try:
+        if len(segments) != 3:
+            raise ValueError("not three segments")
+        # base64 ignores the spare low bits of a segment's last character: insist on
+        # the one canonical spelling, so that a token has exactly one valid form
+        header_raw, payload, signature = (_b64decode(segment) for segment in segments)
+        header = json.loads(header_raw)
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, JSONDecodeError
+        raise InvalidToken("token is not a JWT in canonical base64url") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("token header is not a JSON object")
+    signing_input = f"{segments[0]}.{segments[1]}".encode()
+    return _Jws(header, signing_input, payload, signature)
+
+
+def token_key_id(token: str) -> str:
+    """The ``kid`` a token names (unverified: only to pick or fetch the key)."""
+    return _key_id_of(_split(token))
+
+
+def _key_id_of(jws: _Jws) -> str:
+    if jws.header.get("alg") != TOKEN_ALGORITHM:
+        raise InvalidToken(f"token is not signed with {TOKEN_ALGORITHM}")
+    if "crit" in jws.header:  # RFC 7515 4.1.11: extensions we do not implement
+        raise InvalidToken("token header has critical extensions")
+    kid = jws.header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("token names no key id")
+    return kid
+
+
+def read_token(keys: KeySet, token: str, *, now: float, leeway: float = 0) -> TokenClaims:
+    """The claims of a genuine, unexpired ``token``, without binding it to a terminal:
+    for callers that first need to know which terminal it names (the manager's report
+    endpoints, the webserver's proxy). Check ``terminal`` and ``instance`` afterwards.
+
+    The algorithm is pinned (EdDSA; ``none``, HMAC or anything else is refused before a
+    key is looked up), the signature is verified before the claims are read, ``exp``
+    and ``aud`` are required. ``leeway`` accepts a token that many seconds past its
+    expiry (the manager's reports). Raises :class:`UnknownKey` for a key id not in
+    ``keys``.
+
+    Verification is ``cryptography``'s Ed25519 over the JWS signing input, not PyJWT:
+    every terminal server does this, and importing PyJWT (which brings all of
+    ``cryptography``'s algorithms and ``urllib``) cost each one ~0.3 s of CPU at start
+    and ~2.4 MiB. The tests check both ways against PyJWT."""
+    jws = _split(token)
+    public = keys.keys.get(_key_id_of(jws))
+    if public is None:
+        raise UnknownKey("token is signed by an unknown or retired key")
+    try:
+        public.verify(jws.signature, jws.signing_input)
+    except InvalidSignature:
+        raise InvalidToken("bad signature") from None
+    try:
+        data = json.loads(jws.payload)
+        if not isinstance(data, dict):
+            raise TypeError("claims must be a JSON object")
+        audience = data["aud"]
+        claims = TokenClaims(
+            terminal=data["terminal"],
+            instance=data["instance"],
+            client=data["client"],
+            expires_at=data["exp"],
+        )
+        if not all(isinstance(v, str) for v in (claims.terminal, claims.instance, claims.client)):
+            raise TypeError("claims must be strings")
+        if not isinstance(claims.expires_at, int) or isinstance(claims.expires_at, bool):
+            raise TypeError("exp must be an integer")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # signed by us: skew
+        raise InvalidToken("unreadable token claims") from exc
+    if audience != TOKEN_AUDIENCE:
+        raise WrongTerminal("token is for another audience")
+    if now >= claims.expires_at + leeway:
         raise ExpiredToken("token expired")
     if claims.expires_at - now > MAX_TOKEN_TTL:
         raise InvalidToken("token lifetime beyond the maximum")
+    return claims
 
 
 def verify_token(
-    secret: bytes,
+    keys: KeySet,
     token: str,
     *,
     terminal: str,
     instance: str,
     now: float,
-    audience: Audience = "terminal",
+    leeway: float = 0,
 ) -> TokenClaims:
-    """The claims of ``token`` if it may open ``terminal``/``instance`` at ``now``.
-
-    The signature is compared in constant time before anything in the payload is
-    trusted. An empty ``instance`` in the token never matches a non-empty one."""
-    claims = _decode(secret, token)
-    if claims.audience != audience:
-        raise WrongTerminal("token is for another audience")
+    """The claims of ``token`` if it may open ``terminal``/``instance`` at ``now``
+    (see :func:`read_token`). An empty ``instance`` in the token never matches a
+    non-empty one."""
+    claims = read_token(keys, token, now=now, leeway=leeway)
     if not hmac.compare_digest(claims.terminal.encode(), terminal.encode()) or not (
         hmac.compare_digest(claims.instance.encode(), instance.encode())
     ):
         raise WrongTerminal("token is for another terminal")
-    _check_lifetime(claims, now)
     return claims
 
 
@@ -515,13 +712,16 @@ TERMINAL_NAME: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 class Allocation(msgspec.Struct, frozen=True, kw_only=True):
     """The manager's answer to ``POST /v1/allocations``: the ``terminal`` the client may
-    open, the ``address`` (``host:port``) it listens on, a ``token`` for it, and whether
-    the client held it already (``reconnect``). Other fields are ignored when reading."""
+    open, the ``address`` (``host:port``) it listens on, a ``token`` for it, whether
+    the client held it already (``reconnect``), and the client's ``client_hash`` (the
+    token's ``client`` claim, keyed with the manager's own secret: the webserver counts
+    open sessions per client by it). Other fields are ignored when reading."""
 
     terminal: str
     address: str
     token: str
     reconnect: bool = False
+    client_hash: str
 
 
 _allocation_encoder: Final = msgspec.json.Encoder()

@@ -1,7 +1,9 @@
 """``webterm up``: the whole product on one machine, in one process tree.
 
 One nursery runs the manager (local backend: terminals are ``webterm pty`` child
-processes) and the webserver. A fresh random secret signs tokens for this run only.
+processes) and the webserver. A fresh Ed25519 key pair signs tokens for this run only
+(the terminals get its public half), and fresh random secrets key the webserver's ids,
+the manager's client hashes and the webserver's credential to the manager.
 Cancelling (Ctrl-C) stops the webserver, then the manager, which stops every terminal.
 
 Off loopback, each terminal's shell runs in a bubblewrap sandbox by default
@@ -18,10 +20,11 @@ import os
 
 import trio
 
-from webterm.config import ManagerConfig, UpConfig, WebserverConfig, generate_secret
+from webterm.config import KeySource, ManagerConfig, UpConfig, WebserverConfig, generate_secret
 from webterm.hosts import listens_on_loopback_only
 from webterm.manager import sandbox
 from webterm.manager.app import serve as serve_manager
+from webterm.protocol import SigningKey
 from webterm.webserver.app import serve as serve_webserver
 
 log = logging.getLogger("webterm.up")
@@ -48,9 +51,11 @@ async def serve(
         await sandbox.probe(chosen, host_uid=probe_uid)
     elif (warning := unconfined_warning(config)) is not None:
         log.warning("%s", warning)
-    secret = generate_secret()
+    credential = generate_secret()
     manager_config = ManagerConfig(
-        secret=secret,
+        secret=generate_secret(),
+        signing_key=SigningKey.generate(),
+        webserver_credential=credential,
         backend="local",
         host="127.0.0.1",
         port=0,
@@ -63,8 +68,10 @@ async def serve(
     async with trio.open_nursery() as nursery:
         manager_port = await nursery.start(serve_manager, manager_config)
         webserver_config = WebserverConfig(
-            secret=secret,
+            secret=generate_secret(),
             manager_url=f"http://127.0.0.1:{manager_port}",
+            manager_credential=credential,
+            keys=KeySource(keys=manager_config.public_keys),
             host=config.host,
             port=config.port,
             identity=config.identity,

@@ -9,7 +9,7 @@ a real shell. Faults are switched on through ``/fake/*`` endpoints:
 
 * ``POST /fake/config`` ``{"busy": N, "retry_after": S, "busy_status": 503|429,
   "bad_tokens": N, "pty_args": [...], "recycle_delay": S, "close_delay": S}``: the next N terminal requests
-  are refused (busy) or get a token signed with the wrong secret; ``pty_args`` are added
+  are refused (busy) or get a token signed with a key the terminals do not know; ``pty_args`` are added
   to the command line of terminals started from now on (e.g. a short ``--idle-timeout``);
   a terminal's recycle report takes effect ``recycle_delay`` seconds late (a manager that
   hears of a shell's exit after the page does); a terminal's close frame reaches the page
@@ -64,10 +64,12 @@ from trio_websocket import (
 )
 
 from tests.httphead import Request, RequestReader
+from webterm.config import PUBLIC_KEYS_ENV
 from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
     CloseCode,
+    SigningKey,
     TokenClaims,
     client_hash,
     sign_token,
@@ -126,7 +128,8 @@ class FakeBackend:
         self.nursery = nursery
         self.static_dir = static_dir.resolve()
         self.home = home
-        self.secret = secrets.token_urlsafe(32).encode()
+        self.secret = secrets.token_urlsafe(32).encode()  # the client hashes' key
+        self.key = SigningKey.generate()  # the manager's: terminals get its public half
         self.port = 0
         self.by_client: dict[str, FakeTerminal] = {}
         self.by_name: dict[str, FakeTerminal] = {}
@@ -226,12 +229,12 @@ class FakeBackend:
         reconnect = terminal is not None
         if terminal is None:
             terminal = await self._spawn(client)
-        secret = self.secret
+        key = self.key
         if self.bad_tokens > 0:
             self.bad_tokens -= 1
-            secret = b"not-the-shared-secret-" + secret
+            key = SigningKey.generate()
         token = sign_token(
-            secret,
+            key,
             TokenClaims(
                 terminal=terminal.name,
                 instance=terminal.instance,
@@ -259,7 +262,11 @@ class FakeBackend:
             *("--manager-url", f"http://127.0.0.1:{self.port}"),
             *self.pty_args,
         ]
-        env = {**os.environ, "WEBTERM_SECRET": self.secret.decode(), "HOME": str(self.home)}
+        env = {
+            **os.environ,
+            PUBLIC_KEYS_ENV: json.dumps(self.key.key_set().to_jwks()),
+            "HOME": str(self.home),
+        }
         env["PS1"] = r"\$ "
         with trio.fail_after(PTY_START_TIMEOUT):
             process: trio.Process = await self.nursery.start(
@@ -364,7 +371,7 @@ class FakeBackend:
     ) -> None:
         """Another tab on the same terminal: connect, read hello, stay until taken back."""
         token = sign_token(
-            self.secret,
+            self.key,
             TokenClaims(
                 terminal=terminal.name,
                 instance=terminal.instance,

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psutil
@@ -20,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.browser.test_page import BUFFER_TEXT, browser, run, wait_for_text  # noqa: F401
+from webterm.protocol import SigningKey
 
 pytestmark = pytest.mark.browser
 
@@ -82,8 +84,16 @@ class Stack:
 
 
 @pytest.fixture
-def stack() -> Iterator[Stack]:
-    env = {**os.environ, "WEBTERM_SECRET": secrets.token_hex(32)}
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    (tmp_path / "signing.pem").write_bytes(SigningKey.generate().to_pem())
+    (tmp_path / "credential").write_text(secrets.token_urlsafe(32))
+    env = {
+        **os.environ,
+        "WEBTERM_SECRET": secrets.token_hex(32),
+        "WEBTERM_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
+        "WEBTERM_WEBSERVER_CREDENTIAL_FILE": str(tmp_path / "credential"),
+        "WEBTERM_MANAGER_CREDENTIAL_FILE": str(tmp_path / "credential"),
+    }
     manager_port = free_port()
     manager_url = f"http://127.0.0.1:{manager_port}"
     manager = start(

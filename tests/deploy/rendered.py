@@ -30,10 +30,23 @@ def kubectl_kustomize(path: Path) -> list[Obj]:
     return [obj for obj in yaml.safe_load_all(out.stdout) if obj]
 
 
+GENERATED = ("secret.txt", "credential.txt", "manager-secret.txt", "signing-key.pem")
+"""The generated-secret component's inputs (git-ignored)."""
+
+
+def write_generated(directory: Path) -> None:
+    """Fresh inputs for the generated-secret component (what ``nox -s kind`` writes)."""
+    from webterm.protocol import SigningKey
+
+    for name in ("secret.txt", "credential.txt", "manager-secret.txt"):
+        (directory / name).write_text(secrets.token_hex(32) + "\n")
+    (directory / "signing-key.pem").write_bytes(SigningKey.generate().to_pem())
+
+
 def render(overlay: str, tmp: Path) -> list[Obj]:
     tree = tmp / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secret.txt"))
-    (tree / "components" / "generated-secret" / "secret.txt").write_text(secrets.token_hex(32))
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns(*GENERATED))
+    write_generated(tree / "components" / "generated-secret")
     return kubectl_kustomize(tree / "overlays" / overlay)
 
 
@@ -47,8 +60,8 @@ def render_custom(
     """An overlay of our own over a copy of k8s/ (as an operator composes one): base plus
     the named components (k8s/components/<name>) and kustomize ``patches``."""
     tree = tmp / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secret.txt"))
-    (tree / "components" / "generated-secret" / "secret.txt").write_text(secrets.token_hex(32))
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns(*GENERATED))
+    write_generated(tree / "components" / "generated-secret")
     overlay = tree / "overlays" / "custom"
     overlay.mkdir()
     kustomization = {

@@ -168,6 +168,7 @@ def test_dockerignore_lets_in_what_is_copied_and_keeps_out_the_rest() -> None:
                     assert (ROOT / source).exists(), source
                     assert not _ignored(source.rstrip("/"), patterns), source
     for junk in (".git/config", ".venv/bin/python", "web/node_modules/x/index.js", ".nox/x",
-                 "tests/test_up.py", "k8s/components/generated-secret/secret.txt"):  # fmt: skip
+                 "tests/test_up.py", "k8s/components/generated-secret/secret.txt",
+                 "k8s/components/generated-secret/signing-key.pem"):  # fmt: skip
         assert _ignored(junk, patterns), junk
     assert not _ignored("src/webterm/cli.py", patterns)

@@ -5,7 +5,9 @@ the network except where they must go, and agree with the CLI and the backend co
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import kubernetes_validate
 import pytest
 
 from tests.deploy.rendered import (
+    GENERATED,
     OVERLAYS,
     ROOT,
     Obj,
@@ -27,6 +30,7 @@ from tests.deploy.rendered import (
 )
 from webterm.cli import main
 from webterm.manager.kube.backend import COMPONENT_SELECTOR, TERMINAL_PORT
+from webterm.protocol import SigningKey
 
 KUBERNETES_VERSION = "1.31.0"
 
@@ -162,15 +166,51 @@ def test_the_terminal_statefulset_is_what_the_backend_expects(
     assert [p["containerPort"] for p in container["ports"]] == [TERMINAL_PORT]
     env = env_of(container)
     assert env["WEBTERM_INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
-    assert env["WEBTERM_SECRET"]["valueFrom"]["secretKeyRef"] == {
-        "name": "webterm-secret",
-        "key": "secret",
-    }
-    # the secret reaches the terminal only through the (hidden) server's environment
-    assert not any("secret" in volume for volume in pod["volumes"])
+    assert env["WEBTERM_KEYS_URL"]["value"] == "http://manager:8081/v1/keys"
+    assert "WEBTERM_SECRET" not in env
     headless = find(objects, "Service", spec["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"].items() <= labels.items()
+
+
+def test_no_secret_reaches_a_terminal_pod(overlay: tuple[str, list[Obj]]) -> None:
+    """A terminal holds public keys only: no Secret in its pod template, by any route
+    (env valueFrom, envFrom, a secret or projected volume), and no service-account token."""
+    _, objects = overlay
+    pod = find(objects, "StatefulSet", "terminal")["spec"]["template"]["spec"]
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        for item in container.get("env", []):
+            assert "secretKeyRef" not in item.get("valueFrom", {}), item["name"]
+        for source in container.get("envFrom", []):
+            assert "secretRef" not in source, source
+    for volume in pod.get("volumes", []):
+        assert "secret" not in volume, volume["name"]
+        for projected in volume.get("projected", {}).get("sources", []):
+            assert "secret" not in projected
+            assert "serviceAccountToken" not in projected
+    assert pod.get("automountServiceAccountToken") is False
+    rendered = json.dumps(pod)
+    assert "webterm-secret" not in rendered
+    assert "webterm-manager" not in rendered
+
+
+def test_the_signing_key_is_mounted_into_the_manager_only(
+    overlay: tuple[str, list[Obj]],
+) -> None:
+    _, objects = overlay
+    mounting: dict[str, set[str]] = {}
+    for workload in workloads(objects):
+        for volume in pod_spec(workload).get("volumes", []):
+            if "secret" in volume:
+                name = volume["secret"]["secretName"]
+                mounting.setdefault(name, set()).add(workload["metadata"]["name"])
+    assert mounting == {"webterm-manager": {"manager"}, "webterm-secret": {"manager", "webserver"}}
+    manager_pod = pod_spec(find(objects, "Deployment", "manager"))
+    (shared,) = [v for v in manager_pod["volumes"] if v.get("secret", {}).get("secretName") == (
+        "webterm-secret"
+    )]  # fmt: skip
+    # of the webserver's Secret, the manager sees the credential only
+    assert shared["secret"]["items"] == [{"key": "credential", "path": "credential"}]
 
 
 def test_the_secret_is_generated_or_external_never_committed(
@@ -179,15 +219,19 @@ def test_the_secret_is_generated_or_external_never_committed(
     name, objects = overlay
     secrets_ = [obj for obj in objects if obj["kind"] == "Secret"]
     if name == "kind":
-        (secret,) = secrets_
-        assert secret["metadata"]["name"] == "webterm-secret"
+        by_name = {secret["metadata"]["name"]: secret for secret in secrets_}
+        assert set(by_name) == {"webterm-secret", "webterm-manager"}
+        assert set(by_name["webterm-secret"]["data"]) == {"secret", "credential"}
+        assert set(by_name["webterm-manager"]["data"]) == {"signing-key.pem", "secret"}
+        pem = base64.b64decode(by_name["webterm-manager"]["data"]["signing-key.pem"])
+        assert SigningKey.from_pem(pem).kid  # a key the manager loads
     else:
         assert secrets_ == []  # production: created once by the operator (README)
     tracked = subprocess.run(
         ["git", "ls-files", "k8s"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert tracked
-    assert not [path for path in tracked if path.endswith("secret.txt")]
+    assert not [path for path in tracked if path.endswith(GENERATED)]
     for path in tracked:
         if path.endswith(".yaml"):
             assert "kind: Secret\n" not in (ROOT / path).read_text(), path
@@ -263,18 +307,21 @@ def test_the_commands_in_the_manifests_parse_and_name_the_real_objects(
     terminal_env = env_of(pod_spec(find(objects, "StatefulSet", "terminal"))["containers"][0])
     assert terminal_env["WEBTERM_MANAGER_URL"]["value"] == manager_url
 
-    for deployment in ("manager", "webserver"):
+    files = {
+        ("manager", "--secret-file"): ("webterm-manager", "secret"),
+        ("manager", "--signing-key-file"): ("webterm-manager", "signing-key.pem"),
+        ("manager", "--webserver-credential-file"): ("webterm-secret", "credential"),
+        ("webserver", "--secret-file"): ("webterm-secret", "secret"),
+        ("webserver", "--manager-credential-file"): ("webterm-secret", "credential"),
+    }
+    for (deployment, flag), (secret_name, key) in files.items():
         spec = pod_spec(find(objects, "Deployment", deployment))
         (container,) = spec["containers"]
-        secret_file = next(
-            a.split("=", 1)[1] for a in container["args"] if a.startswith("--secret-file=")
-        )
-        mount = next(
-            m for m in container["volumeMounts"] if secret_file.startswith(m["mountPath"] + "/")
-        )
+        path = next(a.split("=", 1)[1] for a in container["args"] if a.startswith(flag + "="))
+        mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
         volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
-        assert volume["secret"]["secretName"] == "webterm-secret"
-        assert secret_file.endswith("/secret")  # the key
+        assert volume["secret"]["secretName"] == secret_name, flag
+        assert path.endswith("/" + key), flag
         assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -24,12 +23,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.deploy.rendered import write_generated
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "webterm"
 CONTEXT = f"kind-{CLUSTER}"
 OVERLAY = ROOT / "k8s" / "overlays" / "kind"
 KIND_CONFIG = OVERLAY / "kind-config.yaml"
-SECRET_FILE = ROOT / "k8s" / "components" / "generated-secret" / "secret.txt"
+SECRET_DIR = ROOT / "k8s" / "components" / "generated-secret"
 URL = "http://127.0.0.1:8080"
 IMAGES = {
     "webterm:dev": ROOT / "containers" / "webterm.Containerfile",
@@ -212,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"nox -s kind: {problem}", file=sys.stderr)
             return 2
-    if not SECRET_FILE.exists():
-        SECRET_FILE.write_text(secrets.token_hex(32) + "\n")
+    if not (SECRET_DIR / "signing-key.pem").exists():
+        write_generated(SECRET_DIR)
     containerd_store = uses_containerd_image_store()
     for command in plan(exists, containerd_store=containerd_store):
         print("+", " ".join(command), flush=True)

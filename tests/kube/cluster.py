@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from tests.credentials import CREDENTIAL, WEBSERVER_SECRET
 from tests.kubeapi import MANAGER_ROLE_RULES, Realism, run_kube_api
 from webterm.cli import run_until_signalled
 from webterm.config import ManagerConfig, WebserverConfig
@@ -47,7 +48,8 @@ async def run(
             await nursery.start(
                 serve_manager,
                 ManagerConfig(
-                    secret=api.secret, backend="kubernetes", port=manager_port,
+                    secret=api.secret, signing_key=api.signing_key,
+                    webserver_credential=CREDENTIAL, backend="kubernetes", port=manager_port,
                     kubeconfig=str(api.kubeconfig), spares=args.spares,
                     max_terminals=args.max_terminals,
                 ),
@@ -55,8 +57,8 @@ async def run(
             port = await nursery.start(
                 serve_webserver,
                 WebserverConfig(
-                    secret=api.secret, manager_url=f"http://127.0.0.1:{manager_port}",
-                    port=args.port,
+                    secret=WEBSERVER_SECRET, manager_url=f"http://127.0.0.1:{manager_port}",
+                    manager_credential=CREDENTIAL, port=args.port,
                 ),
             )  # fmt: skip
             print(f"kubeconfig of the stand-in: {api.kubeconfig}", flush=True)

@@ -20,6 +20,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.credentials import AUTH, CREDENTIAL, WEBSERVER_SECRET
 from tests.kubeapi import (
     MANAGER_ROLE_RULES,
     PODS,
@@ -66,21 +67,29 @@ async def cluster(tmp_path: Path, **api_options: Any) -> AsyncIterator[tuple[Kub
 async def manager(api: KubeApi, port: int, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     config = ManagerConfig(
         **{
-            "secret": api.secret, "backend": "kubernetes", "port": port,
+            "secret": api.secret, "signing_key": api.signing_key,
+            "webserver_credential": CREDENTIAL, "backend": "kubernetes", "port": port,
             "kubeconfig": str(api.kubeconfig), "spares": 1, "max_terminals": 3,
             "ready_timeout": 20.0, **overrides,
         }
     )  # fmt: skip
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_manager, config)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers=AUTH
+        ) as http:
             yield http
         nursery.cancel_scope.cancel()
 
 
 async def test_end_to_end_webserver_manager_and_pods(tmp_path: Path) -> None:
     async with cluster(tmp_path) as (api, port), manager(api, port):
-        config = WebserverConfig(secret=api.secret, manager_url=f"http://127.0.0.1:{port}", port=0)
+        config = WebserverConfig(
+            secret=WEBSERVER_SECRET,
+            manager_url=f"http://127.0.0.1:{port}",
+            manager_credential=CREDENTIAL,
+            port=0,
+        )  # its keys: the manager's /v1/keys
         async with trio.open_nursery() as nursery:
             web_port = await nursery.start(serve_webserver, config)
             base = f"http://127.0.0.1:{web_port}"

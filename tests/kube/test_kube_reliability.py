@@ -16,6 +16,7 @@ import trio
 import yaml
 from trio_websocket import open_websocket_url
 
+from tests.credentials import AUTH, CREDENTIAL
 from tests.kube.tcpproxy import forwarder
 from tests.kube.test_kube_backend import SUITE_REALISM, cluster, free_port, manager
 from tests.kubeapi import LEASES, PODS, STATEFULSETS, KubeletConfig, Realism, run_kube_api
@@ -322,7 +323,10 @@ async def test_retry_after_from_the_api_server_is_honoured(tmp_path: Path) -> No
     async with run_kube_api(
         tmp_path, kubelet=KubeletConfig(mode="fake"), realism=SUITE_REALISM
     ) as api:
-        config = ManagerConfig(secret=api.secret, kubeconfig=str(api.kubeconfig))
+        config = ManagerConfig(
+            secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,
+            kubeconfig=str(api.kubeconfig),
+        )  # fmt: skip
         client = KubeClient(load_connection(config))
         try:
             for status in (429, 503):
@@ -361,7 +365,10 @@ async def test_kubeconfig_tls_server_name_and_proxy_url_are_honoured(tmp_path: P
             api, tmp_path / "proxied", api.url, **{"proxy-url": f"http://127.0.0.1:{pport}"}
         )
         for kubeconfig in (renamed, proxied):
-            config = ManagerConfig(secret=api.secret, kubeconfig=str(kubeconfig))
+            config = ManagerConfig(
+                secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,
+                kubeconfig=str(kubeconfig),
+            )  # fmt: skip
             client = KubeClient(load_connection(config))
             try:
                 listed = await client.list_pods("app.kubernetes.io/component=terminal")
@@ -404,7 +411,14 @@ async def test_a_killed_leader_loses_no_allocation_and_a_follower_takes_over(
         api.create(PODS, _standin_pod("manager-a"))
         api.create(PODS, _standin_pod("manager-b"))
         port_a = free_port()
-        env = {**os.environ, "WEBTERM_SECRET": api.secret.decode()}
+        (tmp_path / "signing-key.pem").write_bytes(api.signing_key.to_pem())
+        (tmp_path / "credential").write_bytes(CREDENTIAL)
+        env = {
+            **os.environ,
+            "WEBTERM_SECRET": api.secret.decode(),
+            "WEBTERM_SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem"),
+            "WEBTERM_WEBSERVER_CREDENTIAL_FILE": str(tmp_path / "credential"),
+        }
         leader = subprocess.Popen(
             [
                 sys.executable, "-m", "webterm", "manager", "--backend", "kubernetes",
@@ -415,7 +429,7 @@ async def test_a_killed_leader_loses_no_allocation_and_a_follower_takes_over(
         )  # fmt: skip
         try:
             urls = [f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port}"]
-            async with httpx.AsyncClient(timeout=60) as a:
+            async with httpx.AsyncClient(timeout=60, headers=AUTH) as a:
                 with trio.fail_after(30):
                     while True:
                         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from tests.credentials import CREDENTIAL
 from tests.kube.test_kube_backend import SUITE_REALISM
 from tests.kubeapi import LEASES, MANAGER_ROLE_RULES, KubeletConfig, run_kube_api
 from webterm.config import ManagerConfig
@@ -42,7 +43,10 @@ async def test_one_leader_release_hands_over_and_a_lost_renewal_steps_down(
     async with run_kube_api(
         tmp_path, kubelet=KubeletConfig(mode="fake"), rbac=MANAGER_ROLE_RULES, realism=SUITE_REALISM
     ) as api:
-        config = ManagerConfig(secret=api.secret, kubeconfig=str(api.kubeconfig))
+        config = ManagerConfig(
+            secret=api.secret, signing_key=api.signing_key, webserver_credential=CREDENTIAL,
+            kubeconfig=str(api.kubeconfig),
+        )  # fmt: skip
         client = KubeClient(load_connection(config))
         a, b = elector(client, "a"), elector(client, "b")
         stepped_down = False

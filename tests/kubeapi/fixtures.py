@@ -26,6 +26,7 @@ import pytest
 import trio
 
 from webterm.config import generate_secret
+from webterm.protocol import SigningKey
 
 from . import resources as R
 from .controllers import GarbageCollector, NamespaceController, StatefulSetController, is_ready
@@ -49,8 +50,10 @@ ADMIN_USER = "kubernetes-admin"
 
 class KubeApi:
     """A running stand-in. Attributes for clients: ``url``, ``token``,
-    ``kubeconfig`` (path), ``ca_file`` (with TLS), ``namespace``, ``secret`` (what
-    pods get as WEBTERM_SECRET), ``node_ip`` (NodePort services listen there).
+    ``kubeconfig`` (path), ``ca_file`` (with TLS), ``namespace``, ``secret`` (for the
+    manager's client hashes), ``signing_key`` (the manager's: pods get its public key
+    set as WEBTERM_PUBLIC_KEYS, nothing that signs), ``node_ip`` (NodePort services
+    listen there).
     In-process: ``store``, ``faults``, ``kubelet``, ``server`` and the helpers below,
     which return deep copies."""
 
@@ -68,6 +71,7 @@ class KubeApi:
         admin_token: str,
         namespace: str,
         secret: bytes,
+        signing_key: SigningKey,
         kubeconfig: Path,
         ca_pem: bytes | None,
         ca_file: Path | None,
@@ -88,6 +92,7 @@ class KubeApi:
         self.admin_token = admin_token
         self.namespace = namespace
         self.secret = secret
+        self.signing_key = signing_key
         self.kubeconfig = kubeconfig
         self.ca_pem = ca_pem
         self.ca_file = ca_file
@@ -295,6 +300,7 @@ async def run_kube_api(
     namespace: str = "webterm",
     namespaces: Sequence[str] = (),
     secret: bytes | None = None,
+    signing_key: SigningKey | None = None,
     kubelet: KubeletConfig | None = None,
     tls: bool = False,
     rbac: Sequence[PolicyRule] | None = None,
@@ -328,6 +334,7 @@ async def run_kube_api(
     - ``check_internal_errors``: fail at exit if the stand-in itself crashed on a request.
     """
     secret = secret if secret is not None else generate_secret()
+    signing_key = signing_key if signing_key is not None else SigningKey.generate()
     token = secrets.token_urlsafe(24)
     admin_token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="kubeapi-") as tmp:
@@ -338,7 +345,13 @@ async def run_kube_api(
         for ns in dict.fromkeys(["default", "kube-system", namespace, *namespaces]):
             store.create(R.NAMESPACES, "", {"metadata": {"name": ns}})
         faults = Faults(store=store)
-        kube = Kubelet(store, faults, kubelet or KubeletConfig(), secret=secret, realism=realism)
+        kube = Kubelet(
+            store,
+            faults,
+            kubelet or KubeletConfig(),
+            public_keys=signing_key.key_set(),
+            realism=realism,
+        )
         kube.extra_args.extend(pod_args)
         kube.extra_env.update(pod_env or {})
         store.create(
@@ -414,6 +427,7 @@ async def run_kube_api(
                 admin_token=admin_token,
                 namespace=namespace,
                 secret=secret,
+                signing_key=signing_key,
                 kubeconfig=kubeconfig,
                 ca_pem=ca_pem,
                 ca_file=ca_file,

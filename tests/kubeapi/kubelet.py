@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import math
 import os
@@ -44,6 +45,8 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import trio
 
+from webterm.config import PUBLIC_KEYS_ENV
+from webterm.protocol import KeySet
 from webterm.pty import parse_listening_line
 
 from . import resources as R
@@ -87,13 +90,14 @@ PodCommand = Callable[[PodContext], ContainerCommand]
 
 
 def webterm_pty_command(
-    secret: bytes,
+    public_keys: KeySet,
     *,
     extra_args: Sequence[str] | Callable[[], Sequence[str]] = (),
     extra_env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
 ) -> PodCommand:
     """``python -m webterm pty --host <podIP> --port 7681 --name <pod> --instance <uid>``
-    with WEBTERM_SECRET and WEBTERM_INSTANCE set. ``extra_args``/``extra_env`` may be
+    with WEBTERM_PUBLIC_KEYS (the manager's public keys: all a terminal pod holds) and
+    WEBTERM_INSTANCE set. ``extra_args``/``extra_env`` may be
     callables, read at each container start (e.g. a manager URL known later)."""
 
     def build(ctx: PodContext) -> ContainerCommand:
@@ -115,7 +119,11 @@ def webterm_pty_command(
                 ctx.uid,
                 *args,
             ],
-            env={"WEBTERM_SECRET": secret.decode(), "WEBTERM_INSTANCE": ctx.uid, **env},
+            env={
+                PUBLIC_KEYS_ENV: json.dumps(public_keys.to_jwks()),
+                "WEBTERM_INSTANCE": ctx.uid,
+                **env,
+            },
         )
 
     return build
@@ -326,7 +334,7 @@ class Kubelet:
         faults: Faults,
         config: KubeletConfig,
         *,
-        secret: bytes,
+        public_keys: KeySet,
         realism: Realism | None = None,
     ) -> None:
         self.store = store
@@ -337,7 +345,7 @@ class Kubelet:
         self.extra_args: list[str] = []
         self.extra_env: dict[str, str] = {}
         self.command: PodCommand = config.command or webterm_pty_command(
-            secret, extra_args=lambda: self.extra_args, extra_env=lambda: self.extra_env
+            public_keys, extra_args=lambda: self.extra_args, extra_env=lambda: self.extra_env
         )
         self.pods: dict[str, PodRuntime] = {}  # by UID
         self._http: httpx.AsyncClient | None = None

@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
-from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+from webterm.protocol import KeySet, TokenClaims, sign_token, subprotocols_for
 
 from . import resources as R
 from .fixtures import KubeApi
@@ -32,7 +32,7 @@ def token_for(api: KubeApi, pod: dict) -> str:
         client="c1",
         expires_at=int(time.time()) + 60,
     )
-    return sign_token(api.secret, claims)
+    return sign_token(api.signing_key, claims)
 
 
 @asynccontextmanager
@@ -69,7 +69,10 @@ async def test_statefulset_of_webterm_pty(kube_api: KubeApi) -> None:
         assert process.cmdline()[-2:] == ["--idle-timeout", "300"]
         env = process.environ()
         assert env["WEBTERM_INSTANCE"] == pod["metadata"]["uid"]
-        assert env["WEBTERM_SECRET"] == api.secret.decode()
+        # the manager's public keys, and nothing that signs
+        assert KeySet.from_jwks(env["WEBTERM_PUBLIC_KEYS"]).keys.keys() == {api.signing_key.kid}
+        assert "WEBTERM_SECRET" not in env
+        assert not any("PRIVATE KEY" in value for value in env.values())
 
         async with terminal(api, pod) as ws:
             hello = json.loads(await ws.get_message())

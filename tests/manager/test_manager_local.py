@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import math
 import tempfile
@@ -18,19 +20,20 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.terminal_client import run_in_terminal
-from webterm.config import ManagerConfig
+from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
 from webterm.manager.app import serve
+from webterm.manager.credentials import REPORT_GRACE
 from webterm.manager.local import LocalBackend
 from webterm.manager.pool import Event, ScaleTo, TerminalAppeared, TerminalGone
-from webterm.protocol import TokenClaims, sign_token, subprotocols_for
+from webterm.protocol import TOKEN_AUDIENCE, KeySet, SigningKey, read_token, subprotocols_for
 
-SECRET = b"manager-test-secret-0123456789"
+from ..credentials import AUTH, KEY, KEYS, manager_keys, token
 
 
 @asynccontextmanager
 async def manager(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     settings: dict[str, object] = {
-        "secret": SECRET,
+        **manager_keys(),
         "port": 0,
         "spares": 1,
         "max_terminals": 2,
@@ -40,7 +43,9 @@ async def manager(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     config = ManagerConfig(**settings)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve, config)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH
+        ) as http:
             yield http
         nursery.cancel_scope.cancel()
 
@@ -94,10 +99,7 @@ async def test_shell_exit_recycles_into_a_fresh_terminal_without_the_old_files()
         fresh = second.json()
         assert fresh["terminal"] == first["terminal"]
         described = (await http.get(f"/v1/terminals/{fresh['terminal']}")).json()
-        assert (
-            described["instance"]
-            != json.loads(__import__("base64").urlsafe_b64decode(first["token"] + "==")[32:])["i"]
-        )
+        assert described["instance"] != read_token(KEYS, first["token"], now=time.time()).instance
         out = await run_in(fresh, "ls ~/mine.txt; echo LISTED-'OK'", "LISTED-OK")
         assert "No such file" in out
         with pytest.raises(ConnectionRejected):  # the old token does not open the new instance
@@ -146,28 +148,161 @@ async def test_bad_input_gets_a_json_4xx(method: str, path: str, body: bytes, st
         assert "error" in response.json()
 
 
-async def test_recycle_needs_a_token_signed_for_that_terminal() -> None:
+async def report(
+    http: httpx.AsyncClient, name: str, bearer: str | None, action: str = "connection"
+) -> httpx.Response:
+    """A terminal's report as its server sends it, authenticated with ``bearer``."""
+    body = {"connected": True} if action == "connection" else {"reason": "exit"}
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
+    async with httpx.AsyncClient(base_url=http.base_url, headers=headers) as terminal:
+        return await terminal.post(f"/v1/terminals/{name}/{action}", json=body)
+
+
+async def test_a_report_is_accepted_only_for_the_token_s_own_terminal_and_instance() -> None:
+    async with manager(spares=2, max_terminals=2) as http:
+        mine = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        other = (await http.post("/v1/allocations", json={"client": "tab:b"})).json()
+        before = (await http.get("/v1/terminals")).json()
+        assert {t["state"] for t in before["terminals"]} == {"in-use"}
+        for action in ("recycle", "connection"):
+            refused = await report(http, other["terminal"], mine["token"], action)
+            assert refused.status_code == 403, refused.text
+            assert "another terminal" in refused.json()["error"]
+        # the token's own terminal but an instance it no longer is
+        described = (await http.get(f"/v1/terminals/{mine['terminal']}")).json()
+        stale = token(mine["terminal"], "an-older-instance")
+        assert (await report(http, mine["terminal"], stale, "recycle")).status_code == 403
+        # signed by a key the manager does not publish (another manager's, or retired)
+        forged = token(mine["terminal"], described["instance"], key=SigningKey.generate())
+        unknown = await report(http, mine["terminal"], forged, "recycle")
+        assert unknown.status_code == 401
+        assert "unknown or retired key" in unknown.json()["error"]
+        assert (await report(http, mine["terminal"], None, "recycle")).status_code == 401
+        # the webserver's credential is not a terminal's
+        assert (await report(http, mine["terminal"], AUTH["Authorization"][7:])).status_code == 401
+        assert (await http.get("/v1/terminals")).json() == before  # nothing changed
+        # the terminal's own token: accepted, also long past its expiry (within the grace)
+        expired = token(mine["terminal"], described["instance"], ttl=-3600)
+        assert (await report(http, mine["terminal"], expired)).status_code == 200
+        too_old = token(mine["terminal"], described["instance"], ttl=-REPORT_GRACE - 10)
+        assert (await report(http, mine["terminal"], too_old)).status_code == 401
+        assert (await report(http, mine["terminal"], mine["token"], "recycle")).status_code == 200
+        await wait_for(http, other["terminal"], "in-use")  # untouched
+        assert (await http.get(f"/v1/terminals/{other['terminal']}")).json() == next(
+            t for t in before["terminals"] if t["name"] == other["terminal"]
+        )
+
+
+def _forge(header: dict[str, object], claims: dict[str, object], hmac_key: bytes | None) -> str:
+    """A JWT built by hand: HS256 with ``hmac_key``, or unsigned (``alg: none``)."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    if hmac_key is None:
+        return signing_input + "."
+    return signing_input + "." + b64(hmac.digest(hmac_key, signing_input.encode(), "sha256"))
+
+
+async def test_a_terminal_holding_only_what_its_pod_holds_reaches_no_other_terminal() -> None:
+    """The threat model's "compromised terminal pod". Everything terminal A's server
+    holds — its environment, its command line, the public keys it was given and the
+    token its browser connected with — is handed to an attacker, who forges tokens for
+    terminal B with it (unsigned, HMAC keyed with each of those, A's signature over B's
+    claims, A's token as it is) and presents each to B's server and to the manager as a
+    report on B. Every one is refused, B's pool entry and session are untouched, and A
+    can still do the one thing it may: report on (recycle) itself."""
+    async with manager(spares=2, max_terminals=2) as http:
+        a = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        b = (await http.post("/v1/allocations", json={"client": "tab:b"})).json()
+        await run_in(a, "echo A-'UP'", "A-UP")  # A now holds its browser's token
+        await run_in(b, "echo B-'UP'", "B-UP")
+        (pty_a,) = [
+            p for p in psutil.Process().children(recursive=True)
+            if "pty" in p.cmdline() and a["terminal"] in p.cmdline()
+        ]  # fmt: skip
+        env, argv = pty_a.environ(), pty_a.cmdline()
+        keys = KeySet.from_jwks(env[PUBLIC_KEYS_ENV])
+        assert set(keys.keys) == {KEY.kid}  # public keys, and nothing that signs:
+        assert not [k for k in env if k in ("WEBTERM_SECRET", "WEBTERM_SIGNING_KEY_FILE")]
+        assert not [v for v in [*env.values(), *argv] if "PRIVATE KEY" in v]
+        held = {v.encode() for v in [*env.values(), *argv, a["token"]]}
+        public = KEY.private.public_key()
+        held |= {public.public_bytes_raw(), KEY.public_pem(), env[PUBLIC_KEYS_ENV].encode()}
+
+        b_before = (await http.get(f"/v1/terminals/{b['terminal']}")).json()
+        b_claims: dict[str, object] = {
+            "terminal": b["terminal"], "instance": b_before["instance"], "client": "x" * 32,
+            "exp": int(time.time()) + 60, "aud": TOKEN_AUDIENCE,
+        }  # fmt: skip
+        header_a, _, signature_a = a["token"].split(".")
+        payload_b = base64.urlsafe_b64encode(json.dumps(b_claims).encode()).rstrip(b"=")
+        forgeries = [
+            a["token"],  # A's own token, replayed at B
+            f"{header_a}.{payload_b.decode()}.{signature_a}",  # A's signature, B's claims
+            _forge({"alg": "none", "kid": KEY.kid}, b_claims, None),
+            _forge({"alg": "none"}, b_claims, None),
+            *(_forge({"alg": "HS256", "kid": KEY.kid, "typ": "JWT"}, b_claims, m) for m in held),
+            *(_forge({"alg": "EdDSA", "kid": KEY.kid}, b_claims, m) for m in list(held)[:5]),
+        ]
+        b_url = f"ws://{b['address']}/ws"
+        for forged in forgeries:
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(b_url, subprotocols=subprotocols_for(forged)):
+                    pass
+            assert rejected.value.status_code in (401, 403)
+            for action in ("recycle", "connection"):
+                refused = await report(http, b["terminal"], forged, action)
+                assert refused.status_code in (401, 403), (action, refused.text)
+        assert (await http.get(f"/v1/terminals/{b['terminal']}")).json()["instance"] == (
+            b_before["instance"]
+        )
+        assert "B-STILL" in await run_in(b, "echo B-'STILL'", "B-STILL")
+        # what A may do: recycle itself, with the token its browser sent
+        assert (await report(http, a["terminal"], a["token"], "recycle")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/allocations", {"client": "tab:a"}),
+        ("DELETE", "/v1/allocations/tab%3Aa", None),
+        ("GET", "/v1/terminals", None),
+        ("GET", "/v1/terminals/terminal-0", None),
+    ],
+)
+async def test_allocation_and_listing_need_the_webserver_credential(
+    method: str, path: str, body: dict[str, str] | None
+) -> None:
     async with manager() as http:
         await wait_for(http, "terminal-0", "free")
+        held = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        await wait_for(http, "terminal-1", "free")  # the new spare: the pool is settled
+        before = (await http.get("/v1/terminals")).json()
+        for headers, status in [
+            ({}, 401),
+            ({"Authorization": "Bearer wrong-credential-0123456789"}, 403),
+            ({"Authorization": "Basic " + AUTH["Authorization"][7:]}, 401),
+            ({"Authorization": f"Bearer {held['token']}"}, 403),  # a terminal's credential
+        ]:
+            async with httpx.AsyncClient(base_url=http.base_url, headers=headers) as stranger:
+                refused = await stranger.request(method, path, json=body)
+            assert refused.status_code == status, (headers, refused.text)
+            assert refused.json()["error"]
+        assert (await http.get("/v1/terminals")).json() == before  # pool unchanged
 
-        def token(terminal: str, secret: bytes = SECRET) -> str:
-            claims = TokenClaims(
-                terminal=terminal,
-                instance="x",
-                client="",
-                expires_at=int(time.time()) + 60,
-                audience="manager",
-            )
-            return sign_token(secret, claims)
 
-        for bad in [token("terminal-1"), token("terminal-0", b"forged-secret-0123456789")]:
-            response = await http.post(
-                "/v1/terminals/terminal-0/recycle",
-                json={"reason": "exit"},
-                headers={"Authorization": f"Bearer {bad}"},
-            )
-            assert response.status_code in (401, 403)
-        assert (await http.get("/v1/terminals/terminal-0")).json()["state"] == "free"
+async def test_the_public_keys_are_published_unauthenticated() -> None:
+    retiring = SigningKey.generate()
+    async with manager(previous_keys=retiring.key_set()) as http:
+        async with httpx.AsyncClient(base_url=http.base_url) as anyone:
+            answer = await anyone.get("/v1/keys")
+        assert answer.status_code == 200
+        keys = answer.json()["keys"]
+        assert {k["kid"] for k in keys} == {KEY.kid, retiring.kid}
+        assert all(set(k) == {"kty", "crv", "kid", "x", "use", "alg"} for k in keys)
+        assert '"d"' not in answer.text  # no private part
 
 
 async def test_no_terminal_process_survives_the_manager() -> None:
@@ -220,7 +355,7 @@ async def test_an_instance_scaled_away_at_once_leaves_no_home_and_no_ghost(
     started): the pool still hears it is gone, and its HOME directory is removed."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where HOMEs are made
     homes = trio.Path(tmp_path)
-    backend = LocalBackend(ManagerConfig(secret=SECRET), manager_url="")
+    backend = LocalBackend(ManagerConfig(**manager_keys()), manager_url="")  # type: ignore[arg-type]
     send, receive = trio.open_memory_channel[Event](math.inf)
     async with trio.open_nursery() as nursery:
         await nursery.start(backend.run, send)

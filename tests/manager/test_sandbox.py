@@ -22,7 +22,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from tests.manager.test_manager_local import SECRET, manager
+from tests.credentials import MANAGER_SECRET as SECRET
+from tests.manager.test_manager_local import manager
 from tests.upstack import RUNNING_LOGS, webterm_up
 from webterm.config import MiB, SandboxConfig, UpConfig
 from webterm.manager import sandbox

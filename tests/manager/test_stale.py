@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
+from tests.credentials import manager_keys
 from webterm.config import ManagerConfig
 from webterm.manager.app import TICK_SECONDS, Manager
 from webterm.manager.pool import (
@@ -72,7 +73,10 @@ async def test_an_unattached_allocation_is_recycled_after_stale_after(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = InstantBackend()
-    config = ManagerConfig(secret=SECRET, spares=1, max_terminals=3, stale_after=STALE_AFTER)
+    config = ManagerConfig(
+        **{**manager_keys(), "secret": SECRET},  # type: ignore[arg-type]
+        spares=1, max_terminals=3, stale_after=STALE_AFTER,
+    )  # fmt: skip
     manager = Manager(config, backend, CollectorRegistry())
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)

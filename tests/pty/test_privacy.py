@@ -1,5 +1,6 @@
 """The shell shares the terminal server's uid; it must not read the server's memory or
-environment (where the token-signing secret lives)."""
+environment (where the tokens its browsers sent live: they cannot sign anything, but a
+token read by another program on the pod could open, or recycle, this terminal)."""
 
 from __future__ import annotations
 

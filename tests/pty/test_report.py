@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
 from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from tests.httphead import Request, RequestReader
 from webterm.config import PtyConfig
-from webterm.protocol import verify_token
 from webterm.pty.report import (
     RECYCLE_ATTEMPTS,
-    REPORT_TOKEN_TTL,
     ReportError,
     post_json,
     report,
 )
 
-SECRET = b"test-secret-0123456789abcdef"
+from ..credentials import KEY_SOURCE, token
 
 
 async def test_post_json_sends_the_body_and_returns_the_status() -> None:
@@ -66,7 +64,7 @@ async def test_post_json_fails_clearly() -> None:
 
 
 @pytest.mark.parametrize(("action", "attempts"), [("recycle", RECYCLE_ATTEMPTS), ("connection", 1)])
-async def test_a_report_is_signed_for_the_manager_and_retried_on_5xx(
+async def test_a_report_carries_the_browser_s_token_and_is_retried_on_5xx(
     action: str, attempts: int
 ) -> None:
     tokens: list[str] = []
@@ -85,17 +83,34 @@ async def test_a_report_is_signed_for_the_manager_and_retried_on_5xx(
         (listener,) = await nursery.start(partial(trio.serve_tcp, unavailable, 0, host="127.0.0.1"))
         port = listener.socket.getsockname()[1]
         config = PtyConfig(
-            secret=SECRET,
+            keys=KEY_SOURCE,
             name="terminal-0",
             instance="uid-1",
             manager_url=f"http://127.0.0.1:{port}/base/",
         )
+        browser_token = token("terminal-0", "uid-1")
         with trio.fail_after(30):
-            await report(config, action, {"reason": "exit"})
+            await report(config, browser_token, action, {"reason": "exit"})
         nursery.cancel_scope.cancel()
-    assert len(tokens) == attempts
-    now = time.time()
-    claims = verify_token(
-        SECRET, tokens[0], terminal="terminal-0", instance="uid-1", now=now, audience="manager"
-    )
-    assert now < claims.expires_at <= now + REPORT_TOKEN_TTL
+    # the server signs nothing: every attempt carries the token its browser sent
+    assert tokens == [browser_token] * attempts
+
+
+async def test_no_report_without_a_browser_s_token() -> None:
+    """A terminal no browser has opened has nothing to authenticate with (and nothing
+    to report): no request is sent."""
+    calls: list[bytes] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        calls.append(await stream.receive_some(4096))
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, record, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        config = PtyConfig(
+            keys=KEY_SOURCE, name="terminal-0", manager_url=f"http://127.0.0.1:{port}"
+        )
+        await report(config, None, "recycle", {"reason": "exit"})
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert calls == []

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -26,30 +25,25 @@ from trio_websocket import (
 )
 
 from tests.httphead import RequestReader
-from webterm.config import PtyConfig
-from webterm.protocol import CloseCode, TokenClaims, client_hash, sign_token, subprotocols_for
+from webterm.config import KeySource, PtyConfig
+from webterm.protocol import CloseCode, SigningKey, subprotocols_for
 from webterm.pty import parse_listening_line
 from webterm.pty.server import serve
 
-SECRET = b"test-secret-0123456789abcdef"
+from ..credentials import KEY, KEY_SOURCE, KEYS_ENV, token
+
 NAME, INSTANCE = "terminal-0", "uid-1"
 
 
 def make_token(
-    terminal: str = NAME, instance: str = INSTANCE, ttl: int = 60, secret: bytes = SECRET
+    terminal: str = NAME, instance: str = INSTANCE, ttl: int = 60, key: SigningKey = KEY
 ) -> str:
-    claims = TokenClaims(
-        terminal=terminal,
-        instance=instance,
-        client=client_hash(secret, "client-a"),
-        expires_at=int(time.time()) + ttl,
-    )
-    return sign_token(secret, claims)
+    return token(terminal, instance, client="client-a", ttl=ttl, key=key)
 
 
 def pty_config(**overrides: object) -> PtyConfig:
     base = PtyConfig(
-        secret=SECRET,
+        keys=KEY_SOURCE,
         name=NAME,
         instance=INSTANCE,
         host="127.0.0.1",
@@ -210,7 +204,7 @@ async def test_shell_exit_status_then_close_1000() -> None:
 @pytest.mark.parametrize(
     ("token", "why"),
     [
-        (make_token(secret=b"another-secret-0123456789"), "forged"),
+        (make_token(key=SigningKey.generate()), "another key"),
         (make_token(ttl=-5), "expired"),
         (make_token(terminal="terminal-9"), "other terminal"),
         (make_token(instance="uid-old"), "recycled instance"),
@@ -226,6 +220,33 @@ async def test_bad_tokens_are_refused_and_spawn_no_shell(token: str, why: str) -
                 pass
         assert rejected.value.status_code in (401, 403), why
         assert not _bash_children(), "a refused client must not get a shell"
+
+
+async def test_a_token_of_an_unknown_or_retired_key_is_refused_with_the_reason() -> None:
+    retired = SigningKey.generate()
+    async with running_server(pty_config()) as port:
+        with trio.fail_after(10), pytest.raises(ConnectionRejected) as rejected:
+            async with open_websocket_url(
+                f"ws://127.0.0.1:{port}/ws", subprotocols=subprotocols_for(make_token(key=retired))
+            ):
+                pass
+        assert rejected.value.status_code == 401
+        assert b"unknown or retired key" in (rejected.value.body or b"")
+        assert not _bash_children()
+
+
+async def test_keys_from_a_file_are_re_read_for_a_new_key_id(tmp_path: Path) -> None:
+    """A rotation with a ConfigMap: the file gains the new key after the server
+    started; a token of that key makes the server re-read the file and accept it."""
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps(KEY.key_set().to_jwks()))
+    new = SigningKey.generate()
+    async with running_server(pty_config(keys=KeySource(file=str(keys_file)))) as port:
+        async with connect(port) as client:
+            await client.expect_control("hello")
+        keys_file.write_text(json.dumps(new.key_set(KEY.key_set()).to_jwks()))
+        async with connect(port, make_token(key=new)) as client:
+            await client.run("echo NEW-'KEY'", "NEW-KEY")
 
 
 async def test_missing_token_is_refused() -> None:
@@ -335,7 +356,8 @@ async def test_idle_timeout_warns_ends_shell_and_asks_for_recycle() -> None:
         config = pty_config(
             idle_timeout=3.0, idle_warning=2.0, manager_url=f"http://127.0.0.1:{manager_port}"
         )
-        async with running_server(config) as port, connect(port) as client:
+        browser_token = make_token()
+        async with running_server(config) as port, connect(port, browser_token) as client:
             idle = await client.expect_control("idle")
             assert 0 < int(idle["seconds_left"]) <= 2  # type: ignore[call-overload]
             exit_message = await client.expect_control("exit")
@@ -343,14 +365,11 @@ async def test_idle_timeout_warns_ends_shell_and_asks_for_recycle() -> None:
             with trio.fail_after(15):
                 await got_recycle.wait()
         nursery.cancel_scope.cancel()
-    path, body, token = next(r for r in recycled if r[0].endswith("/recycle"))
+    path, body, _ = next(r for r in recycled if r[0].endswith("/recycle"))
     assert path == f"/v1/terminals/{NAME}/recycle"
     assert body == {"reason": "idle"}
-    from webterm.protocol import verify_token
-
-    verify_token(
-        SECRET, token, terminal=NAME, instance=INSTANCE, now=time.time(), audience="manager"
-    )
+    # the server signs nothing: it reports with the token its browser connected with
+    assert all(r[2] == browser_token for r in recycled)
     assert any(r[0].endswith("/connection") and r[1] == {"connected": True} for r in recycled)
 
 
@@ -376,7 +395,7 @@ def start_cli_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
     server = subprocess.Popen(
         [sys.executable, "-m", "webterm", "pty", "--host", "127.0.0.1", "--port", "0",
          "--name", NAME, "--instance", INSTANCE, *extra],
-        env={**os.environ, "WEBTERM_SECRET": SECRET.decode()},
+        env={**os.environ, **KEYS_ENV},
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert server.stdout is not None
@@ -415,18 +434,28 @@ async def test_flood_with_slow_reader_keeps_memory_bounded(tmp_path: Path) -> No
         assert server.wait(timeout=15) == 0
 
 
-async def test_cli_sigterm_closes_clients_with_1001_and_exits_0() -> None:
+async def test_cli_sigterm_closes_clients_with_1001_and_exits_0(tmp_path: Path) -> None:
     server, port = start_cli_server()
-    env = {**os.environ, "WEBTERM_SECRET": SECRET.decode()}
+    (tmp_path / "signing.pem").write_bytes(KEY.to_pem())
     try:
-        token = subprocess.run(
-            [sys.executable, "-m", "webterm", "token", "--terminal", NAME, "--instance", INSTANCE],
-            env=env,
+        cli_token = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "webterm",
+                "token",
+                "--terminal",
+                NAME,
+                "--instance",
+                INSTANCE,
+                "--signing-key-file",
+                str(tmp_path / "signing.pem"),
+            ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-        async with connect(port, token) as client:
+        async with connect(port, cli_token) as client:
             await client.run("echo VIA-CLI-'TOKEN'", "VIA-CLI-TOKEN")
             shell_pids = [c.pid for c in psutil.Process(server.pid).children(recursive=True)]
             assert shell_pids

@@ -12,6 +12,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.credentials import AUTH, manager_keys
 from tests.webserver.test_access import webserver
 from webterm.config import ManagerConfig
 from webterm.manager.app import serve as serve_manager
@@ -81,11 +82,16 @@ async def send(http: httpx.AsyncClient, routes: list[tuple[str, str]], batch: li
 
 async def test_manager_api_answers_garbage_with_4xx_and_stays_up() -> None:
     config = ManagerConfig(
-        secret=b"fuzz-secret-0123456789abcdef", port=0, spares=0, max_terminals=1
+        **manager_keys(),  # type: ignore[arg-type]
+        port=0,
+        spares=0,
+        max_terminals=1,
     )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_manager, config)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH
+        ) as http:
 
             @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
             @given(st.lists(requests, min_size=1, max_size=20))

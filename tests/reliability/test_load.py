@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from tests.credentials import AUTH, manager_keys
 from tests.kube.test_kube_backend import free_port, manager
 from tests.kubeapi import KubeletConfig, Realism, run_kube_api
 from webterm.config import ManagerConfig
@@ -84,14 +85,15 @@ async def test_500_clients_against_a_cap_of_50_on_the_kubernetes_stand_in(tmp_pa
 
 async def test_500_clients_against_a_cap_of_50_on_the_local_backend() -> None:
     config = ManagerConfig(
-        secret=b"load-test-secret-0123456789", port=0, spares=2, max_terminals=CAP,
+        **manager_keys(),  # type: ignore[arg-type]
+        port=0, spares=2, max_terminals=CAP,
         shell=("/bin/sh",),
     )  # fmt: skip
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_manager, config)
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits
+            base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits, headers=AUTH
         ) as http:
             granted = check(await storm(http))
             for client in granted:

@@ -56,9 +56,10 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
+from tests.credentials import AUTH, CREDENTIAL, WEBSERVER_SECRET
 from tests.kubeapi import MANAGER_ROLE_RULES, PODS, STATEFULSETS, KubeApi, Realism, run_kube_api
 from tests.kubeapi.controllers import is_ready
-from webterm.config import WebserverConfig
+from webterm.config import KeySource, WebserverConfig
 from webterm.protocol import TokenError, read_token, subprotocols_for
 from webterm.webserver.app import serve as serve_webserver
 
@@ -166,7 +167,18 @@ class ManagerProcess:
         self.starts = 0
 
     async def start(self) -> None:
-        env = {**os.environ, "WEBTERM_SECRET": self.api.secret.decode()}
+        key_file, credential_file = (
+            self.log_path.with_name("signing-key.pem"),
+            self.log_path.with_name("credential"),
+        )
+        key_file.write_bytes(self.api.signing_key.to_pem())
+        credential_file.write_bytes(CREDENTIAL)
+        env = {
+            **os.environ,
+            "WEBTERM_SECRET": self.api.secret.decode(),
+            "WEBTERM_SIGNING_KEY_FILE": str(key_file),
+            "WEBTERM_WEBSERVER_CREDENTIAL_FILE": str(credential_file),
+        }
         argv = [
             sys.executable, "-m", "webterm", "manager", "--backend", "kubernetes",
             "--kubeconfig", str(self.api.kubeconfig), "--port", str(self.port),
@@ -316,9 +328,7 @@ class Soak:
     def record_allocation(self, tab: int, answer: dict[str, Any]) -> tuple[str, str] | None:
         """Invariant 1; returns (uid, client hash) from the answer's token."""
         try:
-            claims = read_token(
-                self.api.secret, answer["token"], now=time.time(), audience="terminal"
-            )
+            claims = read_token(self.api.signing_key.key_set(), answer["token"], now=time.time())
         except TokenError as exc:
             self.violation("bad-token", f"tab {tab}: {exc}")
             return None
@@ -554,7 +564,9 @@ class Soak:
 
     async def wait_for_managers(self, forwarder: ServiceForwarder) -> None:
         """Before any fault: the manager answers and the first spares are ready."""
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{forwarder.port}") as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{forwarder.port}", headers=AUTH
+        ) as http:
             with trio.fail_after(180):
                 while True:
                     try:
@@ -643,7 +655,8 @@ async def run_soak(config: SoakConfig, directory: Path | None = None) -> SoakRes
             web_port = await nursery.start(
                 serve_webserver,
                 WebserverConfig(
-                    secret=api.secret, manager_url=manager_url, port=0, max_per_address=0,
+                    secret=WEBSERVER_SECRET, manager_url=manager_url, manager_credential=CREDENTIAL,
+                    keys=KeySource(keys=api.signing_key.key_set()), port=0, max_per_address=0,
                     client_rate=(1000.0, 1000), address_rate=(1000.0, 1000),
                 ),
             )  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,16 +29,12 @@ from trio_websocket import (
 )
 
 from webterm.config import WebserverConfig
-from webterm.protocol import (
-    SUBPROTOCOL,
-    TokenClaims,
-    client_hash,
-    sign_token,
-    subprotocols_for,
-)
+from webterm.protocol import SUBPROTOCOL, SigningKey, client_hash, subprotocols_for
 from webterm.webserver.app import serve
 
-SECRET = b"webserver-test-secret-0123456789"
+from ..credentials import AUTH, CREDENTIAL, KEY, KEY_SOURCE, MANAGER_SECRET, WEBSERVER_SECRET, token
+
+SECRET = WEBSERVER_SECRET
 INSTANCE = "instance-1"
 MEBIBYTE = 1024 * 1024
 
@@ -51,18 +46,10 @@ def make_token(
     instance: str = INSTANCE,
     *,
     ttl: int = 60,
-    secret: bytes = SECRET,
-    audience: str = "terminal",
+    key: SigningKey = KEY,
     client: str = "c" * 32,
 ) -> str:
-    claims = TokenClaims(
-        terminal=terminal,
-        instance=instance,
-        client=client,
-        expires_at=int(time.time()) + ttl,
-        audience=audience,  # type: ignore[arg-type]
-    )
-    return sign_token(secret, claims)
+    return token(terminal, instance, client=client, ttl=ttl, key=key)
 
 
 @dataclass
@@ -94,6 +81,8 @@ class FakeManager:
 
     def handle(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
         self.requests.append(request)
+        if request.headers.get("Authorization") != AUTH["Authorization"]:
+            return httpx.Response(401, json={"error": "the webserver's credential is required"})
         if self.override is not None:
             return self.override(request)
         return self.answer(request)
@@ -113,8 +102,9 @@ class FakeManager:
             return httpx.Response(200, json={
                 "terminal": name, "address": self.terminals[name]["address"],
                 "token": make_token(name, self.terminals[name]["instance"],
-                                    client=client_hash(SECRET, client)),
+                                    client=client_hash(MANAGER_SECRET, client)),
                 "reconnect": reconnect,
+                "client_hash": client_hash(MANAGER_SECRET, client),
             })  # fmt: skip
         if request.method == "DELETE" and path.startswith("/v1/allocations/"):
             client = path.removeprefix("/v1/allocations/")
@@ -162,7 +152,14 @@ async def running_webserver(
     ``Web.cancel`` stops it early (a graceful shutdown)."""
     manager = manager or FakeManager()
     overrides.setdefault("max_per_address", 0)
-    config = WebserverConfig(secret=SECRET, manager_url="http://manager", port=0, **overrides)
+    overrides.setdefault("keys", KEY_SOURCE)
+    config = WebserverConfig(
+        secret=SECRET,
+        manager_url="http://manager",
+        manager_credential=CREDENTIAL,
+        port=0,
+        **overrides,
+    )
     async with trio.open_nursery() as nursery:
         cancel = trio.CancelScope()
 

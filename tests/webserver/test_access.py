@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,10 @@ import pytest
 import trio
 
 from webterm.config import ConfigError, WebserverConfig
+from webterm.protocol import client_hash
 from webterm.webserver.app import serve
+
+from ..credentials import CREDENTIAL, KEY_SOURCE, MANAGER_SECRET
 
 SECRET = b"webserver-test-secret-0123456789"
 
@@ -27,6 +31,7 @@ def fake_manager() -> httpx.MockTransport:
             return httpx.Response(200, json={
                 "terminal": f"terminal-{next(names)}", "address": "127.0.0.1:1",
                 "token": "t", "reconnect": False,
+                "client_hash": client_hash(MANAGER_SECRET, json.loads(request.content)["client"]),
             })  # fmt: skip
         return httpx.Response(200, json={"status": "ready"})
 
@@ -35,7 +40,14 @@ def fake_manager() -> httpx.MockTransport:
 
 @asynccontextmanager
 async def webserver(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    config = WebserverConfig(secret=SECRET, manager_url="http://manager", port=0, **overrides)
+    config = WebserverConfig(
+        secret=SECRET,
+        manager_url="http://manager",
+        manager_credential=CREDENTIAL,
+        keys=KEY_SOURCE,
+        port=0,
+        **overrides,
+    )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(lambda task_status: serve(
             config, task_status=task_status, manager_transport=fake_manager()
@@ -74,9 +86,13 @@ async def test_header_gate_trusts_only_the_trusted_proxy() -> None:
 
 def test_gates_need_their_settings() -> None:
     with pytest.raises(ConfigError):
-        WebserverConfig(secret=SECRET, manager_url="http://m", access="password")
+        WebserverConfig(
+            secret=SECRET, manager_credential=CREDENTIAL, manager_url="http://m", access="password"
+        )
     with pytest.raises(ConfigError):
-        WebserverConfig(secret=SECRET, manager_url="http://m", access="header")
+        WebserverConfig(
+            secret=SECRET, manager_credential=CREDENTIAL, manager_url="http://m", access="header"
+        )
 
 
 async def test_one_address_may_hold_only_so_many_terminals() -> None:
@@ -116,7 +132,12 @@ async def test_rate_limits_are_configurable_per_client_and_per_address() -> None
         other = await http.post("/api/terminal", json={})  # a new client, same address
         assert other.status_code == 429  # address burst: 3 (the refused one counted too)
     with pytest.raises(ConfigError):
-        WebserverConfig(secret=SECRET, manager_url="http://m", client_rate=(0.0, 5))
+        WebserverConfig(
+            secret=SECRET,
+            manager_credential=CREDENTIAL,
+            manager_url="http://m",
+            client_rate=(0.0, 5),
+        )
 
 
 async def test_tab_identities_are_server_issued() -> None:

@@ -30,7 +30,9 @@ from webterm.webserver.upstream import UpstreamTransport
 
 Answer = tuple[int, dict[str, str], bytes]
 
-ALLOCATION = Allocation(terminal="terminal-3", address="10.1.2.3:7681", token="tok")
+ALLOCATION = Allocation(
+    terminal="terminal-3", address="10.1.2.3:7681", token="tok", client_hash="0a1b2c"
+)
 
 
 @dataclass
@@ -126,7 +128,9 @@ async def test_a_refusal_is_manager_refused_with_its_message_and_delay(
     [
         (200, {"content-type": "text/html"}, b"<html>not json</html>"),
         json_answer(200, ["terminal-0"]),
-        json_answer(200, {"terminal": "Bad Name!", "address": "x:1", "token": "t"}),
+        json_answer(
+            200, {"terminal": "Bad Name!", "address": "x:1", "token": "t", "client_hash": "h"}
+        ),
         json_answer(200, {"terminal": "terminal-0", "address": "x:1"}),
     ],
     ids=["not-json", "not-an-object", "bad-name", "no-token"],

@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,11 +23,11 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.credentials import KEY_SOURCE, KEYS
 from tests.terminal_client import read_until
 from tests.webserver.stack import (
     INSTANCE,
     MEBIBYTE,
-    SECRET,
     FakeManager,
     Terminal,
     Web,
@@ -35,8 +36,14 @@ from tests.webserver.stack import (
     running_webserver,
     terminal_server,
 )
-from webterm.config import PtyConfig
-from webterm.protocol import CloseCode, read_token, subprotocols_for, token_from_subprotocols
+from webterm.config import KeySource, PtyConfig
+from webterm.protocol import (
+    CloseCode,
+    SigningKey,
+    read_token,
+    subprotocols_for,
+    token_from_subprotocols,
+)
 from webterm.pty.server import serve as serve_pty
 
 
@@ -87,9 +94,7 @@ async def test_frames_are_relayed_byte_exact_binary_as_binary_text_as_text() -> 
         assert offered[0] == "webterm.v1"
         token = token_from_subprotocols(offered)
         assert token is not None
-        assert read_token(SECRET, token, now=time.time(), audience="terminal").terminal == (
-            "terminal-0"
-        )
+        assert read_token(KEYS, token, now=time.time()).terminal == "terminal-0"
 
 
 async def test_a_stream_of_frames_arrives_complete_and_in_order() -> None:
@@ -262,12 +267,11 @@ async def test_a_slow_browser_blocks_the_terminals_sender() -> None:
         None,
         "",
         "not-a-token",
-        make_token(secret=b"some-other-secret-0123456789abc"),
+        make_token(key=SigningKey.generate()),  # an unknown (or retired) key's
         make_token(ttl=-5),  # expired
         make_token("terminal-1"),  # another terminal's
-        make_token(audience="manager"),  # a terminal's token for the manager
     ],
-    ids=["missing", "empty", "garbage", "forged", "expired", "other-terminal", "audience"],
+    ids=["missing", "empty", "garbage", "unknown-key", "expired", "other-terminal"],
 )
 async def test_bad_tokens_are_refused_with_4401_without_dialing(token: str | None) -> None:
     async with stack() as (web, terminal):
@@ -278,6 +282,61 @@ async def test_bad_tokens_are_refused_with_4401_without_dialing(token: str | Non
         assert code == CloseCode.UNAUTHORIZED
         assert terminal.connections == []
         assert web.manager.lookups() == 0  # not even the manager was asked
+
+
+@asynccontextmanager
+async def keys_server(document: list[bytes]) -> AsyncIterator[tuple[str, list[str]]]:
+    """A real HTTP server answering every GET with ``document[0]`` (a JWKS the test may
+    swap); yields its URL and the paths it was asked for."""
+    asked: list[str] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some()
+        asked.append(head.split(b" ")[1].decode())
+        body = document[0]
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield f"http://127.0.0.1:{port}/v1/keys", asked
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_key_is_fetched_from_the_keys_url_once_and_forged_ids_are_rate_limited() -> (
+    None
+):
+    """A manager restarted with a rotated key: the proxy meets a token naming a key id
+    it does not hold, fetches the key set again and relays. Tokens naming made-up key
+    ids are refused (4401) and do not make it fetch again and again."""
+    new = SigningKey.generate()
+    document = [json.dumps(KEYS.to_jwks()).encode()]
+    async with (
+        keys_server(document) as (url, asked),
+        stack(keys=KeySource(url=url)) as (
+            web,
+            terminal,
+        ),
+    ):
+        assert asked == ["/v1/keys"]  # fetched at start
+        document[0] = json.dumps(new.key_set(KEYS).to_jwks()).encode()
+        async with proxied(web, terminal, token=make_token(key=new)) as ws:
+            await ws.send_message(b"rotated")
+            assert await ws.get_message() == b"rotated"
+        assert len(asked) == 2
+        for _ in range(5):
+            async with proxied(web, terminal, token=make_token(key=SigningKey.generate())) as ws:
+                code, _ = await closed_with(ws)
+            assert code == CloseCode.UNAUTHORIZED
+        assert len(asked) <= 3
+        assert len(terminal.connections) == 1
 
 
 async def test_a_client_not_speaking_webterm_v1_gets_http_403() -> None:
@@ -427,7 +486,7 @@ async def test_the_access_gate_covers_the_proxy() -> None:
 @asynccontextmanager
 async def real_terminal(web: Web, name: str = "terminal-0") -> AsyncIterator[None]:
     config = PtyConfig(
-        secret=SECRET,
+        keys=KEY_SOURCE,
         name=name,
         instance=INSTANCE,
         host="127.0.0.1",

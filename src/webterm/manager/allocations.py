@@ -8,6 +8,7 @@ from typing import Final
 from quart import Response
 
 from webterm.manager.core import Manager
+from webterm.manager.credentials import require_webserver
 from webterm.manager.pool import Reject, UnknownClient
 from webterm.protocol import Allocation, encode_allocation
 from webterm.service.answers import json_body, json_response
@@ -24,6 +25,7 @@ class Allocations:
         self.manager = manager
 
     async def allocate(self) -> Response:
+        require_webserver(self.manager)
         client = (await json_body()).get("client")
         if not isinstance(client, str) or not client or len(client) > MAX_CLIENT_ID:
             raise Refusal(400, f"'client' must be a string of 1-{MAX_CLIENT_ID} characters")
@@ -35,10 +37,12 @@ class Allocations:
             address=answer.address,
             token=self.manager.token_for(answer),
             reconnect=answer.reconnect,
+            client_hash=answer.client,
         )
         return Response(encode_allocation(allocation), content_type="application/json")
 
     async def release(self, client: str) -> Response:
+        require_webserver(self.manager)
         try:
             await self.manager.release(client)
         except UnknownClient:

@@ -7,7 +7,8 @@ This module is the wiring: which object serves which route. The routes are
 :mod:`~webterm.manager.listing` (where terminals are); the probes, the error answers,
 the Host guard and the Hypercorn setup are the service kit's (:mod:`webterm.service`).
 Bound to loopback only, the API answers only requests whose ``Host`` names this machine
-(the DNS-rebinding guard of :mod:`webterm.service.hostguard`).
+(the DNS-rebinding guard of :mod:`webterm.service.hostguard`). Who may call what:
+:mod:`~webterm.manager.credentials`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from typing import Final
 
 import trio
 from prometheus_client import CollectorRegistry
-from quart import request
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from webterm.config import ManagerConfig
+from webterm.keys import KEYS_PATH
 from webterm.manager.allocations import Allocations
 from webterm.manager.backend import Backend
 from webterm.manager.core import RETRY_AFTER_NOT_LEADER, TICK_SECONDS, Manager
 from webterm.manager.listing import Listing
 from webterm.manager.reports import TerminalReports
-from webterm.service.answers import install_error_handlers
+from webterm.service.answers import install_error_handlers, json_response
 from webterm.service.errors import Refusal
 from webterm.service.health import PROBE_PATHS, READY, add_probes
 from webterm.service.hostguard import HostGuard
@@ -45,7 +47,7 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     async def only_when_active() -> None:
         """Until the pool runs (a standby without the lease, or still starting), every
         pool call is a 503 + Retry-After: the caller retries, and reaches the leader."""
-        if manager.ready.is_set() or request.path in PROBE_PATHS:
+        if manager.ready.is_set() or request.path in (*PROBE_PATHS, KEYS_PATH):
             return
         reason = "this manager is on standby" if manager.following else "manager starting"
         raise Refusal(503, reason, RETRY_AFTER_NOT_LEADER)
@@ -63,6 +65,11 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     listing = Listing(manager)
     app.add_url_rule("/v1/terminals", view_func=listing.terminals, methods=["GET"])
     app.add_url_rule("/v1/terminals/<name>", view_func=listing.terminal, methods=["GET"])
+
+    @app.get(KEYS_PATH)
+    async def keys() -> Response:
+        """The public keys tokens are signed with (JWKS); unauthenticated."""
+        return json_response(manager.config.public_keys.to_jwks())
 
     async def readiness() -> dict[str, str]:
         if manager.following:

@@ -341,7 +341,7 @@ class Manager:
             client=assign.client,
             expires_at=int(time.time()) + self.config.token_ttl,
         )
-        return sign_token(self.config.secret, claims)
+        return sign_token(self.config.signing_key, claims)
 
     @property
     def following(self) -> bool:

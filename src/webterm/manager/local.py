@@ -19,6 +19,7 @@ the shell. When we are root, each ordinal has its own host uid for its shell.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -36,7 +37,7 @@ from typing import Final
 import httpx
 import trio
 
-from webterm.config import ManagerConfig
+from webterm.config import PUBLIC_KEYS_ENV, ManagerConfig
 from webterm.manager import pool, sandbox
 from webterm.manager.backend import BackendDecision
 from webterm.pty import parse_listening_line
@@ -184,8 +185,10 @@ class LocalBackend:
         elif self.config.shell:
             argv += ["--shell", shlex.join(self.config.shell)]
         env = {
-            **os.environ,
-            "WEBTERM_SECRET": self.config.secret.decode(),
+            # none of the manager's own settings (its key or secret files among them)
+            **{k: v for k, v in os.environ.items() if not k.startswith("WEBTERM_")},
+            # public keys only: a terminal can check tokens, never make one
+            PUBLIC_KEYS_ENV: json.dumps(self.config.public_keys.to_jwks()),
             "HOME": home,
             "WEBTERM_INSTANCE": uid,
         }

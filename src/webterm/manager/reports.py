@@ -1,19 +1,20 @@
-"""What a terminal reports, under its own signed token (audience ``manager``):
+"""What a terminal reports, under the latest token its browser sent it (see
+:mod:`webterm.manager.credentials`):
 ``POST /v1/terminals/<name>/recycle`` (recycle me) and
 ``POST /v1/terminals/<name>/connection`` (a browser attached or detached)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Response
 
 from webterm.manager.core import Manager
+from webterm.manager.credentials import terminal_claims
 from webterm.manager.pool import Connection, PoolError, Recycle
-from webterm.protocol import TokenClaims, TokenError, read_token
+from webterm.protocol import TokenClaims
 from webterm.service.answers import json_body, json_response
 from webterm.service.errors import Refusal
 
@@ -56,17 +57,9 @@ class TerminalReports:
 
     async def _report(self, name: str) -> tuple[TokenClaims, dict[str, Any]]:
         """The claims of terminal ``name``'s token and the report's body, or raise
-        :class:`Refusal` (401 no or a bad token, 403 another terminal's)."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Refusal(401, "a terminal's signed token is required")
-        secret = self.manager.config.secret
-        try:
-            claims = read_token(secret, token, now=time.time(), audience="manager")
-        except TokenError:
-            raise Refusal(401, "invalid token") from None
-        if claims.terminal != name:
-            raise Refusal(403, "token is for another terminal")
+        :class:`Refusal` (401 no, a bad or an unknown key's token; 403 another
+        terminal's or another instance's)."""
+        claims = terminal_claims(self.manager, name)
         return claims, await json_body()
 
 

@@ -1,6 +1,8 @@
 """The terminal server's two small calls to the manager (recycle me; a client came or
-went), as one HTTP/1.1 POST per connection with h11 over trio: :func:`report` signs
-and retries, :func:`post_json` sends one.
+went), as one HTTP/1.1 POST per connection with h11 over trio: :func:`report` retries,
+:func:`post_json` sends one. This server can sign nothing: a report carries the latest
+token a browser opened the terminal with, which the manager accepts (long past its
+expiry) for this terminal's own reports only.
 
 Not httpx: a terminal pod runs one of these servers per user, and httpx with its
 dependencies (certificate bundle, CLI, encodings) is a quarter of an idle server's
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -21,13 +22,8 @@ import trio
 from webterm.config import PtyConfig
 from webterm.errors import WebtermError
 from webterm.http1 import ExchangeError, exchange
-from webterm.protocol import TokenClaims, sign_token
 
 log = logging.getLogger("webterm.pty")
-
-REPORT_TOKEN_TTL: Final = 60
-"""Seconds the token a report carries (audience ``manager``) stays valid: enough for
-every attempt of one report, short enough that a leaked one is soon useless."""
 
 REPORT_TIMEOUT: Final = 5.0
 """Seconds one attempt may take; the session never waits on a report."""
@@ -41,20 +37,14 @@ REPORT_BACKOFF: Final = 0.5
 """Seconds before the second attempt; each later wait doubles."""
 
 
-async def report(config: PtyConfig, action: str, body: dict[str, Any]) -> None:
-    """Best effort: POST ``body`` to the manager's ``/v1/terminals/<name>/<action>``,
-    retried on a failed call or a 5xx (``recycle`` only); failures are logged."""
+async def report(config: PtyConfig, token: str | None, action: str, body: dict[str, Any]) -> None:
+    """Best effort: POST ``body`` to the manager's ``/v1/terminals/<name>/<action>``
+    with ``token`` (the latest a browser opened us with), retried on a failed call or a
+    5xx (``recycle`` only); failures are logged."""
     assert config.manager_url
-    token = sign_token(
-        config.secret,
-        TokenClaims(
-            terminal=config.name,
-            instance=config.instance,
-            client="",
-            expires_at=int(time.time()) + REPORT_TOKEN_TTL,
-            audience="manager",
-        ),
-    )
+    if token is None:
+        log.warning("no token to report %s with (no client connected yet)", action)
+        return
     url = f"{config.manager_url.rstrip('/')}/v1/terminals/{config.name}/{action}"
     attempts = RECYCLE_ATTEMPTS if action == "recycle" else 1
     for attempt in range(attempts):

@@ -44,13 +44,13 @@ import trio
 from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from webterm.config import PtyConfig
+from webterm.keys import PublicKeys
 from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
     CloseCode,
     TokenError,
     token_from_subprotocols,
-    verify_token,
 )
 from webterm.pty import listening_line
 from webterm.pty.attachment import close
@@ -121,7 +121,7 @@ class TerminalServer:
             if request is None:
                 nursery.cancel_scope.cancel()
                 return
-            refusal = self._refusal(request)
+            refusal = await self._refusal(request)
             if refusal is not None:
                 log.info("refused connection from %s: %s", request.remote, refusal.message)
                 await request.reject(
@@ -143,7 +143,7 @@ class TerminalServer:
         if broken:
             await stream.aclose()
 
-    def _refusal(self, request: WebSocketRequest) -> Refusal | None:
+    async def _refusal(self, request: WebSocketRequest) -> Refusal | None:
         """Why this upgrade must be refused, if it must; tokens are never logged."""
         if self.config.allowed_origins:
             origin = next(
@@ -157,15 +157,12 @@ class TerminalServer:
                 401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
             )
         try:
-            verify_token(
-                self.config.secret,
-                token,
-                terminal=self.config.name,
-                instance=self.config.instance,
-                now=time.time(),
+            await self.terminal.keys.verify(
+                token, terminal=self.config.name, instance=self.config.instance, now=time.time()
             )
         except TokenError as exc:
             return Refusal(exc.error_status_hint, str(exc))
+        self.terminal.report_token = token  # what our reports to the manager carry
         return None
 
 
@@ -196,13 +193,15 @@ async def serve(
 ) -> None:
     """Serve one terminal until cancelled; then close sockets with 1001, hang up the
     shell, and return. Reports the bound port through ``task_status``."""
+    keys = PublicKeys(config.keys)
+    await keys.start()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
     sockname = listeners[0].socket.getsockname()
     host, port = sockname[0], sockname[1]
     service_scope = trio.CancelScope(shield=True)
     async with trio.open_nursery() as root:
         service: trio.Nursery = await root.start(_service_nursery, service_scope)
-        terminal = Terminal(config=config, nursery=service)
+        terminal = Terminal(config=config, nursery=service, keys=keys)
         server = TerminalServer(terminal)
         await service.start(
             partial(trio.serve_listeners, server.handle, listeners, handler_nursery=service)

@@ -56,7 +56,7 @@ DEFAULT_COLS: Final = 80
 DEFAULT_ROWS: Final = 24
 
 SCRUBBED_ENV_PREFIXES: Final = ("WEBTERM_",)
-"""The server's own settings, the shared secret among them, never reach the shell."""
+"""The server's own settings (its keys URL or file, its instance) never reach the shell."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Any, Final
 import trio
 
 from webterm.config import PtyConfig
+from webterm.keys import PublicKeys
 from webterm.protocol import CloseCode, Error, Idle
 from webterm.pty.attachment import Attachment, Phase, close
 from webterm.pty.report import report
@@ -69,12 +70,14 @@ class Terminal:
 
     config: PtyConfig
     nursery: trio.Nursery
+    keys: PublicKeys  # the manager's public keys: check the browsers' tokens
     log: OutputLog = field(init=False)
     shell: Shell | None = None
     exit_status: ExitStatus | None = None
     exit_reason: str = EXIT_REASON_EXIT
     attached: Attachment | None = None
     last_input: float = 0.0
+    report_token: str | None = None  # the latest token a browser opened us with
     changed: trio.Event = field(default_factory=trio.Event)  # set by the next notify()
     _spawning: trio.Event | None = None  # set when the current spawn attempt is over
 
@@ -241,7 +244,7 @@ class Terminal:
         """Best effort, in the background: tell the manager about exits and attaches."""
         if not self.config.manager_url:
             return
-        self.nursery.start_soon(report, self.config, action, body)
+        self.nursery.start_soon(report, self.config, self.report_token, action, body)
 
     # --- shutdown -------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class Allocator:
         try:
             got = await self.manager.allocate(identity)
             allocated = True
+            self.holds.tag(key, identity, got.client_hash)  # how the proxy knows its sessions
             return got
         finally:
             if new and not allocated:

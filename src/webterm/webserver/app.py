@@ -40,8 +40,9 @@ import trio
 from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
-from webterm.config import WebserverConfig
-from webterm.protocol import MAX_FRAME_BYTES, client_hash
+from webterm.config import KeySource, WebserverConfig
+from webterm.keys import KEYS_PATH, PublicKeys
+from webterm.protocol import MAX_FRAME_BYTES
 from webterm.ratelimit import TokenBucketLimiter
 from webterm.service.answers import install_error_handlers
 from webterm.service.errors import Refusal
@@ -85,6 +86,7 @@ class Webserver:
         registry: CollectorRegistry,
         static_dir: Path,
         closing: trio.Event,
+        keys: PublicKeys,
     ) -> None:
         self.registry = registry
         trusted = TrustedProxies(config.trusted_proxies)
@@ -102,7 +104,7 @@ class Webserver:
             registry=registry,
         )
         self.proxy = TerminalProxy(
-            secret=config.secret,
+            keys=keys,
             addresses=AddressBook(manager),
             allowed_origins=config.allowed_origins,
             trusted=trusted,
@@ -118,7 +120,7 @@ class Webserver:
             per_client=TokenBucketLimiter(rate=config.client_rate[0], burst=config.client_rate[1]),
             holds=AddressHolds(
                 config.max_per_address,
-                in_use=lambda identity: client_hash(config.secret, identity) in self.proxy.relaying,
+                in_use=lambda client_hash: client_hash in self.proxy.relaying,
                 hold_seconds=HOLD_SECONDS,  # read when built, so a test can shorten it
             ),
         )
@@ -189,10 +191,13 @@ async def serve(
         websocket_max_message_size=MAX_FRAME_BYTES,
     )
     http_scope = trio.CancelScope(shield=True)
+    keys = PublicKeys(config.keys or KeySource(url=config.manager_url.rstrip("/") + KEYS_PATH))
+    await keys.start()
     async with httpx.AsyncClient(
         base_url=config.manager_url,
         transport=manager_transport or UpstreamTransport(),
         timeout=MANAGER_TIMEOUT,
+        headers={"Authorization": "Bearer " + config.manager_credential.decode()},
     ) as manager:
         webserver = Webserver(
             config,
@@ -200,6 +205,7 @@ async def serve(
             registry=registry,
             static_dir=static_dir or STATIC_DIR,
             closing=closing,
+            keys=keys,
         )
 
         async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -3,7 +3,9 @@ I/O, no clock (the current time is always an argument, as in :mod:`webterm.ratel
 
 An address holds a terminal for each identity that asked for one within
 :data:`HOLD_SECONDS` (pages ask again on every reconnect), or whose terminal is in use
-right now (``in_use``: the proxy is relaying it), however long ago it asked. Addresses
+right now (``in_use``: the proxy is relaying it), however long ago it asked. The proxy
+knows sessions by the client hash in their tokens, which only the manager can compute:
+:meth:`AddressHolds.tag` records the one the manager's answer carried. Addresses
 are limit keys (:func:`webterm.webserver.forwarding.limit_key`: IPv6 per /64)."""
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class AddressHolds:
     """Per address, the identities holding a terminal and when each last asked.
 
     ``cap`` is how many one address may hold (0 or less: no cap, nothing is tracked);
-    ``in_use(identity)`` says whether that identity's terminal is in use now."""
+    ``in_use(key)`` says whether a holder's terminal is in use now, ``key`` being the
+    holder's tag (:meth:`tag`: its client hash) or, untagged, its identity."""
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class AddressHolds:
         self.hold_seconds = hold_seconds
         self.max_addresses = max_addresses
         self._held: dict[str, dict[str, float]] = {}  # address -> identity -> last asked
+        self._tags: dict[str, dict[str, str]] = {}  # address -> identity -> its tag
 
     def __len__(self) -> int:
         """Addresses tracked."""
@@ -60,11 +64,13 @@ class AddressHolds:
         held = self._held.get(address)
         if held is None:
             return False
+        tags = self._tags.get(address, {})
         for other in [i for i, seen in held.items() if now - seen > self.hold_seconds]:
-            if not self.in_use(other):
+            if not self.in_use(tags.get(other, other)):
                 del held[other]
+                tags.pop(other, None)
         if not held:
-            del self._held[address]
+            self._forget(address)
             return False
         return identity not in held and len(held) >= self.cap
 
@@ -76,19 +82,30 @@ class AddressHolds:
         if len(self._held) >= self.max_addresses:  # a flood of addresses: forget the
             # stale ones (forgetting a hold only ever forgives an address)
             for key in [k for k, held in self._held.items() if not self._fresh(held, now)]:
-                del self._held[key]
+                self._forget(key)
         held = self._held.setdefault(address, {})
         new = identity not in held
         held[identity] = now
         return new
+
+    def tag(self, address: str, identity: str, tag: str) -> None:
+        """What :attr:`in_use` is asked about for ``identity``'s hold at ``address``
+        (the client hash the manager answered with); nothing if it holds nothing."""
+        if identity in self._held.get(address, {}):
+            self._tags.setdefault(address, {})[identity] = tag
 
     def release(self, address: str, identity: str) -> None:
         """``identity`` holds nothing at ``address`` any more."""
         held = self._held.get(address)
         if held is not None:
             held.pop(identity, None)
+            self._tags.get(address, {}).pop(identity, None)
             if not held:
-                del self._held[address]
+                self._forget(address)
+
+    def _forget(self, address: str) -> None:
+        self._held.pop(address, None)
+        self._tags.pop(address, None)
 
     def _fresh(self, held: dict[str, float], now: float) -> bool:
         return any(now - seen <= self.hold_seconds for seen in held.values())

@@ -2,7 +2,7 @@
 
 An identity the browser carries (``tab`` mode: an id the page keeps in
 sessionStorage; ``browser`` mode: an HttpOnly cookie) is ``<random>.<mac>``: 128 random
-bits (base64url) and a 128-bit HMAC-SHA256 of them, keyed with the shared secret and
+bits (base64url) and a 128-bit HMAC-SHA256 of them, keyed with the webserver's own secret and
 bound to the mode. The server accepts back only ids it issued, so a client can neither
 pick a weak id nor guess another's; a missing or forged one is simply replaced by a
 fresh one. The MAC is compared in constant time.

@@ -15,8 +15,9 @@ terminal:
    trusted proxy's ``X-Forwarded-Host`` counts) or listed in ``--allowed-origin``,
    else 4403 — a request without ``Origin`` is not from a browser and still needs a
    token;
-3. the token offered as subprotocol ``webterm.token.<token>`` is genuine, unexpired,
-   for audience "terminal" and names this terminal, else 4401
+3. the token offered as subprotocol ``webterm.token.<token>`` is genuine (signed by a
+   key of the manager's published set, refreshed once for an unknown key id), unexpired,
+   for the terminal audience and names this terminal, else 4401
    (:func:`webterm.protocol.read_token`: the proxy cannot check the *instance*, the
    terminal does);
 4. the manager knows the terminal (``GET /v1/terminals/{name}``, cached for
@@ -61,6 +62,7 @@ from trio_websocket import (
     open_websocket,
 )
 
+from webterm.keys import PublicKeys
 from webterm.protocol import (
     CLOSE_REASONS,
     MAX_FRAME_BYTES,
@@ -69,7 +71,7 @@ from webterm.protocol import (
     CloseCode,
     TokenClaims,
     TokenError,
-    read_token,
+    UnknownKey,
     token_from_subprotocols,
 )
 from webterm.webserver.addresses import AddressBook, Lookup, split_address
@@ -149,14 +151,14 @@ class TerminalProxy:
     def __init__(
         self,
         *,
-        secret: bytes,
+        keys: PublicKeys,
         addresses: AddressBook,
         allowed_origins: tuple[str, ...],
         trusted: TrustedProxies,
         registry: CollectorRegistry,
         closing: trio.Event,
     ) -> None:
-        self.secret = secret
+        self.keys = keys
         self.addresses = addresses
         self.allowed_origins = frozenset(allowed_origins)
         self.trusted = trusted
@@ -187,7 +189,7 @@ class TerminalProxy:
         browser = _Browser(send)
         outcome = "relayed"
         try:
-            name, claims = self._admit(scope, offered)
+            name, claims = await self._admit(scope, offered)
             address = await self._address(name, claims)
             outcome = await self._relay(name, claims, address, offered, receive, browser)
         except _Refusal as refusal:
@@ -204,7 +206,7 @@ class TerminalProxy:
 
     # --- admission ----------------------------------------------------------------------
 
-    def _admit(self, scope: Scope, offered: list[str]) -> tuple[str, TokenClaims]:
+    async def _admit(self, scope: Scope, offered: list[str]) -> tuple[str, TokenClaims]:
         match = PATH.match(scope.get("path", ""))
         if match is None:
             raise _Refusal(CloseCode.TERMINAL_GONE, "bad-path")
@@ -215,7 +217,9 @@ class TerminalProxy:
         if token is None:
             raise _Refusal(CloseCode.UNAUTHORIZED, "no-token")
         try:
-            claims = read_token(self.secret, token, now=time.time(), audience="terminal")
+            claims = await self.keys.read(token, now=time.time())
+        except UnknownKey:
+            raise _Refusal(CloseCode.UNAUTHORIZED, "unknown-key") from None
         except TokenError:
             raise _Refusal(CloseCode.UNAUTHORIZED, "bad-token") from None
         if claims.terminal != name:

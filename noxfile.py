@@ -151,6 +151,8 @@ def soak(session: nox.Session) -> None:
     deleted and the controller slowed; prints counts and every invariant violation.
     `nox -s soak -- --help` for options (--chaos SECONDS, --short, --seed N...)."""
     session.install("-e", ".[test]")
+    if not session.posargs:  # the short one first, as a test (the default run skips it)
+        session.run("pytest", "-q", "-m", "soak", "tests/soak")
     session.run("python", "-m", "tests.soak.soak", *session.posargs)
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.pagekit import chromium, fakeserver
 from tests.browser.test_page_states import (
     BUFFER_TEXT,
     WAIT,
@@ -26,25 +25,6 @@ from tests.browser.test_page_states import (
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[str]:
-    with fakeserver() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def fake(base: str) -> Fake:
-    fake = Fake(base)
-    fake.config(busy=0, bad_tokens=0, pty_args=[])
-    return fake
 
 
 PHONE: dict[str, Any] = {

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -81,26 +78,12 @@ class Fake:
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    """Base URL of the server under test: here the fake backend (see module docstring)."""
-    process = subprocess.Popen(  # serves $WEBTERM_FAKE_STATIC when set (a scratch build)
-        [sys.executable, "-m", "tests.browser.fakeserver"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("fakeserver listening on "), line
-        yield line.split()[-1]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        assert code == 0, f"fakeserver exited with {code}"
+    """Base URL of the server under test: here the fake backend (see module docstring),
+    which serves $WEBTERM_FAKE_STATIC when set (a scratch build)."""
+    from tests.browser.pagekit import fakeserver  # pagekit imports this module's constants
+
+    with fakeserver() as url:
+        yield url
 
 
 @pytest.fixture

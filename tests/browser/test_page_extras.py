@@ -193,7 +193,8 @@ def test_a_sixel_image_renders_under_the_pages_csp(browser: Browser, base: str, 
         poll(page, "window.webterm && window.webterm.state === 'live'")
         page.keyboard.type(f"printf '{SIXEL}'; echo; echo image-$((2+3))\n")
         poll(page, "window.webterm.images.storageUsage > 0")
-        assert page.evaluate("document.querySelectorAll('.xterm-image-layer').length") == 1
+        # the image layer comes with the next render after the image is stored
+        poll(page, "document.querySelectorAll('.xterm-image-layer').length === 1")
         poll(page, f"({BUFFER_TEXT})().includes('image-5')")
         # the image is in the first column of a row above the output that followed it
         image = page.evaluate(

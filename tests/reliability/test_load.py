@@ -70,6 +70,7 @@ async def test_500_clients_against_a_cap_of_50_on_the_kubernetes_stand_in(tmp_pa
         # the 100 connections are shared without a deadline for getting one
         async with httpx.AsyncClient(
             base_url=http.base_url,
+            headers=http.headers,  # the webserver's credential, as the manager wants
             timeout=httpx.Timeout(120, pool=None),
             limits=httpx.Limits(max_connections=100),
         ) as wide:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -49,35 +50,33 @@ with no keys and keeps refreshing on demand."""
 
 MAX_JWKS_BYTES: Final = 64 * 1024
 
+T = TypeVar("T")
+
+
+def _load(path: str, what: str, parse: Callable[[bytes], T]) -> T:
+    """``parse`` of the file at ``path``; a missing or unreadable file, or one that is
+    not ``what``, is a :class:`ConfigError` naming it."""
+    try:
+        return parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from exc
+
 
 def load_signing_key(path: str) -> SigningKey:
     """The manager's ``--signing-key-file`` (PEM Ed25519 private key)."""
-    try:
-        return SigningKey.from_pem(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read signing key {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"signing key {path}: {exc}") from exc
+    return _load(path, "signing key", SigningKey.from_pem)
 
 
 def load_public_key(path: str) -> KeySet:
     """A ``--previous-public-key-file`` (PEM Ed25519 public key)."""
-    try:
-        return KeySet.from_pem(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read public key {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"public key {path}: {exc}") from exc
+    return _load(path, "public key", KeySet.from_pem)
 
 
 def load_jwks_file(path: str) -> KeySet:
     """A ``--public-keys-file`` (a JWKS document, e.g. from a ConfigMap)."""
-    try:
-        return KeySet.from_jwks(Path(path).read_bytes()[:MAX_JWKS_BYTES])
-    except OSError as exc:
-        raise ConfigError(f"cannot read public keys {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"public keys {path}: {exc}") from exc
+    return _load(path, "public keys", lambda raw: KeySet.from_jwks(raw[:MAX_JWKS_BYTES]))
 
 
 class FetchError(WebtermError):

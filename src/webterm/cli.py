@@ -479,6 +479,12 @@ def manager(
 @setting(PtyConfig, "max_session", help="Seconds a session may last (0: no limit).")
 @setting(PtyConfig, "max_processes", help="Process limit for the shell (NPROC).")
 @setting(PtyConfig, "max_open_files", help="Open-file limit for the shell.")
+@size_setting(
+    PtyConfig,
+    "max_upload",
+    "100M",
+    "Largest file a page may upload into the shell's current directory (0: no uploads).",
+)
 @public_keys_options
 def pty(
     name: str | None, public_keys_file: str | None, keys_url: str | None, **settings: Any

@@ -111,6 +111,7 @@ class PtyConfig:
     max_session: float = 0.0  # seconds a session may last whatever the activity; 0: no limit
     max_processes: int | None = 1024  # RLIMIT_NPROC for the shell (fork bombs)
     max_open_files: int | None = 4096  # RLIMIT_NOFILE for the shell
+    max_upload: int = 100 * 1024 * 1024  # bytes: the largest file uploaded into the shell's cwd
 
 
 MiB: Final = 1024 * 1024

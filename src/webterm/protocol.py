@@ -71,6 +71,7 @@ __all__ = [
     "Allocation",
     "ClientMessage",
     "CloseCode",
+    "Download",
     "Error",
     "Exit",
     "ExpiredToken",
@@ -304,8 +305,19 @@ class Flush:
     type: Literal["flush"] = field(default="flush", init=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Download:
+    """server→client: the shell offers a file (``webterm-download FILE``); the page
+    fetches ``GET /files/download/{id}`` with its token and saves it as ``name``."""
+
+    id: str
+    name: str
+    size: int
+    type: Literal["download"] = field(default="download", init=False)
+
+
 ClientMessage = Resize | Ack | Ping
-ServerMessage = Hello | Idle | Exit | Error | Pong | Flush
+ServerMessage = Hello | Idle | Exit | Error | Pong | Flush | Download
 
 
 def encode_message(message: ClientMessage | ServerMessage) -> str:
@@ -322,6 +334,8 @@ def encode_message(message: ClientMessage | ServerMessage) -> str:
         body = {"type": "exit", "status": message.status}
     elif isinstance(message, Error):
         body = {"type": "error", "message": message.message}
+    elif isinstance(message, Download):
+        body = {"type": "download", "id": message.id, "name": message.name, "size": message.size}
     else:  # Ping, Pong, Flush
         body = {"type": message.type}
     return json.dumps(body, separators=(",", ":"))
@@ -379,6 +393,11 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         return Pong()
     if kind == "flush":
         return Flush()
+    if kind == "download":
+        offer_id, name = data.get("id"), data.get("name")
+        if not isinstance(offer_id, str) or not isinstance(name, str):
+            raise MalformedMessage("download needs 'id' and 'name' (strings) and 'size'")
+        return Download(id=offer_id, name=name, size=_int_field(data, "size", 0, 1 << 62))
     raise MalformedMessage(f"unknown message type {kind[:40]!r}")
 
 

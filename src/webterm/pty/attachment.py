@@ -13,7 +13,7 @@ from typing import Final
 import trio
 from trio_websocket import WebSocketConnection
 
-from webterm.protocol import Error, Flush, Idle, Pong
+from webterm.protocol import Download, Error, Flush, Idle, Pong
 from webterm.pty.frames import send_binary
 from webterm.pty.window import FlowWindow
 
@@ -21,7 +21,7 @@ CLOSE_TIMEOUT: Final = 2.0
 """Seconds we wait for a peer's close handshake before dropping the TCP connection,
 and that a taken-over connection has to finish the frame it is sending."""
 
-Notice = Idle | Error | Flush | Pong
+Notice = Idle | Error | Flush | Pong | Download
 """A control message another part of the server asks an attachment's pump to send."""
 
 

@@ -8,7 +8,8 @@ one ``Host`` in HTTP/1.1, the size cap); anything it refuses is a :class:`BadReq
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ class RequestHead:
     path: str  # the target without its query
     headers: dict[str, str]  # lowercase names; of a repeated header, the last
     received: bytes  # every byte read: the head and whatever followed it
+    parser: h11.Connection = field(compare=False, repr=False)  # reads on: the body
 
     @property
     def upgrade(self) -> bool:
@@ -58,9 +60,31 @@ async def read_head(stream: trio.abc.Stream) -> RequestHead:
         elif isinstance(event, h11.Request):
             method, target = event.method.decode("latin-1"), event.target.decode("latin-1")
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
-            return RequestHead(method, target.split("?", 1)[0], headers, bytes(received))
+            path = target.split("?", 1)[0]
+            return RequestHead(method, path, headers, bytes(received), connection)
         else:  # ConnectionClosed: nothing was sent at all
             raise BadRequest("the connection closed before the request head ended")
+
+
+async def read_body(
+    stream: trio.abc.Stream, head: RequestHead, chunk: int = 65536
+) -> AsyncIterator[bytes]:
+    """The request's body as it arrives (framed by h11: ``Content-Length`` or chunked).
+    Raises :class:`BadRequest` if the peer closes before its end."""
+    parser = head.parser
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(str(exc)) from exc
+        if event is h11.NEED_DATA:
+            parser.receive_data(bytes(await stream.receive_some(chunk)))
+        elif isinstance(event, h11.Data):
+            yield bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return
+        else:
+            raise BadRequest("the connection closed before the request body ended")
 
 
 def answer(
@@ -147,6 +171,7 @@ __all__ = [
     "RequestHead",
     "answer",
     "json_answer",
+    "read_body",
     "read_head",
     "refusal_answer",
 ]

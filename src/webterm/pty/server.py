@@ -25,7 +25,8 @@ had queued: the prompt comes back after what is already in flight, not a backlog
 
 HTTP (this module): the listener reads each request head (with h11,
 :mod:`webterm.pty.http`). ``GET /healthz`` is answered here; ``/ws`` upgrades go to
-trio-websocket with the bytes read replayed. A server that listens on loopback only
+trio-websocket with the bytes read replayed; ``/files/...`` (uploads into the shell's
+directory, downloads it offered) to :mod:`webterm.pty.filehttp`. A server that listens on loopback only
 first refuses (403) a ``Host`` that could be a DNS-rebinding attack
 (:mod:`webterm.service.hostguard`). Every refusal is a
 :class:`~webterm.service.errors.Refusal`, answered with the services' one JSON error
@@ -55,6 +56,7 @@ from webterm.protocol import (
 from webterm.pty import listening_line
 from webterm.pty.attachment import close
 from webterm.pty.connection import serve_connection
+from webterm.pty.filehttp import is_files_request, serve_files
 from webterm.pty.http import (
     HEAD_TIMEOUT,
     BadRequest,
@@ -106,6 +108,8 @@ class TerminalServer:
             await _respond(stream, json_answer(200, HEALTHY))
         elif request.path == "/ws" and request.upgrade:
             await self._websocket(ReplayStream(stream, request.received))
+        elif is_files_request(request):
+            await serve_files(self.terminal, stream, request)
         else:
             await _respond(stream, refusal_answer(Refusal(404, "not found")))
 

@@ -23,8 +23,9 @@ import trio
 
 from webterm.config import PtyConfig
 from webterm.keys import PublicKeys
-from webterm.protocol import CloseCode, Error, Idle
+from webterm.protocol import CloseCode, Download, Error, Idle
 from webterm.pty.attachment import Attachment, Phase, close
+from webterm.pty.downloads import Downloads, Offer, helper_directory
 from webterm.pty.report import report
 from webterm.pty.session import (
     ExitStatus,
@@ -79,6 +80,7 @@ class Terminal:
     last_input: float = 0.0
     report_token: str | None = None  # the latest token a browser opened us with
     changed: trio.Event = field(default_factory=trio.Event)  # set by the next notify()
+    downloads: Downloads = field(default_factory=Downloads)  # what webterm-download offered
     _spawning: trio.Event | None = None  # set when the current spawn attempt is over
 
     def __post_init__(self) -> None:
@@ -109,6 +111,7 @@ class Terminal:
         try:
             argv = self.config.shell or default_shell()
             env = shell_environment(os.environ, home=self.config.home)
+            env["PATH"] = os.pathsep.join((helper_directory(), env.get("PATH", os.defpath)))
             cwd = env.get("HOME")
             if cwd is not None and not await trio.Path(cwd).is_dir():
                 cwd = None
@@ -176,6 +179,8 @@ class Terminal:
             if not data:
                 break
             self.log.append(data)
+            for request in self.downloads.scanner.feed(data):
+                self.downloads.claim(request, shell.master_fd, self._offer)
             self.notify()
         self._output_done = True
         self.notify()
@@ -221,6 +226,13 @@ class Terminal:
                 self.notify()
             await shell.hangup()
 
+    def _offer(self, offer: Offer) -> bool:
+        """Tell the attached page about a file the shell offers; False if none is."""
+        if (att := self.attached) is None or att.phase is not Phase.ATTACHED:
+            return False
+        att.post(Download(id=offer.id, name=offer.name, size=offer.size))
+        return True
+
     # --- connections ----------------------------------------------------------------------------
 
     def attach(self, att: Attachment) -> None:
@@ -256,6 +268,7 @@ class Terminal:
             await close(att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
+        self.downloads.close()
 
 
 __all__ = ["FRAME_BYTES", "READ_AHEAD", "SPAWN_FAILED", "ShellUnavailable", "Terminal"]

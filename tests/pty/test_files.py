@@ -1,0 +1,203 @@
+"""File names and the upload writer, on real directories (no server)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webterm.pty.downloads import DownloadScanner, Request
+from webterm.pty.files import (
+    MAX_NAME_BYTES,
+    BadFileName,
+    NameTaken,
+    NoSpace,
+    NotWritable,
+    Owner,
+    TooLarge,
+    UploadWriter,
+    candidates,
+    may_write,
+    process_owner,
+    sanitize_name,
+)
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("dir/sub/notes.txt", "notes.txt"),
+        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+        ("../../etc/passwd", "passwd"),
+        ("-rf", "_rf"),
+        ("--help", "__help"),
+        (".bashrc", "_bashrc"),
+        (".webterm-upload-00000000.part", "_webterm-upload-00000000.part"),
+        ("  spaced name.txt ", "spaced name.txt"),
+        ("caf\u0065\u0301.txt", "caf\u00e9.txt"),  # NFC
+    ],
+)
+def test_a_name_keeps_its_last_component_and_loses_what_could_hurt(sent: str, kept: str) -> None:
+    assert sanitize_name(sent) == kept
+
+
+@pytest.mark.parametrize(
+    "sent", ["", ".", "..", "a/..", "dir/", "a\x00b", "line\nbreak", "tab\tname", "bell\x07",
+             "rtl\u202eexe.txt", "x" * (MAX_NAME_BYTES + 1), "\udcff.txt"],
+)  # fmt: skip
+def test_a_name_that_cannot_be_made_safe_is_refused(sent: str) -> None:
+    with pytest.raises(BadFileName):
+        sanitize_name(sent)
+
+
+def test_a_name_at_the_length_limit_is_kept_and_its_variants_fit() -> None:
+    name = "é" * (MAX_NAME_BYTES // 2 - 2) + ".txt"
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert sanitize_name(name) == name
+    for variant in candidates(name)[:20]:
+        assert len(variant.encode()) <= MAX_NAME_BYTES
+    assert candidates("a.tar.gz")[1:3] == ["a.tar (1).gz", "a.tar (2).gz"]
+    assert candidates("Makefile")[1] == "Makefile (1)"
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield tmp_path, fd
+    os.close(fd)
+
+
+def me() -> Owner:
+    return process_owner(os.getpid())
+
+
+async def test_an_upload_appears_whole_under_its_name_with_the_umask(
+    directory: tuple[Path, int],
+) -> None:
+    path, fd = directory
+    owner = Owner(os.getuid(), os.getgid(), 0o027)
+    with UploadWriter(fd, "data.bin", limit=1 << 20, owner=owner) as writer:
+        writer.open(6)
+        writer.write(b"abc")
+        assert [p.name for p in path.iterdir()] == [writer.part]  # only the dot-named part
+        assert writer.part is not None
+        assert writer.part.startswith(".webterm-upload-")
+        writer.write(b"def")
+        assert await writer.commit() == "data.bin"
+    assert sorted(p.name for p in path.iterdir()) == ["data.bin"]
+    assert (path / "data.bin").read_bytes() == b"abcdef"
+    assert (path / "data.bin").stat().st_mode & 0o777 == 0o640
+
+
+async def test_an_existing_file_is_never_replaced(directory: tuple[Path, int]) -> None:
+    path, fd = directory
+    (path / "notes.txt").write_text("mine")
+    (path / "notes (1).txt").write_text("mine too")
+    with UploadWriter(fd, "notes.txt", limit=100, owner=me()) as writer:
+        writer.open(None)
+        writer.write(b"new")
+        assert await writer.commit() == "notes (2).txt"
+    assert (path / "notes.txt").read_text() == "mine"
+    assert (path / "notes (1).txt").read_text() == "mine too"
+    assert (path / "notes (2).txt").read_text() == "new"
+
+
+async def test_an_upload_with_no_free_name_is_refused(
+    directory: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, fd = directory
+    monkeypatch.setattr("webterm.pty.files.MAX_RENAMES", 2)
+    for name in ("x", "x (1)", "x (2)"):
+        (path / name).write_text(name)
+    with UploadWriter(fd, "x", limit=100, owner=me()) as writer:
+        writer.open(None)
+        writer.write(b"new")
+        with pytest.raises(NameTaken):
+            await writer.commit()
+    assert sorted(p.name for p in path.iterdir()) == ["x", "x (1)", "x (2)"]
+
+
+def test_an_aborted_upload_leaves_nothing(directory: tuple[Path, int]) -> None:
+    path, fd = directory
+    with (
+        pytest.raises(ConnectionError),
+        UploadWriter(fd, "big.iso", limit=1 << 20, owner=me()) as w,
+    ):
+        w.open(1000)
+        w.write(b"x" * 500)
+        raise ConnectionError("the client went away")
+    assert list(path.iterdir()) == []
+
+
+def test_over_the_limit_is_refused_before_and_while_writing(directory: tuple[Path, int]) -> None:
+    path, fd = directory
+    with UploadWriter(fd, "a", limit=10, owner=me()) as writer, pytest.raises(TooLarge):
+        writer.open(11)  # declared too large: refused before a file exists
+    assert list(path.iterdir()) == []
+    with UploadWriter(fd, "a", limit=10, owner=me()) as writer, pytest.raises(TooLarge):
+        writer.open(None)  # not declared (chunked): refused once it gets there
+        writer.write(b"x" * 6)
+        writer.write(b"x" * 6)
+    assert list(path.iterdir()) == []
+
+
+def test_more_than_the_filesystem_has_free_is_refused(directory: tuple[Path, int]) -> None:
+    path, fd = directory
+    vfs = os.fstatvfs(fd)
+    free = vfs.f_bavail * vfs.f_frsize
+    with UploadWriter(fd, "a", limit=free * 4, owner=me()) as writer, pytest.raises(NoSpace):
+        writer.open(free * 2)
+    with UploadWriter(fd, "a", limit=free * 4, owner=me()) as writer, pytest.raises(NoSpace):
+        writer.open(None)
+        writer.write(memoryview(bytearray(64)))
+        writer._room = 0  # as if the free space was used meanwhile: look again
+        writer.write(_Huge(free * 2))  # type: ignore[arg-type]
+    assert list(path.iterdir()) == []
+
+
+class _Huge:
+    """Claims a length it does not hold: the check comes before any write."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def test_a_directory_the_shell_user_cannot_write_is_refused(directory: tuple[Path, int]) -> None:
+    path, fd = directory
+    os.chmod(path, 0o755)
+    stranger = Owner(os.getuid() + 4242, os.getgid() + 4242, 0o022)
+    assert not may_write(fd, stranger)
+    if os.geteuid() == os.getuid():  # we are not the stranger: the mode bits decide
+        with UploadWriter(fd, "a", limit=10, owner=stranger) as writer, pytest.raises(NotWritable):
+            writer.open(1)
+    os.chmod(path, 0o777)
+    assert may_write(fd, stranger)
+
+
+# --- the download helper's escape sequence ---------------------------------------------------
+
+
+def request_bytes(pid: int, fd: int, name: str, end: bytes = b"\x07") -> bytes:
+    return b"\x1b]7731;download;%d;%d;%s%s" % (pid, fd, name.encode().hex().encode(), end)
+
+
+def test_the_scanner_finds_requests_whole_or_split_between_chunks() -> None:
+    data = b"\x1b[31mred\x1b[0m" + request_bytes(42, 3, "a b.txt") + b"after"
+    assert DownloadScanner().feed(data) == [Request(42, 3, "a b.txt")]
+    for cut in range(1, len(data)):
+        scanner = DownloadScanner()
+        assert scanner.feed(data[:cut]) + scanner.feed(data[cut:]) == [Request(42, 3, "a b.txt")]
+    st = request_bytes(7, 3, "é", b"\x1b\\")
+    assert DownloadScanner().feed(st) == [Request(7, 3, "é")]
+
+
+def test_the_scanner_ignores_what_is_not_a_request() -> None:
+    scanner = DownloadScanner()
+    assert scanner.feed(b"\x1b]0;title\x07\x1b]7731;download;x;3;41\x07") == []
+    assert scanner.feed(b"plain text") == []

@@ -17,6 +17,10 @@ import trio
 from tests.pty.test_terminal import Client, connect, make_token, pty_config, running_server
 
 
+def names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
 def auth(token: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token() if token is None else token}"}
 
@@ -51,7 +55,7 @@ async def test_an_upload_lands_in_the_shells_directory_after_cd(tmp_path: Path) 
         assert again.json() == {"name": "hello (1).txt", "size": 7}
         out = await client.run("cat hello.txt 'hello (1).txt'; echo 'CAT''-DONE'", "CAT-DONE")
         assert b"hello, shell\r\nsecond\r\n" in out
-    assert sorted(p.name for p in target.iterdir()) == ["hello (1).txt", "hello.txt"]
+    assert names(target) == ["hello (1).txt", "hello.txt"]
 
 
 async def test_other_terminals_and_forged_tokens_are_refused(tmp_path: Path) -> None:
@@ -70,7 +74,7 @@ async def test_other_terminals_and_forged_tokens_are_refused(tmp_path: Path) -> 
                 headers=auth(make_token(terminal="terminal-1")),
             )
             assert stolen.status_code == 403
-    assert list(tmp_path.iterdir()) == []
+    assert names(tmp_path) == []
 
 
 async def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ async def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(tmp_path: 
             )
         assert streamed.status_code == 413
         assert (await upload(port, "small.bin", b"z" * 1000)).status_code == 201
-    assert [p.name for p in tmp_path.iterdir()] == ["small.bin"]
+    assert names(tmp_path) == ["small.bin"]
 
 
 async def test_an_upload_cut_off_midway_leaves_no_file(tmp_path: Path) -> None:
@@ -105,15 +109,15 @@ async def test_an_upload_cut_off_midway_leaves_no_file(tmp_path: Path) -> None:
         )
         await stream.send_all(head.encode() + b"x" * 300_000)
         with trio.fail_after(10):  # the part file exists while the body comes in
-            while not any(p.name.endswith(".part") for p in tmp_path.iterdir()):
+            while not any(n.endswith(".part") for n in names(tmp_path)):
                 await trio.sleep(0.05)
         await stream.aclose()  # the client goes away
         with trio.fail_after(10):
-            while list(tmp_path.iterdir()):
+            while names(tmp_path):
                 await trio.sleep(0.05)
         # and the server goes on serving
         assert (await upload(port, "after.bin", b"ok")).status_code == 201
-    assert [p.name for p in tmp_path.iterdir()] == ["after.bin"]
+    assert names(tmp_path) == ["after.bin"]
 
 
 async def test_bad_names_are_refused(tmp_path: Path) -> None:
@@ -127,7 +131,7 @@ async def test_bad_names_are_refused(tmp_path: Path) -> None:
             assert answer.status_code == 400, name
         escaped = await upload(port, "../../escape.txt", b"x")  # %2F: one path segment
         assert escaped.json()["name"] == "escape.txt"
-    assert [p.name for p in tmp_path.iterdir()] == ["escape.txt"]
+    assert names(tmp_path) == ["escape.txt"]
 
 
 async def test_webterm_download_offers_a_file_the_page_fetches_once(tmp_path: Path) -> None:

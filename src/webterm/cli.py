@@ -256,6 +256,12 @@ def main(log_level: str) -> None:
 @setting(UpConfig, "identity", help=identity_help)
 @shell_setting(UpConfig, help="Shell command for terminals (default: login shell).")
 @setting(UpConfig, "idle_timeout", help="Seconds without input before a terminal ends.")
+@size_setting(
+    UpConfig,
+    "max_upload",
+    "100M",
+    "Largest file a page may upload into its shell's current directory (0: no uploads).",
+)
 @setting(
     UpConfig,
     "sandbox",
@@ -378,6 +384,9 @@ def webserver(
 @setting(ManagerConfig, "token_ttl", help="Seconds a terminal token is valid.")
 @shell_setting(ManagerConfig, help="Shell command for local terminals.")
 @setting(ManagerConfig, "idle_timeout", help="Idle timeout for local terminals.")
+@size_setting(
+    ManagerConfig, "max_upload", "100M", "Largest upload into a local terminal (0: none)."
+)
 @setting(
     ManagerConfig,
     "resync_period",

@@ -158,6 +158,7 @@ class ManagerConfig:
     terminal_host: str = "127.0.0.1"
     shell: tuple[str, ...] | None = PtyConfig.shell
     idle_timeout: float = PtyConfig.idle_timeout
+    max_upload: int = PtyConfig.max_upload
     sandbox: SandboxConfig | None = None  # None: shells run as this user, unconfined
     # kubernetes backend
     namespace: str = "webterm"
@@ -242,6 +243,7 @@ class UpConfig:
     identity: IdentityMode = WebserverConfig.identity
     shell: tuple[str, ...] | None = ManagerConfig.shell
     idle_timeout: float = ManagerConfig.idle_timeout
+    max_upload: int = ManagerConfig.max_upload
     sandbox: SandboxMode = "auto"  # auto: bwrap unless the page is on loopback only
     sandbox_network: SandboxNetwork | None = None  # None: none off loopback, host on it
     sandbox_tmpfs_size: int = SandboxConfig.tmpfs_bytes

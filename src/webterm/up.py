@@ -63,6 +63,7 @@ async def serve(
         max_terminals=config.max_terminals,
         shell=config.shell,
         idle_timeout=config.idle_timeout,
+        max_upload=config.max_upload,
         sandbox=chosen,
     )
     async with trio.open_nursery() as nursery:

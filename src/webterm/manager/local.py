@@ -179,6 +179,7 @@ class LocalBackend:
             "--name", name, "--instance", uid,
             "--manager-url", self.manager_url,
             "--idle-timeout", str(self.config.idle_timeout),
+            "--max-upload", str(self.config.max_upload),
         ]  # fmt: skip
         if self.config.sandbox is not None:
             argv += await self._sandbox_args(name, ordinal, home)

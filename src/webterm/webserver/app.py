@@ -9,6 +9,8 @@ One raw ASGI callable, :class:`Webserver`, sits in front of everything:
   (:mod:`~webterm.webserver.access`) stands before everything but the probes;
 * WebSocket scopes for ``/terminals/...`` go straight to the
   :class:`~webterm.webserver.proxy.TerminalProxy` (the hot path: no framework);
+* HTTP requests for ``/terminals/{name}/files/...`` go to the
+  :class:`~webterm.webserver.files.FilesRelay` (uploads and downloads, streamed);
 * every other HTTP request goes to a small Quart app, wrapped so that each answer
   carries the security headers and is counted and logged once
   (:mod:`~webterm.webserver.envelope`).
@@ -55,6 +57,7 @@ from webterm.webserver.allocator import Allocator
 from webterm.webserver.api import TerminalApi
 from webterm.webserver.asgi import Receive, Scope, Send
 from webterm.webserver.envelope import Envelope
+from webterm.webserver.files import FilesRelay, is_files_path
 from webterm.webserver.forwarding import TrustedProxies
 from webterm.webserver.holds import HOLD_SECONDS, AddressHolds
 from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient
@@ -111,6 +114,12 @@ class Webserver:
             registry=registry,
             closing=closing,
         )
+        self.files = FilesRelay(
+            keys=keys,
+            addresses=self.proxy.addresses,
+            allowed_origins=config.allowed_origins,
+            trusted=trusted,
+        )
         self.manager = ManagerClient(manager, registry)
         allocator = Allocator(
             self.manager,
@@ -140,7 +149,9 @@ class Webserver:
         elif kind == "http":
 
             async def respond(send: Send) -> None:
-                if self.gate.admits(scope):
+                if self.gate.admits(scope) and is_files_path(scope["path"]):
+                    await self.files(scope, receive, send)
+                elif self.gate.admits(scope):
                     await self.app(scope, receive, send)  # type: ignore[arg-type]
                 else:
                     await self.gate.refuse(scope, send)

@@ -19,7 +19,6 @@ from webterm.pty.files import (
     TooLarge,
     UploadWriter,
     candidates,
-    may_write,
     process_owner,
     sanitize_name,
 )
@@ -168,16 +167,23 @@ class _Huge:
         return self.length
 
 
-def test_a_directory_the_shell_user_cannot_write_is_refused(directory: tuple[Path, int]) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing as another user needs root")
+async def test_as_root_an_upload_is_written_as_the_shell_user_and_only_where_it_may(
+    directory: tuple[Path, int],
+) -> None:
     path, fd = directory
-    os.chmod(path, 0o755)
-    stranger = Owner(os.getuid() + 4242, os.getgid() + 4242, 0o022)
-    assert not may_write(fd, stranger)
-    if os.geteuid() == os.getuid():  # we are not the stranger: the mode bits decide
-        with UploadWriter(fd, "a", limit=10, owner=stranger) as writer, pytest.raises(NotWritable):
-            writer.open(1)
-    os.chmod(path, 0o777)
-    assert may_write(fd, stranger)
+    stranger = Owner(4242, 4343, 0o022)
+    os.chmod(path, 0o755)  # root's: the stranger may not write here
+    with UploadWriter(fd, "a", limit=10, owner=stranger) as writer, pytest.raises(NotWritable):
+        writer.open(1)
+    os.chmod(path, 0o1777)
+    with UploadWriter(fd, "a", limit=10, owner=stranger) as writer:
+        writer.open(1)
+        writer.write(b"x")
+        assert await writer.commit() == "a"
+    st = (path / "a").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4343, 0o644)
+    assert os.geteuid() == 0  # and we are root again
 
 
 # --- the download helper's escape sequence ---------------------------------------------------

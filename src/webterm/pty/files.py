@@ -17,19 +17,23 @@ name, which never replaces an existing file: ``name.ext`` that exists becomes
 ``name (1).ext``, ``name (2).ext``... On any error, cancellation or disconnect the
 temporary file is removed, so a partial upload is never left as a complete file.
 
-The file gets the shell user's ownership (when the server runs as another user, i.e.
-root) and the shell's umask. When the server runs as another user than the shell, it
-writes only into a directory that user could write to by its mode bits.
+The file gets the shell's umask and is written as the shell's user: when the server runs
+as root and the shell as another user (a sandbox's own host uid), every file operation
+runs with the thread's filesystem uid and gid set to the shell's (``setfsuid``, which
+also drops root's override of file permissions), so the kernel allows exactly what the
+shell's user could do there (with the server's supplementary groups), and a file in a
+filesystem mounted inside the sandbox's user namespace is created by a uid it maps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
-import stat
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -170,17 +174,23 @@ def open_cwd(pid: int) -> int:
         raise NoDirectory("the shell's current directory cannot be opened") from exc
 
 
-def may_write(dir_fd: int, owner: Owner) -> bool:
-    """Whether ``owner`` may create files in the directory by its mode bits (when we
-    are that user the kernel decides, and this is not asked)."""
-    st = os.fstat(dir_fd)
-    if owner.uid == 0:
-        return True
-    if st.st_uid == owner.uid:
-        return bool(st.st_mode & stat.S_IWUSR and st.st_mode & stat.S_IXUSR)
-    if st.st_gid == owner.gid:
-        return bool(st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IWOTH and st.st_mode & stat.S_IXOTH)
+_LIBC: Final = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def acting_as(owner: Owner | None) -> Iterator[None]:
+    """File operations in this block (in this thread: no await inside) are checked and
+    owned as ``owner``'s when we are root and it is not; else they are ours."""
+    if owner is None or os.geteuid() != 0 or owner.uid == 0:
+        yield
+        return
+    _LIBC.setfsgid(owner.gid)
+    _LIBC.setfsuid(owner.uid)
+    try:
+        yield
+    finally:
+        _LIBC.setfsuid(os.geteuid())
+        _LIBC.setfsgid(os.getegid())
 
 
 def free_bytes(fd: int) -> int:
@@ -214,14 +224,12 @@ class UploadWriter:
         the free space."""
         if expected is not None:
             self._check(expected)
-        other_user = self.owner is not None and self.owner.uid != os.geteuid()
-        if self.owner is not None and other_user and not may_write(self.dir_fd, self.owner):
-            raise NotWritable("the shell's user cannot write into its current directory")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         for _ in range(8):
             part = f"{PART_PREFIX}{secrets.token_hex(4)}{PART_SUFFIX}"
             try:
-                self._fd = os.open(part, flags, 0o600, dir_fd=self.dir_fd)
+                with acting_as(self.owner):
+                    self._fd = os.open(part, flags, 0o600, dir_fd=self.dir_fd)
             except FileExistsError:
                 continue
             except OSError as exc:
@@ -230,8 +238,6 @@ class UploadWriter:
             break
         else:  # pragma: no cover - eight random names taken
             raise NameTaken("no temporary name is free")
-        if self.owner is not None and other_user:
-            os.fchown(self._fd, self.owner.uid, self.owner.gid)
 
     def _check(self, total: int) -> None:
         if total > self.limit:
@@ -266,13 +272,15 @@ class UploadWriter:
             raise RuntimeError("open() first")
         umask = self.owner.umask if self.owner is not None else _own_umask()
         try:
-            os.fchmod(fd, 0o666 & ~umask)
+            with acting_as(self.owner):
+                os.fchmod(fd, 0o666 & ~umask)
             await trio.to_thread.run_sync(os.fsync, fd)
         except OSError as exc:
             raise _os_error(exc) from exc
         for candidate in candidates(self.name):
             try:
-                os.link(part, candidate, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+                with acting_as(self.owner):
+                    os.link(part, candidate, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
             except FileExistsError:
                 continue
             except OSError as exc:
@@ -290,7 +298,7 @@ class UploadWriter:
                 os.close(self._fd)
             self._fd = None
         if self.part is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError), acting_as(self.owner):
                 os.unlink(self.part, dir_fd=self.dir_fd)
             self.part = None
 
@@ -322,6 +330,7 @@ __all__ = [
     "TooLarge",
     "UploadWriter",
     "WriteFailed",
+    "acting_as",
     "candidates",
     "open_cwd",
     "process_owner",

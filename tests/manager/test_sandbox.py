@@ -28,6 +28,7 @@ from tests.upstack import RUNNING_LOGS, webterm_up
 from webterm.config import MiB, SandboxConfig, UpConfig
 from webterm.manager import sandbox
 from webterm.protocol import subprotocols_for
+from webterm.pty.downloads import helper_directory
 from webterm.up import unconfined_warning
 
 ROOT = os.geteuid() == 0
@@ -87,6 +88,9 @@ def test_wrap_binds_system_dirs_read_only_and_only_listed_etc_files() -> None:
     assert ("usr/bin", "/bin") in pairs(argv, "--symlink")
     binds = pairs(argv, "--bind") + pairs(argv, "--ro-bind") + pairs(argv, "--ro-bind-try")
     sources = {src for src, _ in binds}
+    # the package's helpers (webterm-download), read-only, wherever the package is
+    assert (helper_directory(), sandbox.HELPER_DIR) in pairs(argv, "--ro-bind")
+    sources.discard(helper_directory())
     assert "/etc" not in sources  # never the whole of /etc
     assert "/" not in sources
     assert not any(s.startswith(("/home", "/root", "/work", "/tmp", "/proc")) for s in sources)
@@ -94,6 +98,7 @@ def test_wrap_binds_system_dirs_read_only_and_only_listed_etc_files() -> None:
     accounts = {dest: src for src, dest in pairs(argv, "--ro-bind")}
     assert accounts["/etc/passwd"] == "/srv/files/passwd"
     assert accounts["/etc/group"] == "/srv/files/group"
+    assert accounts["/etc/profile"] == "/srv/files/profile"  # the helpers first on PATH
     assert argv[-12:].count("--remount-ro") == 0  # the remounts come before the env
     assert pairs(argv, "--remount-ro")[-1][0] == "/"
 
@@ -194,6 +199,8 @@ def test_account_files_are_ours_not_the_hosts(tmp_path: Path) -> None:
     assert len(passwd.splitlines()) == 3
     assert (tmp_path / "hostname").read_text() == "terminal-9\n"
     assert oct(tmp_path.stat().st_mode & 0o777) == "0o755"
+    profile = (tmp_path / "profile").read_text()  # the host's, then the helpers first
+    assert profile.endswith(f'PATH="{sandbox.HELPER_DIR}:$PATH"\nexport PATH\n')
 
 
 def test_host_layout_never_lists_secrets() -> None:

@@ -66,6 +66,7 @@ import trio
 
 from webterm.config import ConfigError, MiB, SandboxConfig, SandboxMode, SandboxNetwork
 from webterm.hosts import listens_on_loopback_only
+from webterm.pty.downloads import helper_directory
 
 SANDBOX_USER: Final = "user"
 SANDBOX_UID: Final = 1000
@@ -102,7 +103,11 @@ keys, ssl/private, credentials in package-manager configs)."""
 NETWORK_ETC_ENTRIES: Final = ("resolv.conf",)
 """Added with ``--sandbox-network host``."""
 
-PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+HELPER_DIR: Final = "/run/webterm/bin"
+"""Where the terminal's helpers (``webterm-download``) appear in the sandbox: the
+package's own directory, bound read-only, first on ``PATH``."""
+
+PATH: Final = f"{HELPER_DIR}:/usr/local/bin:/usr/bin:/bin"
 
 PARENT_SCRIPT: Final = '"$@"; exit "$?"'
 """Run bwrap as a child of ``sh``, never exec'd in its place (see the module docstring)."""
@@ -165,9 +170,11 @@ def pick_uid_base(count: int, rng: random.Random | None = None) -> int:
 
 
 def write_account_files(directory: str | os.PathLike[str], hostname: str) -> None:
-    """Write the sandbox's ``passwd``, ``group`` and ``hostname`` into ``directory``,
-    and make them readable by the terminal's own uid. They are bound over ``/etc``.
-    The host's accounts stay out."""
+    """Write the sandbox's ``passwd``, ``group``, ``hostname`` and ``profile`` into
+    ``directory``, and make them readable by the terminal's own uid. They are bound over
+    ``/etc``. The host's accounts stay out. ``profile`` is the host's ``/etc/profile``
+    with :data:`HELPER_DIR` put first on ``PATH`` after it (a login shell's profile
+    sets ``PATH`` anew)."""
     d = Path(directory)
     shell = "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh"
     files = {
@@ -178,11 +185,24 @@ def write_account_files(directory: str | os.PathLike[str], hostname: str) -> Non
         ),
         "group": f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
         "hostname": f"{hostname}\n",
+        "profile": _host_profile() + PROFILE_PATH_LINE,
     }
     for name, text in files.items():
         (d / name).write_text(text)
         (d / name).chmod(0o644)
     d.chmod(0o755)
+
+
+PROFILE_PATH_LINE: Final = (
+    f'\n# webterm: its helpers (webterm-download) first\nPATH="{HELPER_DIR}:$PATH"\nexport PATH\n'
+)
+
+
+def _host_profile() -> str:
+    try:
+        return Path("/etc/profile").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def default_shell() -> tuple[str, ...]:
@@ -228,12 +248,13 @@ def wrap(
     for path in layout.etc:
         if config.network == "host" or path not in network_only:
             argv += ["--ro-bind-try", path, path]
-    for name in ("passwd", "group", "hostname"):
+    for name in ("passwd", "group", "hostname", "profile"):
         argv += ["--ro-bind", os.path.join(files_dir, name), f"/etc/{name}"]
     size = str(config.tmpfs_bytes)
     argv += ["--size", size, "--perms", "0700", "--tmpfs", SANDBOX_HOME]
     argv += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]
     argv += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
+    argv += ["--ro-bind", helper_directory(), HELPER_DIR]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     env = {
         "HOME": SANDBOX_HOME,

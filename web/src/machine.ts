@@ -296,6 +296,7 @@ function message(m: Model, msg: ServerMessage, env: Env, fx: Effect[]): Model {
       fx.push({ type: "discard-output" }); // Ctrl-C: the backlog is history, as the tty's queue is
       return m;
     case "pong":
+    case "download": // the page's files.ts saves it; nothing changes here
       return m;
   }
 }

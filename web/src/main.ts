@@ -11,6 +11,7 @@
 import { Bell } from "./bell";
 import { type Timing, Connection, KEEPALIVE_MS, PONG_TIMEOUT_MS } from "./connection";
 import { type Effect, type Event, type Model, type Phase, type TimerName, attached, initial, next } from "./machine";
+import { type Credentials, Files } from "./files";
 import { FontSize } from "./fontsize";
 import { KeyBar } from "./keybar";
 import type { Shortcut } from "./keys";
@@ -53,7 +54,9 @@ class Page {
   private readonly queue: Event[] = []; // events raised while an effect is carried out
   private dispatching = false;
   private readonly encoder = new TextEncoder();
+  private url: string | null = null; // the terminal's WebSocket URL, once connected
   readonly output: Output;
+  readonly files = new Files({ credentials: () => this.credentials() });
 
   constructor(
     private readonly terminal: PageTerminal,
@@ -133,6 +136,7 @@ class Page {
       case "connect":
         this.connection?.close();
         this.connection = this.open(effect.socket, effect.url, effect.token);
+        this.url = effect.url;
         this.output.reset(); // the old socket's output is moot
         break;
       case "disconnect":
@@ -206,13 +210,37 @@ class Page {
     this.dispatch(isRefusal(answer) ? { type: "refused", refusal: answer } : { type: "allocated", allocation: answer });
   }
 
+  /** A fresh token for the terminal on screen (files.ts): asked for as a reconnect
+   * would, and refused if the answer names another terminal. */
+  private async credentials(): Promise<Credentials | string> {
+    if (this.url === null || !attached(this.model.phase)) {
+      return "the terminal is not connected";
+    }
+    let answer: Allocation | Refusal;
+    try {
+      answer = await requestTerminal();
+    } catch {
+      return "the server cannot be reached";
+    }
+    if (isRefusal(answer)) {
+      return answer.error;
+    }
+    return answer.url === this.url ? { url: answer.url, token: answer.token } : "the terminal changed";
+  }
+
   private open(socket: number, url: string, token: string): Connection {
     return new Connection(socket, url, token, this.timing, {
       output: (bytes) => {
         this.dispatch({ type: "output", socket });
         this.output.show(bytes, socket);
       },
-      message: (message) => this.dispatch({ type: "message", socket, message }),
+      message: (message) => {
+        if (message.type === "download") {
+          void this.files.download(message.id, message.name, message.size);
+        } else {
+          this.dispatch({ type: "message", socket, message });
+        }
+      },
       closed: (code, reason) => this.dispatch({ type: "closed", socket, code, reason }),
     });
   }
@@ -264,6 +292,8 @@ const page = new Page(
   backlogParam > 0 ? backlogParam : HIDDEN_BACKLOG,
 );
 
+page.files.wire();
+
 term.onData((data) => page.inputText(keyBar.apply(data)));
 term.onBinary((data) => page.input(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
 term.onResize(() => page.sendResize());
@@ -296,6 +326,10 @@ const api = {
   /** The terminal's font size (px), as kept in localStorage. */
   get fontSize(): number {
     return fontSize.get();
+  },
+  /** Uploads and downloads so far: kind, name, state, bytes, the name a file got. */
+  get transfers(): readonly unknown[] {
+    return page.files.transfers;
   },
   /** The image addon (sixel, iTerm2 images): `images.storageUsage` is in MB. */
   images: terminal.images,

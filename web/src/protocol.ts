@@ -33,7 +33,8 @@ export type ServerMessage =
   | { readonly type: "exit"; readonly status: number }
   | { readonly type: "error"; readonly message: string }
   | { readonly type: "pong" }
-  | { readonly type: "flush" };
+  | { readonly type: "flush" }
+  | { readonly type: "download"; readonly id: string; readonly name: string; readonly size: number };
 
 /** A text frame that is not a valid server message; the text says why. */
 export class MalformedMessage extends Error {
@@ -88,6 +89,13 @@ export function decodeServerMessage(text: string): ServerMessage {
     case "pong":
     case "flush":
       return { type: fields.type };
+    case "download": {
+      const { id, name } = fields;
+      if (typeof id !== "string" || typeof name !== "string") {
+        throw new MalformedMessage("download needs 'id' and 'name' (strings) and 'size'");
+      }
+      return { type: "download", id, name, size: integer(fields, "size", 0, Number.MAX_SAFE_INTEGER) };
+    }
     default:
       if (typeof fields.type !== "string") {
         throw new MalformedMessage("control message has no string 'type'");

@@ -138,6 +138,19 @@ def _size(_: click.Context, __: click.Parameter, value: str | int) -> int:
     return int(number * SIZE_UNITS[unit])
 
 
+def _storage_limits(
+    _: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, int], ...]:
+    """``PATH=SIZE`` pairs, e.g. ``/home/user=1000M``."""
+    limits = []
+    for value in values:
+        path, equals, size = value.rpartition("=")
+        if not equals or not path.startswith("/"):
+            raise click.BadParameter(f"{value!r} is not PATH=SIZE, e.g. /home/user=1000M")
+        limits.append((path, _size(_, param, size)))
+    return tuple(limits)
+
+
 def size_setting(config: type, name: str, default: str, help: str) -> Callable[[F], F]:
     """A size in bytes, written as ``512M``, ``1G`` or a number of bytes."""
     return setting(config, name, type=str, default=default, callback=_size, help=help)
@@ -493,6 +506,19 @@ def manager(
     "max_upload",
     "100M",
     "Largest file a page may upload into the shell's current directory (0: no uploads).",
+)
+@setting(
+    PtyConfig,
+    "storage_limits",
+    "--storage-limit",
+    multiple=True,
+    type=str,
+    default=(),
+    callback=_storage_limits,
+    metavar="PATH=SIZE",
+    help="Uploads onto PATH's filesystem keep what is under PATH below SIZE, for storage "
+    "whose limit the filesystem does not show (a Kubernetes emptyDir's sizeLimit). "
+    "Repeatable.",
 )
 @public_keys_options
 def pty(

@@ -112,6 +112,7 @@ class PtyConfig:
     max_processes: int | None = 1024  # RLIMIT_NPROC for the shell (fork bombs)
     max_open_files: int | None = 4096  # RLIMIT_NOFILE for the shell
     max_upload: int = 100 * 1024 * 1024  # bytes: the largest file uploaded into the shell's cwd
+    storage_limits: tuple[tuple[str, int], ...] = ()  # (PATH, bytes): uploads keep du(PATH) below
 
 
 MiB: Final = 1024 * 1024

@@ -99,6 +99,19 @@ async def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(tmp_path: 
     assert names(tmp_path) == ["small.bin"]
 
 
+async def test_an_upload_past_the_storage_limit_is_refused_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    config = pty_config(storage_limits=((str(tmp_path), 64 * 1024),))
+    async with running_server(config) as port, connect(port) as client:
+        await cd(client, tmp_path)
+        assert (await upload(port, "fits.bin", b"f" * 16 * 1024)).status_code == 201
+        full = await upload(port, "too-much.bin", b"t" * 64 * 1024)
+        assert full.status_code == 507
+        assert "free space" in full.json()["error"]
+    assert names(tmp_path) == ["fits.bin"]
+
+
 async def test_an_upload_cut_off_midway_leaves_no_file(tmp_path: Path) -> None:
     async with running_server(pty_config()) as port, connect(port) as client:
         await cd(client, tmp_path)

@@ -19,8 +19,10 @@ from webterm.pty.files import (
     TooLarge,
     UploadWriter,
     candidates,
+    disk_usage,
     process_owner,
     sanitize_name,
+    storage_quota,
 )
 
 
@@ -155,6 +157,32 @@ def test_more_than_the_filesystem_has_free_is_refused(directory: tuple[Path, int
         writer._room = 0  # as if the free space was used meanwhile: look again
         writer.write(_Huge(free * 2))  # type: ignore[arg-type]
     assert list(path.iterdir()) == []
+
+
+async def test_a_storage_limit_the_filesystem_does_not_show_is_kept(
+    directory: tuple[Path, int],
+) -> None:
+    path, fd = directory
+    (path / "sub").mkdir()
+    (path / "sub" / "old.bin").write_bytes(b"o" * 40_000)
+    used = disk_usage(str(path))
+    assert used >= 40_000
+    quota = await storage_quota(fd, (("/nonexistent", 1), (str(path), used + 50_000)))
+    assert quota == 50_000
+    assert await storage_quota(fd, (("/proc", 10),)) is None  # another filesystem
+    with UploadWriter(fd, "a", limit=1 << 30, owner=me(), quota=quota) as writer:
+        with pytest.raises(NoSpace):
+            writer.open(60_000)  # declared: refused before a byte is written
+    with UploadWriter(fd, "a", limit=1 << 30, owner=me(), quota=quota) as writer:
+        writer.open(None)
+        writer.write(b"x" * 30_000)
+        with pytest.raises(NoSpace):
+            writer.write(b"x" * 30_000)  # past the quota while writing
+    assert names(path) == ["sub"]
+
+
+def names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
 
 
 class _Huge:

@@ -8,7 +8,7 @@ other terminal's token reads or writes a file here.
 :func:`webterm.pty.files.sanitize_name`) streams its body into the current directory of
 the tty's foreground process (the shell, at its prompt) with
 :class:`~webterm.pty.files.UploadWriter`: at most ``--max-upload`` bytes and never more
-than the filesystem has free; ``201 {"name": NAME, "size": BYTES}`` with the name the
+than the filesystem has free (nor than ``--storage-limit`` allows); ``201 {"name": NAME, "size": BYTES}`` with the name the
 file got (``name (1).ext`` when ``name.ext`` exists). Refused: 400 (a bad name), 401/403
 (the token), 409 (no shell yet, or no free name), 413 (over the limit: nothing is
 written), 403 (the directory is not writable), 507 (no space).
@@ -31,7 +31,7 @@ import h11
 import trio
 
 from webterm.protocol import TokenError
-from webterm.pty.files import FileError, UploadWriter, open_cwd, process_owner
+from webterm.pty.files import FileError, UploadWriter, open_cwd, process_owner, storage_quota
 from webterm.pty.http import BadRequest, RequestHead, json_answer, read_body, refusal_answer
 from webterm.service.errors import Refusal
 
@@ -126,7 +126,9 @@ async def _upload(
     dir_fd = open_cwd(pid)
     try:
         owner = process_owner(pid)
-        with UploadWriter(dir_fd, name, limit=terminal.config.max_upload, owner=owner) as writer:
+        quota = await storage_quota(dir_fd, terminal.config.storage_limits)
+        limit = terminal.config.max_upload
+        with UploadWriter(dir_fd, name, limit=limit, owner=owner, quota=quota) as writer:
             writer.open(expected)
             body = read_body(stream, request, CHUNK)
             while True:

@@ -193,6 +193,41 @@ def acting_as(owner: Owner | None) -> Iterator[None]:
         _LIBC.setfsgid(os.getegid())
 
 
+def disk_usage(path: str) -> int:
+    """Bytes the files under ``path`` take on its filesystem (as ``du`` counts them, and
+    as the kubelet measures an emptyDir against its ``sizeLimit``); run in a thread."""
+    total = 0
+    device = os.lstat(path).st_dev
+    stack = [path]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_dev != device:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+    return total
+
+
+async def storage_quota(dir_fd: int, limits: tuple[tuple[str, int], ...]) -> int | None:
+    """What ``--storage-limit PATH=SIZE`` still allows on the filesystem of ``dir_fd``:
+    SIZE less what is under PATH, for the PATH on the same filesystem; None when none is.
+    For storage whose limit its filesystem does not show (a Kubernetes emptyDir's
+    ``sizeLimit``: exceeding it evicts the pod)."""
+    device = os.fstat(dir_fd).st_dev
+    for path, size in limits:
+        try:
+            if os.stat(path).st_dev != device:
+                continue
+        except OSError:
+            continue
+        return size - await trio.to_thread.run_sync(disk_usage, path)
+    return None
+
+
 def free_bytes(fd: int) -> int:
     """Bytes an unprivileged user may still write on ``fd``'s filesystem."""
     vfs = os.fstatvfs(fd)
@@ -203,10 +238,13 @@ class UploadWriter:
     """One upload into ``dir_fd`` (see the module docstring). Use as a context
     manager: leaving it without :meth:`commit` removes the temporary file."""
 
-    def __init__(self, dir_fd: int, name: str, *, limit: int, owner: Owner | None) -> None:
+    def __init__(
+        self, dir_fd: int, name: str, *, limit: int, owner: Owner | None, quota: int | None = None
+    ) -> None:
         self.dir_fd = dir_fd
         self.name = sanitize_name(name)
         self.limit = limit
+        self.quota = quota  # bytes the storage's own limit still allows (see storage_quota)
         self.owner = owner
         self.written = 0
         self.part: str | None = None
@@ -242,8 +280,14 @@ class UploadWriter:
     def _check(self, total: int) -> None:
         if total > self.limit:
             raise TooLarge(f"the upload is larger than the limit of {self.limit} bytes")
-        if total - self.written > free_bytes(self.dir_fd) - FREE_SPACE_MARGIN:
-            raise NoSpace("the shell's filesystem has not that much free space")
+        if total - self.written > self._available():
+            raise NoSpace("the shell's storage has not that much free space")
+
+    def _available(self) -> int:
+        """Bytes that may still be written: the filesystem's free space (less a margin),
+        and no more than the storage's quota."""
+        free = free_bytes(self.dir_fd) - FREE_SPACE_MARGIN
+        return free if self.quota is None else min(free, self.quota - self.written)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``; :class:`TooLarge` or :class:`NoSpace` past the limits."""
@@ -252,9 +296,9 @@ class UploadWriter:
         if self.written + len(data) > self.limit:
             raise TooLarge(f"the upload is larger than the limit of {self.limit} bytes")
         if len(data) > self._room:
-            free = free_bytes(self.dir_fd) - FREE_SPACE_MARGIN
+            free = self._available()
             if len(data) > free:
-                raise NoSpace("the shell's filesystem has no more free space")
+                raise NoSpace("the shell's storage has no more free space")
             self._room = free // 2  # look again once half of it is used
         view = memoryview(data)
         try:
@@ -334,5 +378,7 @@ __all__ = [
     "candidates",
     "open_cwd",
     "process_owner",
+    "disk_usage",
     "sanitize_name",
+    "storage_quota",
 ]

@@ -170,9 +170,8 @@ async def test_a_storage_limit_the_filesystem_does_not_show_is_kept(
     quota = await storage_quota(fd, (("/nonexistent", 1), (str(path), used + 50_000)))
     assert quota == 50_000
     assert await storage_quota(fd, (("/proc", 10),)) is None  # another filesystem
-    with UploadWriter(fd, "a", limit=1 << 30, owner=me(), quota=quota) as writer:
-        with pytest.raises(NoSpace):
-            writer.open(60_000)  # declared: refused before a byte is written
+    with UploadWriter(fd, "a", limit=1 << 30, owner=me(), quota=quota) as w, pytest.raises(NoSpace):
+        w.open(60_000)  # declared: refused before a byte is written
     with UploadWriter(fd, "a", limit=1 << 30, owner=me(), quota=quota) as writer:
         writer.open(None)
         writer.write(b"x" * 30_000)

@@ -376,9 +376,9 @@ __all__ = [
     "WriteFailed",
     "acting_as",
     "candidates",
+    "disk_usage",
     "open_cwd",
     "process_owner",
-    "disk_usage",
     "sanitize_name",
     "storage_quota",
 ]

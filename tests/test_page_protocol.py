@@ -9,6 +9,7 @@ from pathlib import Path
 
 from webterm.protocol import (
     MAX_CONTROL_MESSAGE_BYTES,
+    MAX_FILE_BYTES,
     SUBPROTOCOL,
     TOKEN_SUBPROTOCOL_PREFIX,
     CloseCode,
@@ -47,6 +48,7 @@ def test_the_shared_constants_are_the_pythons() -> None:
     assert _constant(source, "SUBPROTOCOL") == f'"{SUBPROTOCOL}"'
     assert _constant(source, "TOKEN_SUBPROTOCOL_PREFIX") == f'"{TOKEN_SUBPROTOCOL_PREFIX}"'
     assert int(_constant(source, "MAX_CONTROL_MESSAGE_BYTES")) == MAX_CONTROL_MESSAGE_BYTES
+    assert int(_constant(source, "MAX_FILE_BYTES")) == MAX_FILE_BYTES
 
 
 def test_a_drifted_code_is_caught() -> None:

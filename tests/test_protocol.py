@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webterm.protocol import (
+    MAX_FILE_BYTES,
     TOKEN_AUDIENCE,
     Ack,
     Allocation,
@@ -19,6 +20,7 @@ from webterm.protocol import (
     Error,
     Exit,
     ExpiredToken,
+    Download,
     Flush,
     Hello,
     Idle,
@@ -69,6 +71,7 @@ server_messages = st.one_of(
     st.builds(Error, message=st.text(max_size=200)),
     st.builds(Pong),
     st.builds(Flush),
+    st.builds(Download, id=names, name=names, size=st.integers(0, MAX_FILE_BYTES)),
 )
 
 
@@ -79,7 +82,7 @@ def test_client_messages_round_trip(message: Resize | Ack | Ping) -> None:
 
 @given(server_messages)
 def test_server_messages_round_trip(
-    message: Hello | Idle | Exit | Error | Pong | Flush,
+    message: Hello | Idle | Exit | Error | Pong | Flush | Download,
 ) -> None:
     assert decode_server_message(encode_message(message)) == message
 
@@ -102,11 +105,35 @@ def test_garbage_text_raises_only_malformed(garbage: str | bytes) -> None:
 
 @given(
     st.sampled_from(
-        ["resize", "ack", "ping", "hello", "idle", "exit", "error", "pong", "flush", "x"]
+        [
+            "resize",
+            "ack",
+            "ping",
+            "hello",
+            "idle",
+            "exit",
+            "error",
+            "pong",
+            "flush",
+            "download",
+            "x",
+        ]
     ),
     st.dictionaries(
         st.sampled_from(
-            ["cols", "rows", "bytes", "terminal", "reattached", "seconds_left", "status", "message"]
+            [
+                "cols",
+                "rows",
+                "bytes",
+                "terminal",
+                "reattached",
+                "seconds_left",
+                "status",
+                "message",
+                "id",
+                "name",
+                "size",
+            ]
         ),
         json_values,
     ),

@@ -305,6 +305,10 @@ class Flush:
     type: Literal["flush"] = field(default="flush", init=False)
 
 
+MAX_FILE_BYTES: Final = (1 << 53) - 1
+"""The largest ``size`` a ``download`` message names (JavaScript's largest exact integer)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Download:
     """server→client: the shell offers a file (``webterm-download FILE``); the page
@@ -397,7 +401,7 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         offer_id, name = data.get("id"), data.get("name")
         if not isinstance(offer_id, str) or not isinstance(name, str):
             raise MalformedMessage("download needs 'id' and 'name' (strings) and 'size'")
-        return Download(id=offer_id, name=name, size=_int_field(data, "size", 0, 1 << 62))
+        return Download(id=offer_id, name=name, size=_int_field(data, "size", 0, MAX_FILE_BYTES))
     raise MalformedMessage(f"unknown message type {kind[:40]!r}")
 
 

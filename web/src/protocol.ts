@@ -10,6 +10,7 @@
 export const SUBPROTOCOL = "webterm.v1";
 export const TOKEN_SUBPROTOCOL_PREFIX = "webterm.token.";
 export const MAX_CONTROL_MESSAGE_BYTES = 4096; // a longer text frame is refused unparsed
+export const MAX_FILE_BYTES = 9007199254740991; // the largest size a download message names (2 ** 53 - 1)
 
 /** WebSocket close codes webterm sends: protocol.py's CloseCode, name for name. */
 export const CloseCode = {
@@ -94,7 +95,7 @@ export function decodeServerMessage(text: string): ServerMessage {
       if (typeof id !== "string" || typeof name !== "string") {
         throw new MalformedMessage("download needs 'id' and 'name' (strings) and 'size'");
       }
-      return { type: "download", id, name, size: integer(fields, "size", 0, Number.MAX_SAFE_INTEGER) };
+      return { type: "download", id, name, size: integer(fields, "size", 0, MAX_FILE_BYTES) };
     }
     default:
       if (typeof fields.type !== "string") {

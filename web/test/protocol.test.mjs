@@ -21,6 +21,7 @@ test("every server message decodes into its typed form", () => {
     ['{"type":"error","message":"no"}', { type: "error", message: "no" }],
     ['{"type":"pong"}', { type: "pong" }],
     ['{"type":"flush","extra":1}', { type: "flush" }],
+    ['{"type":"download","id":"a_b","name":"r.txt","size":12}', { type: "download", id: "a_b", name: "r.txt", size: 12 }],
   ];
   for (const [text, message] of cases) {
     assert.deepEqual(decodeServerMessage(text), message, text);
@@ -48,6 +49,9 @@ test("anything else is refused with MalformedMessage", () => {
     '{"type":"exit"}',
     '{"type":"exit","status":1e12}',
     '{"type":"error","message":null}',
+    '{"type":"download","id":"a","name":"r.txt"}',
+    '{"type":"download","id":1,"name":"r.txt","size":1}',
+    '{"type":"download","id":"a","name":"r.txt","size":-1}',
     `{"type":"pong","pad":"${"x".repeat(MAX_CONTROL_MESSAGE_BYTES)}"}`,
   ];
   for (const text of garbage) {

@@ -1,13 +1,14 @@
 // Files to and from the shell: the upload button, dropping files on the page, the
 // progress line, and saving what `webterm-download FILE` offers. Uploads are `PUT
-// {files}/{name}` and downloads `GET {files}/download/{id}`, where {files} is the
-// terminal's WebSocket URL with `/ws` made `/files` (the webserver relays it to the
-// terminal server), each with a fresh token in `Authorization: Bearer` (a token is
+// {files}/{name}` and downloads `GET {files}/download/{id}`, where {files} is
+// `/terminals/NAME/files` on the page's own webserver, which relays it to the terminal
+// server (in both address modes: the browser never dials a terminal's port for files),
+// each with a fresh token in `Authorization: Bearer` (a token is
 // short-lived: it is asked for just before, as a reconnect would). Every transfer is
 // kept in `transfers` (window.webterm.transfers) for tests and the console.
 
 export interface Credentials {
-  readonly url: string; // the terminal's WebSocket URL
+  readonly terminal: string; // the terminal's name
   readonly token: string;
 }
 
@@ -28,13 +29,9 @@ export interface FilesHost {
 
 const HIDE_AFTER_MS = 8_000; // the transfer line goes after this long without news
 
-/** The files endpoint beside a terminal WebSocket URL: ws(s)://h/…/ws → http(s)://h/…/files. */
-export function filesUrl(wsUrl: string): string {
-  const url = new URL(wsUrl, location.href);
-  url.protocol = url.protocol === "wss:" ? "https:" : url.protocol === "ws:" ? "http:" : url.protocol;
-  url.pathname = url.pathname.replace(/\/ws$/, "/files");
-  url.search = "";
-  return url.toString();
+/** The files endpoint of terminal `name`, on the page's own webserver. */
+export function filesUrl(name: string): string {
+  return `/terminals/${encodeURIComponent(name)}/files`;
 }
 
 /** A name safe to save a download as: no path, no control characters, not hidden. */
@@ -117,7 +114,7 @@ export class Files {
     }
     await new Promise<void>((resolve) => {
       const xhr = new XMLHttpRequest();
-      xhr.open("PUT", `${filesUrl(credentials.url)}/${encodeURIComponent(file.name)}`);
+      xhr.open("PUT", `${filesUrl(credentials.terminal)}/${encodeURIComponent(file.name)}`);
       xhr.setRequestHeader("Authorization", `Bearer ${credentials.token}`);
       xhr.upload.onprogress = (event) => {
         transfer.loaded = event.loaded;
@@ -162,7 +159,7 @@ export class Files {
       return;
     }
     try {
-      const response = await fetch(`${filesUrl(credentials.url)}/download/${encodeURIComponent(id)}`, {
+      const response = await fetch(`${filesUrl(credentials.terminal)}/download/${encodeURIComponent(id)}`, {
         headers: { Authorization: `Bearer ${credentials.token}` },
         cache: "no-store",
       });

@@ -225,7 +225,7 @@ class Page {
     if (isRefusal(answer)) {
       return answer.error;
     }
-    return answer.url === this.url ? { url: answer.url, token: answer.token } : "the terminal changed";
+    return answer.url === this.url ? { terminal: answer.terminal, token: answer.token } : "the terminal changed";
   }
 
   private open(socket: number, url: string, token: string): Connection {

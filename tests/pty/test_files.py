@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from webterm.pty.downloads import DownloadScanner, Request
+from webterm.pty.downloads import OFFER_TTL, Downloads, DownloadScanner, Offer, Request
 from webterm.pty.files import (
     MAX_NAME_BYTES,
     BadFileName,
@@ -234,3 +235,29 @@ def test_the_scanner_ignores_what_is_not_a_request() -> None:
     scanner = DownloadScanner()
     assert scanner.feed(b"\x1b]0;title\x07\x1b]7731;download;x;3;41\x07") == []
     assert scanner.feed(b"plain text") == []
+
+
+async def test_an_offer_is_taken_once_and_expires_unfetched(autojump_clock: object) -> None:
+    import trio
+
+    downloads = Downloads()
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(2)]
+    for n, fd in enumerate(fds):
+        downloads._add(
+            Offer(id=f"id-{n}", fd=fd, name="f", size=0, expires=trio.current_time() + OFFER_TTL)
+        )
+    taken = downloads.take("id-0")
+    assert taken is not None
+    assert downloads.take("id-0") is None  # once only
+    os.close(taken.fd)
+    await trio.sleep(OFFER_TTL + 1)
+    assert downloads.take("id-1") is None  # expired: its descriptor is closed
+    assert not is_open(fds[1])
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return exc.errno != errno.EBADF
+    return True

@@ -388,12 +388,9 @@ def encode_message(message: ClientMessage | ServerMessage) -> str:
     elif isinstance(message, Ack):
         body = {"type": "ack", "bytes": message.bytes}
     elif isinstance(message, Hello):
-        body = {
-            "type": "hello",
-            "terminal": message.terminal,
-            "reattached": message.reattached,
-            "role": message.role,
-        }
+        body = {"type": "hello", "terminal": message.terminal, "reattached": message.reattached}
+        if message.role != "owner":  # absent: the owner (as before there were viewers)
+            body["role"] = message.role
     elif isinstance(message, Revoke):
         body = {"type": "revoke", "link": message.link}
     elif isinstance(message, Size):

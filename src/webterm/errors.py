@@ -23,6 +23,7 @@ defined beside the code that raises it and derives from one of these bases::
     │   ├── UnknownTerminal          not one of the pool's terminals (any more)
     │   └── UnknownClient            404: this client holds no terminal
     ├── ClaimLost                    webterm.manager.backend: 409, another manager won
+    ├── Unconfirmed                  webterm.manager.backend: 503, a recycle not yet durable
     ├── KubeError                    webterm.manager.kube.client: 502, the API said no
     │   ├── Conflict                 409
     │   ├── NotFound                 404

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.browser
 
 
 SELECTION = "window.webterm.terminal.getSelection()"
+DECORATIONS = "document.querySelectorAll('.xterm-decoration').length"
 
 
 @pytest.fixture
@@ -59,10 +60,11 @@ def test_search_finds_a_word_in_the_scrollback_and_highlights_it(tab: Page, base
     )
     # scrolled back to the match, which is highlighted (a decoration over it)
     assert tab.evaluate("window.webterm.terminal.buffer.active.viewportY") == 0
-    assert tab.locator(".xterm-decoration").count() >= 1
+    # decorations are drawn with the next frame, not with the search call
+    tab.wait_for_function(f"{DECORATIONS} >= 1", timeout=WAIT)
     tab.keyboard.press("Escape")
     tab.wait_for_selector("#search[hidden]", state="attached", timeout=WAIT)
-    assert tab.locator(".xterm-decoration").count() == 0
+    tab.wait_for_function(f"{DECORATIONS} === 0", timeout=WAIT)
     run(tab, "echo after-search-$((5*5))")  # the keys are the terminal's again
     wait_for_text(tab, "after-search-25")
 

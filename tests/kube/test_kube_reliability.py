@@ -86,8 +86,10 @@ async def test_a_failed_claim_write_is_undone_and_a_reconnect_rewrites_the_owner
 async def test_a_recycle_decided_during_an_api_outage_is_carried_out_when_it_returns(
     tmp_path: Path,
 ) -> None:
-    """The API is gone for longer than any one call's retries: the release still ends
-    in the old pod's deletion and a fresh terminal once the API is back."""
+    """The API is gone for longer than any one call's retries: the give-back is
+    answered 503 + Retry-After (not durable: the pod's delete failed), the decision is
+    kept, and it ends in the old pod's deletion and a fresh terminal once the API is
+    back; the same give-back asked again then answers 200."""
     async with (
         cluster(tmp_path) as (api, port),
         manager(api, port, spares=1, max_terminals=2, resync_period=5.0) as http,
@@ -95,17 +97,46 @@ async def test_a_recycle_decided_during_an_api_outage_is_carried_out_when_it_ret
         answer = await until_ok(http, "leaving")
         uid = api.pod(answer["terminal"])["metadata"]["uid"]
         api.faults.go_down()
-        assert (await http.delete("/v1/allocations/leaving")).status_code == 200
+        refused = await http.delete("/v1/allocations/leaving")
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "not yet carried out" in refused.json()["error"]
         await trio.sleep(8)  # past the old 3.5 s of retries
         api.faults.come_back()
         with trio.fail_after(60):
             await api.wait_pod_gone(answer["terminal"], uid=uid)
+        assert (await http.delete("/v1/allocations/leaving")).status_code == 200
+        # confirmed once: the client holds nothing now
+        assert (await http.delete("/v1/allocations/leaving")).status_code == 404
         # a fresh terminal for the next client: the old name again, or another if the
         # pool scaled it away meanwhile (which pods a realistic controller keeps varies)
         fresh = await until_ok(http, "next")
         fresh_pod = api.pod(fresh["terminal"])
         assert fresh_pod["metadata"]["uid"] != uid
         assert owner_of(fresh_pod) is not None  # now the next client's, nobody else's
+
+
+async def test_a_give_back_refused_in_an_outage_then_a_manager_kill_is_carried_out_when_asked_again(
+    tmp_path: Path,
+) -> None:
+    """The soak's released-pod-not-deleted (its first case): a give-back during an API
+    outage, then the manager dies before its loop got the delete through. It never
+    said 200, so the client asks again; the next manager (which adopted the pod as the
+    client's, from its owner annotation) recycles it then, and only then says 200."""
+    async with cluster(tmp_path) as (api, port):
+        async with manager(api, port, spares=1, max_terminals=2) as http:
+            answer = await until_ok(http, "leaving")
+            uid = api.pod(answer["terminal"])["metadata"]["uid"]
+            api.faults.go_down()
+            assert (await http.delete("/v1/allocations/leaving")).status_code == 503
+        api.faults.come_back()
+        async with manager(api, port, spares=1, max_terminals=2, stale_after=600.0) as http:
+            with trio.fail_after(30):
+                while (again := await http.delete("/v1/allocations/leaving")).status_code != 200:
+                    assert again.status_code == 503, again.text  # not ready yet
+                    await trio.sleep(0.2)
+            with trio.fail_after(30):
+                await api.wait_pod_gone(answer["terminal"], uid=uid)
 
 
 async def test_a_give_back_answered_survives_the_manager_dying_right_after(

@@ -54,7 +54,7 @@ class InstantBackend:
         self.events.send_nowait(TerminalAppeared(name=name, instance=uid))
         self.events.send_nowait(TerminalReady(name=name, instance=uid, address=f"{name}:1"))
 
-    async def apply(self, decision: ScaleTo | Restart) -> None:
+    async def apply(self, decision: ScaleTo | Restart) -> bool:
         if isinstance(decision, ScaleTo):
             for ordinal in range(self.replicas, decision.replicas):
                 self._start(f"terminal-{ordinal}")
@@ -64,6 +64,7 @@ class InstantBackend:
             assert self.events is not None
             self.events.send_nowait(TerminalGone(name=decision.name, instance=decision.instance))
             self._start(decision.name)
+        return True
 
     async def claim(self, assign: Assign) -> str:
         return assign.address

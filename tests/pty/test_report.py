@@ -12,7 +12,9 @@ import trio.testing
 from tests.httphead import Request, RequestReader
 from webterm.config import PtyConfig
 from webterm.pty.report import (
-    RECYCLE_ATTEMPTS,
+    RECYCLE_BUDGET,
+    REPORT_BACKOFF_CAP,
+    REPORT_TIMEOUT,
     ReportError,
     post_json,
     report,
@@ -63,13 +65,11 @@ async def test_post_json_fails_clearly() -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize(("action", "attempts"), [("recycle", RECYCLE_ATTEMPTS), ("connection", 1)])
-async def test_a_report_carries_the_browser_s_token_and_is_retried_on_5xx(
-    action: str, attempts: int
-) -> None:
-    tokens: list[str] = []
+def _manager_answering(statuses: list[int], tokens: list[str], action: str) -> object:
+    """A manager that records each report's bearer token and answers with ``statuses``
+    in turn (the last one for ever)."""
 
-    async def unavailable(stream: trio.SocketStream) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
         data = b""
         while b"\r\n\r\n" not in data or not data.endswith(b"}"):
             data += await stream.receive_some(4096)
@@ -77,23 +77,58 @@ async def test_a_report_carries_the_browser_s_token_and_is_retried_on_5xx(
         assert head.startswith(f"POST /base/v1/terminals/terminal-0/{action} HTTP/1.1\r\n")
         (auth,) = [line for line in head.split("\r\n") if line.lower().startswith("authorization:")]
         tokens.append(auth.split()[-1])
-        await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        status = statuses[min(len(tokens), len(statuses)) - 1]
+        await stream.send_all(b"HTTP/1.1 %d Whatever\r\nContent-Length: 0\r\n\r\n" % status)
 
+    return answer
+
+
+def _config(port: int) -> PtyConfig:
+    return PtyConfig(
+        keys=KEY_SOURCE,
+        name="terminal-0",
+        instance="uid-1",
+        manager_url=f"http://127.0.0.1:{port}/base/",
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "statuses", "attempts"),
+    [("recycle", [503, 502, 503, 200], 4), ("connection", [503, 200], 1)],
+)
+async def test_a_report_carries_the_browser_s_token_and_a_recycle_is_retried_until_taken(
+    action: str, statuses: list[int], attempts: int
+) -> None:
+    """The manager answers a recycle 503 until the pod's delete is durable: the
+    terminal asks again until it is taken; a connection report is sent once."""
+    tokens: list[str] = []
     async with trio.open_nursery() as nursery:
-        (listener,) = await nursery.start(partial(trio.serve_tcp, unavailable, 0, host="127.0.0.1"))
-        port = listener.socket.getsockname()[1]
-        config = PtyConfig(
-            keys=KEY_SOURCE,
-            name="terminal-0",
-            instance="uid-1",
-            manager_url=f"http://127.0.0.1:{port}/base/",
-        )
+        handler = _manager_answering(statuses, tokens, action)
+        (listener,) = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
         browser_token = token("terminal-0", "uid-1")
         with trio.fail_after(30):
-            await report(config, browser_token, action, {"reason": "exit"})
+            await report(_config(listener.socket.getsockname()[1]), browser_token, action, {})
         nursery.cancel_scope.cancel()
     # the server signs nothing: every attempt carries the token its browser sent
     assert tokens == [browser_token] * attempts
+
+
+async def test_a_recycle_report_gives_up_after_its_time_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A manager that never takes it: retried with capped backoff for RECYCLE_BUDGET
+    seconds (on trio's fake clock), then given up, not retried for ever."""
+    tokens: list[str] = []
+    async with trio.open_nursery() as nursery:
+        handler = _manager_answering([503], tokens, "recycle")
+        (listener,) = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        started = trio.current_time()
+        await report(_config(listener.socket.getsockname()[1]), token("terminal-0"), "recycle", {})
+        elapsed = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    assert RECYCLE_BUDGET - REPORT_BACKOFF_CAP <= elapsed <= RECYCLE_BUDGET + REPORT_TIMEOUT
+    # backoff doubling to its cap: far fewer attempts than one a second
+    assert 1 < len(tokens) < RECYCLE_BUDGET / REPORT_BACKOFF_CAP + 10
 
 
 async def test_no_report_without_a_browser_s_token() -> None:

@@ -171,15 +171,22 @@ async def test_release_says_whether_the_client_held_a_terminal() -> None:
     def answer(method: str, path: str, body: bytes) -> Answer:
         if path == "/v1/allocations/tab%3Aheld":
             return json_answer(200, {"released": True})
+        if path == "/v1/allocations/tab%3Aoutage":  # decided, not yet durable
+            return json_answer(503, {"error": "not yet carried out", "retry_after": 2})
         return json_answer(404, {"error": "this client holds no terminal"})
 
     manager = ScriptedManager(answer)
     async with client_of(manager) as (client, _):
         assert await client.release("tab:held") is True
         assert await client.release("tab:other") is False
+        # not "released: false": the caller must ask again, and is told when
+        with pytest.raises(ManagerRefused) as refused:
+            await client.release("tab:outage")
+    assert (refused.value.error_status_hint, refused.value.retry_after) == (503, 2)
     assert [(m, p) for m, p, _ in manager.seen] == [
         ("DELETE", "/v1/allocations/tab%3Aheld"),  # one path segment, whatever the id
         ("DELETE", "/v1/allocations/tab%3Aother"),
+        ("DELETE", "/v1/allocations/tab%3Aoutage"),
     ]
 
 

@@ -7,7 +7,8 @@ from typing import Final
 
 from quart import Response
 
-from webterm.manager.core import Manager
+from webterm.manager.backend import Unconfirmed
+from webterm.manager.core import RETRY_AFTER_UNCONFIRMED, Manager
 from webterm.manager.credentials import require_webserver
 from webterm.manager.pool import Reject, UnknownClient
 from webterm.protocol import Allocation, encode_allocation
@@ -47,6 +48,8 @@ class Allocations:
             await self.manager.release(client)
         except UnknownClient:
             raise Refusal(404, "this client holds no terminal") from None
+        except Unconfirmed as exc:
+            raise Refusal(503, str(exc), RETRY_AFTER_UNCONFIRMED) from None
         return json_response({"released": True})
 
 

@@ -28,6 +28,13 @@ class ClaimLost(WebtermError):
         self.owner = owner
 
 
+class Unconfirmed(WebtermError):
+    """A give-back or recycle is decided, but the backend could not make it durable
+    yet (the API is away): asked again, the manager answers once it is."""
+
+    error_status_hint = 503
+
+
 class Backend(Protocol):
     async def run(
         self,
@@ -40,11 +47,13 @@ class Backend(Protocol):
         the number of terminals the backend already runs (0 for a fresh start)."""
         ...
 
-    async def apply(self, decision: BackendDecision) -> None:
-        """Carry out a decision. Errors are the backend's to log and retry: the pool's
-        events (a terminal that never appears) tell the manager what happened. A
-        give-back or recycle request is answered once this returns (or after a few
-        seconds): what must survive this process should be durable by then."""
+    async def apply(self, decision: BackendDecision) -> bool:
+        """Carry out a decision; True once it is *durable* (it survives this process:
+        the pod's delete was accepted, the process is stopped), False if it is only
+        recorded in memory so far (the backend keeps trying). Errors are the backend's
+        to log and retry: the pool's events (a terminal that never appears) tell the
+        manager what happened. Applying the same :class:`Restart` again is harmless
+        (that is how a give-back asked again learns whether it is durable now)."""
         ...
 
     async def claim(self, assign: Assign) -> str:

@@ -23,7 +23,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from webterm.config import ManagerConfig
-from webterm.manager.backend import Backend, ClaimLost
+from webterm.manager.backend import Backend, ClaimLost, Unconfirmed
 from webterm.manager.pool import (
     Allocate,
     Assign,
@@ -40,6 +40,7 @@ from webterm.manager.pool import (
     Event,
     Pool,
     PoolError,
+    Recycle,
     Reject,
     Release,
     Restart,
@@ -49,6 +50,7 @@ from webterm.manager.pool import (
     TerminalReady,
     Tick,
     Unassign,
+    UnknownClient,
     Wait,
 )
 from webterm.protocol import TokenClaims, client_hash, sign_token
@@ -75,13 +77,31 @@ RETRY_AFTER_CLAIM: Final = 2
 """What a client is told when its allocation could not be recorded (the API failed)."""
 
 APPLY_WAIT: Final = 5.0
-"""Seconds a give-back or recycle request waits for the backend to apply its decisions
-(the Kubernetes backend tries the pod's delete for up to 2 s) before it is answered
-anyway: the decision stays queued, and is carried out while this manager lives."""
+"""Seconds a give-back or recycle request waits for the backend to make its decisions
+durable (the Kubernetes backend tries the pod's delete for up to 2 s). Past it, or when
+the delete failed, the request is answered 503 (:class:`Unconfirmed`): the decision
+stays, the reconcile loop keeps trying, and the same request asked again answers 200
+once the delete is through. So a 200 means durable, even if this manager dies next."""
+
+RETRY_AFTER_UNCONFIRMED: Final = 2
+"""What a caller is told when its give-back or recycle is not durable yet."""
+
+MAX_UNCONFIRMED: Final = 10_000
+"""Unconfirmed give-backs remembered for clients that may ask again (oldest forgotten)."""
 
 RETRY_AFTER_NOT_LEADER: Final = 1
 """What a client is told by a manager that is not (yet) the active one: the Service
 routes to the leader once it has labelled its pod, within a lease period."""
+
+
+@dataclass(eq=False)
+class Applying:
+    """A decision on its way to the backend: ``done`` once applied, ``durable`` if it
+    then survives this process (:meth:`webterm.manager.backend.Backend.apply`)."""
+
+    decision: ScaleTo | Restart
+    done: trio.Event = field(default_factory=trio.Event)
+    durable: bool = False
 
 
 class Manager:
@@ -102,9 +122,10 @@ class Manager:
         self._waiters: dict[str, list[Callable[[Assign], None]]] = defaultdict(list)
         self._lingering: dict[str, object] = {}  # timed-out waiters told to come back
         self._nursery: trio.Nursery | None = None
-        self._to_backend, self._backend_queue = trio.open_memory_channel[
-            tuple[ScaleTo | Restart, trio.Event]
-        ](math.inf)
+        self._to_backend, self._backend_queue = trio.open_memory_channel[Applying](math.inf)
+        # restarts decided but not durable yet, by instance; and whose give-back each was
+        self._unconfirmed: dict[str, Restart] = {}
+        self._unconfirmed_of: dict[str, str] = {}
         self.wait_timeout = (
             LOCAL_WAIT_TIMEOUT if config.backend == "local" else config.ready_timeout
         )
@@ -130,38 +151,77 @@ class Manager:
     def handle(self, event: Event) -> list[Decision]:
         return self._handle(event)[0]
 
-    async def handle_and_apply(self, event: Event) -> list[Decision]:
-        """:meth:`handle`, then wait (up to APPLY_WAIT) until the backend has applied
-        the decisions it produced: what a request answers for is then carried out, not
-        only queued in this process."""
-        decisions, applied = self._handle(event)
-        with trio.move_on_after(APPLY_WAIT) as waited:
-            for done in applied:
-                await done.wait()
-        if waited.cancelled_caught:
-            log.warning("answering before the backend applied %s", decisions)
-        return decisions
+    async def handle_and_apply(self, event: Event, *, client: str | None = None) -> None:
+        """:meth:`handle`, then wait (up to APPLY_WAIT) until the backend has made the
+        restarts it produced durable; raises :class:`Unconfirmed` if it has not (they
+        are remembered, under ``client`` too, for :meth:`confirm`)."""
+        _, applying = self._handle(event)
+        await self._confirm(applying, client)
 
-    def _handle(self, event: Event) -> tuple[list[Decision], list[trio.Event]]:
+    async def confirm(self, *, client: str | None = None, instance: str | None = None) -> bool:
+        """Apply again the unconfirmed restart of ``client``'s give-back (or of
+        ``instance``), and wait for it as :meth:`handle_and_apply` does: False if there
+        is none, True once durable; raises :class:`Unconfirmed`."""
+        if client is not None:
+            instance = self._unconfirmed_of.get(client)
+            if instance is None:
+                return False
+            if instance not in self._unconfirmed:  # its pod is gone since: done
+                del self._unconfirmed_of[client]
+                return True
+        restart = self._unconfirmed.get(instance or "")
+        if restart is None:
+            return False
+        applying = Applying(restart)
+        self._to_backend.send_nowait(applying)
+        await self._confirm([applying], client)
+        return True
+
+    async def _confirm(self, applying: list[Applying], client: str | None) -> None:
+        with trio.move_on_after(APPLY_WAIT):
+            for item in applying:
+                await item.done.wait()
+        unconfirmed = False
+        for item in applying:
+            if not isinstance(item.decision, Restart):
+                continue
+            instance = item.decision.instance
+            if item.durable:
+                self._unconfirmed.pop(instance, None)
+                continue
+            unconfirmed = True
+            self._unconfirmed[instance] = item.decision
+            if client is not None:
+                self._unconfirmed_of[client] = instance
+                while len(self._unconfirmed_of) > MAX_UNCONFIRMED:  # clients that never asked again
+                    del self._unconfirmed_of[next(iter(self._unconfirmed_of))]
+        if client is not None and not unconfirmed:
+            self._unconfirmed_of.pop(client, None)
+        if unconfirmed:
+            log.warning("the backend has not made %s durable yet", [a.decision for a in applying])
+            raise Unconfirmed("the recycle is decided but not yet carried out: ask again")
+
+    def _handle(self, event: Event) -> tuple[list[Decision], list[Applying]]:
         try:
             decisions = self.pool.handle(event)
         except PoolError as exc:
             log.debug("pool refused %s: %s", type(event).__name__, exc)
             raise
-        applied: list[trio.Event] = []
+        if isinstance(event, TerminalGone):
+            self._unconfirmed.pop(event.instance, None)  # what it waited for happened
+        applying: list[Applying] = []
         for decision in decisions:
             if isinstance(decision, ScaleTo | Restart):
                 if isinstance(decision, ScaleTo):
                     self.m_scale.inc()
                 else:
                     self.m_recycles.inc()
-                done = trio.Event()
-                applied.append(done)
-                self._to_backend.send_nowait((decision, done))
+                applying.append(Applying(decision))
+                self._to_backend.send_nowait(applying[-1])
             elif isinstance(decision, Assign):
                 for resolve in self._waiters.pop(decision.client, []):
                     resolve(decision)
-        return decisions, applied
+        return decisions, applying
 
     def _count(self, state: State) -> int:
         return self.pool.counts[state]
@@ -197,13 +257,13 @@ class Manager:
                     self.handle_quietly(event)
 
     async def _apply_decisions(self) -> None:
-        async for decision, done in self._backend_queue:
+        async for item in self._backend_queue:
             try:
-                await self.backend.apply(decision)
+                item.durable = await self.backend.apply(item.decision)
             except Exception:
-                log.exception("backend failed to apply %s", decision)
+                log.exception("backend failed to apply %s", item.decision)
             finally:
-                done.set()
+                item.done.set()
 
     async def _ticks(self) -> None:
         while True:
@@ -349,8 +409,21 @@ class Manager:
         return bool(getattr(self.backend, "following", False))
 
     async def release(self, client_id: str) -> None:
-        """Give the client's terminal back; returns once the backend has applied it."""
-        await self.handle_and_apply(Release(client=client_hash(self.config.secret, client_id)))
+        """Give the client's terminal back; returns once that is durable. Raises
+        :class:`Unconfirmed` before, and :class:`UnknownClient` if it held none (and
+        has no give-back waiting to be confirmed)."""
+        client = client_hash(self.config.secret, client_id)
+        try:
+            await self.handle_and_apply(Release(client=client), client=client)
+        except UnknownClient:
+            if not await self.confirm(client=client):
+                raise
+
+    async def recycle(self, name: str, instance: str) -> None:
+        """Terminal ``name`` (``instance``) asks to be recycled; returns once durable.
+        Raises :class:`Unconfirmed` before, and the pool's errors."""
+        if not await self.confirm(instance=instance):
+            await self.handle_and_apply(Recycle(name=name, instance=instance))
 
     def describe(self, name: str) -> dict[str, Any] | None:
         terminal = self.pool.terminals.get(name)

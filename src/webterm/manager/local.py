@@ -111,7 +111,8 @@ class LocalBackend:
             task_status.started(0)
             await trio.sleep_forever()
 
-    async def apply(self, decision: BackendDecision) -> None:
+    async def apply(self, decision: BackendDecision) -> bool:
+        """Always durable: the terminals live and die with this process."""
         assert self._nursery is not None, "apply() before run() started"
         if isinstance(decision, pool.ScaleTo):
             self.replicas = decision.replicas
@@ -128,6 +129,7 @@ class LocalBackend:
             current = self.instances.get(decision.name)
             if current is not None and current.uid == decision.instance:
                 current.scope.cancel()
+        return True
 
     async def claim(self, assign: pool.Assign) -> str:
         return assign.address  # one manager, ownership lives in its pool

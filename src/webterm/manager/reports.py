@@ -11,9 +11,10 @@ from typing import Any
 import trio
 from quart import Response
 
-from webterm.manager.core import Manager
+from webterm.manager.backend import Unconfirmed
+from webterm.manager.core import RETRY_AFTER_UNCONFIRMED, Manager
 from webterm.manager.credentials import terminal_claims
-from webterm.manager.pool import Connection, PoolError, Recycle
+from webterm.manager.pool import Connection, PoolError
 from webterm.protocol import TokenClaims
 from webterm.service.answers import json_body, json_response
 from webterm.service.errors import Refusal
@@ -30,7 +31,9 @@ class TerminalReports:
     async def recycle(self, name: str) -> Response:
         claims, body = await self._report(name)
         try:
-            await self.manager.handle_and_apply(Recycle(name=name, instance=claims.instance))
+            await self.manager.recycle(name, claims.instance)
+        except Unconfirmed as exc:
+            raise Refusal(503, str(exc), RETRY_AFTER_UNCONFIRMED) from None
         except PoolError as exc:
             raise Refusal(exc.error_status_hint, str(exc)) from None
         log.info("recycling %s (%s)", name, str(body.get("reason", "requested"))[:40])

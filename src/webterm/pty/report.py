@@ -28,28 +28,31 @@ log = logging.getLogger("webterm.pty")
 REPORT_TIMEOUT: Final = 5.0
 """Seconds one attempt may take; the session never waits on a report."""
 
-RECYCLE_ATTEMPTS: Final = 3
-"""Attempts at a ``recycle`` report (a manager that misses it keeps a dead terminal
-allocated until its own checks notice). A ``connection`` report is tried once: the
-next one says the same, and the manager learns it from the pod too."""
+RECYCLE_BUDGET: Final = 900.0
+"""Seconds a ``recycle`` report keeps being retried (a failed call, or a 5xx: the
+manager answers 503 until the pod's delete is durable, and an API outage of a zonal
+control-plane upgrade lasts minutes). A ``connection`` report is tried once: the next
+one says the same, and the manager learns it from the pod too."""
 
 REPORT_BACKOFF: Final = 0.5
-"""Seconds before the second attempt; each later wait doubles."""
+"""Seconds before the second attempt; each later wait doubles, up to REPORT_BACKOFF_CAP."""
+
+REPORT_BACKOFF_CAP: Final = 10.0
 
 
 async def report(config: PtyConfig, token: str | None, action: str, body: dict[str, Any]) -> None:
     """Best effort: POST ``body`` to the manager's ``/v1/terminals/<name>/<action>``
     with ``token`` (the latest a browser opened us with), retried on a failed call or a
-    5xx (``recycle`` only); failures are logged."""
+    5xx (``recycle`` only, for RECYCLE_BUDGET); failures are logged."""
     assert config.manager_url
     if token is None:
         log.warning("no token to report %s with (no client connected yet)", action)
         return
     url = f"{config.manager_url.rstrip('/')}/v1/terminals/{config.name}/{action}"
-    attempts = RECYCLE_ATTEMPTS if action == "recycle" else 1
-    for attempt in range(attempts):
-        if attempt:
-            await trio.sleep(REPORT_BACKOFF * 2 ** (attempt - 1))
+    budget = RECYCLE_BUDGET if action == "recycle" else 0.0
+    deadline = trio.current_time() + budget
+    wait = REPORT_BACKOFF
+    while True:
         with trio.move_on_after(REPORT_TIMEOUT):
             try:
                 status = await post_json(url, body, {"Authorization": f"Bearer {token}"})
@@ -57,8 +60,15 @@ async def report(config: PtyConfig, token: str | None, action: str, body: dict[s
                     if status >= 400:
                         log.warning("manager refused %s: %d", action, status)
                     return
+                log.info("manager answered %s with %d: trying again", action, status)
             except ReportError as exc:
                 log.warning("manager call %s failed: %s", action, exc)
+        if trio.current_time() + wait > deadline:
+            if budget:
+                log.error("gave up reporting %s after %.0f s", action, budget)
+            return
+        await trio.sleep(wait)
+        wait = min(wait * 2, REPORT_BACKOFF_CAP)
 
 
 class ReportError(WebtermError):

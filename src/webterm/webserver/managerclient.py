@@ -137,11 +137,14 @@ class ManagerClient:
 
     async def release(self, identity: str) -> bool:
         """Give ``identity``'s terminal back; False if it held none. Raises
-        :class:`ManagerUnavailable`."""
+        :class:`ManagerUnavailable`, and :class:`ManagerRefused` for a 5xx or 429 (the
+        manager answers 503 until the recycle is durable: the caller asks again)."""
         try:
             answer = await self.http.delete(f"/v1/allocations/{quote(identity, safe='')}")
         except httpx.HTTPError:
             raise ManagerUnavailable from None
+        if answer.status_code >= 500 or answer.status_code == 429:
+            raise _refusal(answer)
         return answer.status_code == 200
 
     async def ready(self) -> bool:

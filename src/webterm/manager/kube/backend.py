@@ -256,14 +256,17 @@ class KubernetesBackend:
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
 
-    async def apply(self, decision: BackendDecision) -> None:
+    async def apply(self, decision: BackendDecision) -> bool:
         """Record the decision in the desired state; the reconcile loop carries it out.
 
         A :class:`Restart` is also tried at once (one delete with the UID precondition,
-        for up to DELETE_AT_ONCE): the manager answers a give-back after this returns,
-        and a decision that exists only in memory dies with the process, while a pod
-        being deleted is seen as gone by whichever manager lists it next. Only if that
-        call fails does the delete wait for the loop (retried with backoff)."""
+        for up to DELETE_AT_ONCE), and is durable (True) only once the API has accepted
+        a delete (or the pod is gone, replaced or terminating): a decision that exists
+        only in memory dies with the process, while a pod being deleted is seen as gone
+        by whichever manager lists it next. If that call fails, the delete waits for
+        the loop (retried with backoff) and the manager answers the give-back 503 until
+        it is asked again after the loop (or a new attempt) got it through. A
+        :class:`ScaleTo` is always durable: any manager derives it from the pods."""
         if isinstance(decision, ScaleTo):
             log.info("desired: %s at %d replicas", self.config.statefulset, decision.replicas)
             before = self.desired_replicas or 0
@@ -282,20 +285,28 @@ class KubernetesBackend:
             if self.config.address_mode == "nodeport":
                 self._public.pop(decision.name, None)
                 self._services_to_delete.add(f"{decision.name}-np")
-            await self._delete_at_once(decision.name, decision.instance)
+            durable = await self._delete_at_once(decision.name, decision.instance)
+            self._kick()
+            return durable
         self._kick()
+        return True
 
-    async def _delete_at_once(self, name: str, uid: str) -> None:
+    async def _delete_at_once(self, name: str, uid: str) -> bool:
+        """Delete pod ``name`` (``uid``) now; whether it is deleted or going."""
         pod = self.pods.get(name)
-        if pod is None or pod.uid != uid or pod.deleting:
-            return  # gone, replaced or on its way out already: the loop converges
+        if pod is None or pod.uid != uid or pod.deleting or uid in self._deleted_at:
+            return True  # gone, replaced or on its way out already: the loop converges
         with trio.move_on_after(DELETE_AT_ONCE):
             try:
                 await self._delete(name, uid)
+            except NotFound:
+                return True
             except KubeError as exc:
                 log.info("deleting %s (uid %s) failed (%s): left to the loop", name, uid, exc)
-                return
+                return False
             self._backoff.forget(("delete", uid))
+            return True
+        return False
 
     def note_connection(self, name: str, instance: str, connected: bool) -> None:
         """A terminal reported a browser attached or detached: desired on its pod (the

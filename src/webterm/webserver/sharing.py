@@ -7,7 +7,7 @@ so it never reaches a server's logs; the page sends it here in a body. The token
 minted by the manager (``POST /v1/shares``) for the caller's own terminal, identified
 as ``POST /api/terminal`` identifies it. ``shared`` checks the token (signed, unexpired,
 the share audience), asks the manager where that terminal is (the same cached lookup
-as the proxy's: a recycled terminal is refused with 410), and answers in the shape of
+as the proxy's, asked afresh: a recycled terminal is refused with 410), and answers in the shape of
 ``POST /api/terminal``'s answer, so the page connects a viewer as it connects an owner.
 Revocations are the terminal's to enforce: it refuses a revoked link (the page sees
 4401 through the proxy)."""
@@ -77,6 +77,7 @@ class ShareApi:
             raise Refusal(401, "this share link is not valid (or has expired)") from None
         if not isinstance(claims, ShareClaims):
             raise Refusal(401, "this is not a share link's token")
+        self.addresses.forget(claims.terminal, claims.instance)  # a page load: ask afresh
         found = await self.addresses.lookup(claims.terminal, claims.instance)
         if found is Lookup.STALE or found is Lookup.UNKNOWN:
             raise Refusal(410, "the shared terminal was recycled: this link has ended")

@@ -22,9 +22,9 @@ from tests.kube.test_kube_backend import SUITE_REALISM, cluster, free_port, mana
 from tests.kubeapi import LEASES, PODS, STATEFULSETS, KubeletConfig, Realism, run_kube_api
 from webterm.config import ManagerConfig
 from webterm.manager.kube import backend as kube_backend
-from webterm.manager.kube.backend import _retry_hint
 from webterm.manager.kube.client import KubeClient, KubeError, load_connection
 from webterm.manager.kube.pods import Pod, PodInfo, host_port
+from webterm.manager.kube.workqueue import retry_hint
 from webterm.protocol import client_hash, subprotocols_for
 
 OWNER = "webterm.dev/client"
@@ -366,12 +366,12 @@ async def test_retry_after_from_the_api_server_is_honoured(tmp_path: Path) -> No
                     await client.get_pod("nothing-here")
                 assert caught.value.status == status
                 assert caught.value.retry_after == 7
-                assert _retry_hint(caught.value) == 7.0  # the wait stamina uses
+                assert retry_hint(caught.value) == 7.0  # the wait stamina uses
             api.faults.fail_next(1, status=500, verb="get")
             with pytest.raises(KubeError) as caught:
                 await client.get_pod("nothing-here")
             assert caught.value.retry_after is None
-            assert _retry_hint(caught.value) is True  # retried, on the usual backoff
+            assert retry_hint(caught.value) is True  # retried, on the usual backoff
         finally:
             await client.aclose()
 

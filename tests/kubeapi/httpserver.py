@@ -100,9 +100,10 @@ def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
 
 async def _reset(stream: trio.abc.Stream) -> None:
     sock = _raw_socket(stream)
-    if sock is not None:
+    if sock is not None and sock.fileno() != -1:  # not closed by its handler already
         # SO_LINGER on with 0 s: close() sends RST and drops unsent data.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):  # the peer went first (EBADF, ENOTCONN)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
     await trio.aclose_forcefully(stream)
 

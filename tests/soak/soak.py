@@ -185,6 +185,10 @@ class ManagerProcess:
             "--spares", str(self.config.spares),
             "--max-terminals", str(self.config.max_terminals),
             "--ready-timeout", str(self.config.ready_timeout),
+            # the production default (150 s) is 2.5 bookmark intervals of a real API
+            # server (60 s); the stand-in's are shorter, and so is this (half-open
+            # watches would otherwise outlast the soak's bounds)
+            "--watch-timeout", str(2.5 * self.config.realism.bookmark_interval),
         ]  # fmt: skip
         with self.log_path.open("ab") as out:
             self.process = await trio.lowlevel.open_process(

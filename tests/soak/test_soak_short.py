@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.soak.soak import SoakConfig, run_soak
-
-pytestmark = pytest.mark.soak  # `nox -s soak` runs it; the default run deselects it
 
 
 async def test_a_short_chaos_soak_breaks_no_invariant(tmp_path: Path) -> None:

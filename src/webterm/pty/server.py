@@ -68,8 +68,8 @@ from webterm.pty.http import (
 )
 from webterm.pty.terminal import Terminal
 from webterm.service.errors import Refusal, encode_json, error_body
-from webterm.service.health import HEALTHY
 from webterm.service.hostguard import WRONG_HOST, HostGuard
+from webterm.service.status import HEALTHY
 
 log = logging.getLogger("webterm.pty")
 

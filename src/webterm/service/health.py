@@ -10,7 +10,6 @@ itself."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,10 +17,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from webterm.service.answers import json_response
-
-HEALTHY: Final = {"status": "ok"}
-READY: Final = {"status": "ready"}
-PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+from webterm.service.status import HEALTHY, PROBE_PATHS, READY
 
 
 def metrics_answer(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -37,6 +37,15 @@ With ``--leader-elect`` (:mod:`webterm.manager.kube.leader`) the cache is kept w
 the start, but nothing is written and no event reaches the pool until this manager
 holds the Lease; it then labels its own pod ``webterm.dev/leader=true`` (and unlabels
 any other), replays the cache and starts its reconcile loop.
+
+Why one module of some 680 lines: the cache, the desired state, the waiters and the
+reconcile loop are the state of one object, changed by one trio task at a time and
+never behind a lock; split up, the same dictionaries would sit behind three interfaces.
+What stands alone lives beside it: the retries and per-item backoff
+(:mod:`~webterm.manager.kube.workqueue`), the list+watch
+(:mod:`~webterm.manager.kube.reflector`), the pod's fields
+(:mod:`~webterm.manager.kube.pods`), the Lease and the leader's label
+(:mod:`~webterm.manager.kube.leader`), the API calls (:mod:`~webterm.manager.kube.client`).
 """
 
 from __future__ import annotations
@@ -44,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
@@ -52,14 +60,19 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Final, ParamSpec, TypeVar
 
-import stamina
 import trio
 from prometheus_client import CollectorRegistry, Gauge
 
 from webterm.config import ManagerConfig
 from webterm.manager.backend import BackendDecision, ClaimLost
 from webterm.manager.kube.client import Conflict, KubeClient, KubeError, NotFound, load_connection
-from webterm.manager.kube.leader import LeaderConfig, LeaderElector, default_identity
+from webterm.manager.kube.leader import (
+    LeaderConfig,
+    LeaderElector,
+    default_identity,
+    label_leader,
+    unlabel_standby,
+)
 from webterm.manager.kube.pods import CONNECTED_ANNOTATION
 from webterm.manager.kube.reflector import (
     ALLOCATED_ANNOTATION,
@@ -69,6 +82,7 @@ from webterm.manager.kube.reflector import (
     ReflectorStats,
     reflect,
 )
+from webterm.manager.kube.workqueue import ItemBackoff, retry_for_request, retry_until_done
 from webterm.manager.pool import (
     Assign,
     Connection,
@@ -89,14 +103,6 @@ T = TypeVar("T")
 COMPONENT_SELECTOR: Final = "app.kubernetes.io/component=terminal"
 TERMINAL_PORT: Final = 7681
 NODEPORT_LABEL: Final = "webterm.dev/nodeport"
-LEADER_LABEL: Final = "webterm.dev/leader"
-CLAIM_TIMEOUT: Final = 10.0
-"""Seconds one claim (the owner annotation) is retried within a request: past it the
-request fails cleanly (503 + Retry-After) and the assignment is undone."""
-BACKOFF_BASE: Final = 0.5
-BACKOFF_CAP: Final = 30.0
-"""Per work item: 0.5 s doubling to 30 s (client-go's ItemExponentialFailureRateLimiter
-with a shorter cap), so a returning API sees convergence within 30 s."""
 CONCURRENT_WRITES: Final = 8
 DELETE_AT_ONCE: Final = 2.0
 """Seconds :meth:`KubernetesBackend.apply` tries a retired pod's delete itself before
@@ -105,44 +111,6 @@ leaving it to the reconcile loop: the give-back it answers for is then on the po
 COALESCE: Final = 0.05
 """Seconds the reconcile loop waits after a wake-up, as a work queue lets changes pile
 up: a storm of 1,000 pod events makes a few passes, not 1,000."""
-
-
-def _retry_hint(exc: Exception) -> bool | float:
-    """stamina's backoff hook: retry what may succeed later; the server's Retry-After
-    (429/503) is the wait when it gives one."""
-    if isinstance(exc, Conflict | NotFound) or not isinstance(exc, KubeError):
-        return False
-    if not exc.retryable:
-        return False
-    return float(exc.retry_after) if exc.retry_after else True
-
-
-class ItemBackoff:
-    """Per-item exponential backoff (client-go's workqueue rate limiter)."""
-
-    def __init__(self, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> None:
-        self.base, self.cap = base, cap
-        self.failures: dict[Hashable, int] = {}
-        self.not_before: dict[Hashable, float] = {}
-
-    def due(self, key: Hashable, now: float) -> bool:
-        return self.not_before.get(key, -math.inf) <= now
-
-    def failed(self, key: Hashable, now: float, hint: float | None = None) -> float:
-        count = self.failures.get(key, 0)
-        self.failures[key] = count + 1
-        delay: float = min(self.cap, self.base * 2.0**count) * random.uniform(0.9, 1.1)
-        if hint:
-            delay = max(delay, hint)
-        self.not_before[key] = now + delay
-        return delay
-
-    def forget(self, key: Hashable) -> None:
-        self.failures.pop(key, None)
-        self.not_before.pop(key, None)
-
-    def next_due(self) -> float:
-        return min(self.not_before.values(), default=math.inf)
 
 
 class KubernetesBackend:
@@ -232,7 +200,11 @@ class KubernetesBackend:
                 )  # fmt: skip
                 if self.config.leader_elect:
                     self.following = True
-                    nursery.start_soon(self._unlabel_self)
+                    if self.config.pod_name:
+                        nursery.start_soon(
+                            unlabel_standby, self.client, self.config.pod_name,
+                            lambda: self.following,
+                        )  # fmt: skip
                     self.leader = LeaderElector(
                         self.client,
                         LeaderConfig(
@@ -245,7 +217,7 @@ class KubernetesBackend:
                     )
                     await nursery.start(self.leader.run)  # raises LeadershipLost later
                     self.following = False
-                replicas = await self._until_done(self.client.get_replicas, self.config.statefulset)
+                replicas = await retry_until_done(self.client.get_replicas, self.config.statefulset)
                 self._events = events
                 self._last_resync = trio.current_time()
                 self._on_listed_sync(self.pods)  # the cache, as the pool's first list
@@ -339,28 +311,6 @@ class KubernetesBackend:
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def _retry(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """A call made for a waiting request: retried (honouring Retry-After) for up to
-        CLAIM_TIMEOUT, then its error is raised."""
-        async for attempt in stamina.retry_context(
-            on=_retry_hint, attempts=None, timeout=CLAIM_TIMEOUT,
-            wait_initial=0.25, wait_max=4.0, wait_jitter=0.25,
-        ):  # fmt: skip
-            with attempt:
-                return await call(*args, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _until_done(
-        self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """A call nothing can go on without (start-up): retried until it succeeds."""
-        async for attempt in stamina.retry_context(
-            on=_retry_hint, attempts=None, timeout=None, wait_initial=0.5, wait_max=BACKOFF_CAP
-        ):
-            with attempt:
-                return await call(*args, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def _write_owner(self, assign: Assign) -> None:
         for _ in range(3):  # only the resourceVersion moving: try again with the new one
             pod = self.pods.get(assign.name)
@@ -377,9 +327,9 @@ class KubernetesBackend:
                 }
             }
             try:
-                updated = await self._retry(self.client.patch_pod, assign.name, patch)
+                updated = await retry_for_request(self.client.patch_pod, assign.name, patch)
             except Conflict:
-                fresh = PodInfo.from_pod(await self._retry(self.client.get_pod, assign.name))
+                fresh = PodInfo.from_pod(await retry_for_request(self.client.get_pod, assign.name))
                 self._store(fresh)
                 if fresh.uid != assign.instance:
                     raise ClaimLost(None) from None
@@ -416,7 +366,7 @@ class KubernetesBackend:
             },
         }
         self._services_to_delete.discard(f"{name}-np")
-        created = await self._retry(self.client.create_service, service)
+        created = await retry_for_request(self.client.create_service, service)
         node_port = created["spec"]["ports"][0]["nodePort"]
         address = f"{self.config.public_host or '127.0.0.1'}:{node_port}"
         self._public[name] = address
@@ -563,41 +513,9 @@ class KubernetesBackend:
 
     async def _label_self(self) -> None:
         """Desired while leading: our pod labelled leader, no other pod so labelled."""
-        name = self.config.pod_name
-        assert name is not None
-        raw = await self.client.get_pod(name)
-        if (raw.metadata.labels or {}).get(LEADER_LABEL) != "true":
-            await self.client.patch_pod(
-                name,
-                {
-                    "metadata": {
-                        "resourceVersion": raw.metadata.resourceVersion,
-                        "labels": {LEADER_LABEL: "true"},
-                    }
-                },
-            )
-        others = await self.client.list_pods(f"{LEADER_LABEL}=true")
-        for other in others.items or ():
-            if other.metadata.name != name:
-                await self._unlabel(other.metadata.name, other.metadata.uid)
+        assert self.config.pod_name is not None
+        await label_leader(self.client, self.config.pod_name)
         self._labelled = True
-
-    async def _unlabel(self, name: str, uid: str) -> None:
-        patch = {"metadata": {"uid": uid, "labels": {LEADER_LABEL: None}}}
-        with contextlib.suppress(NotFound, Conflict):
-            await self.client.patch_pod(name, patch)
-
-    async def _unlabel_self(self) -> None:
-        """A follower's pod is no leader (a restarted container keeps its pod's labels)."""
-        if not self.config.pod_name:
-            return
-        try:
-            raw = await self._until_done(self.client.get_pod, self.config.pod_name)
-        except NotFound:
-            log.warning("--pod-name %s: no such pod", self.config.pod_name)
-            return
-        if (raw.metadata.labels or {}).get(LEADER_LABEL) is not None and self.following:
-            await self._until_done(self._unlabel, raw.metadata.name, raw.metadata.uid)
 
     # --- events from the reflector ----------------------------------------------------------
 

@@ -18,10 +18,12 @@ lease_duration`` leaves that margin. On a clean shutdown the leader releases the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,8 +31,13 @@ from typing import Any, Final
 import trio
 
 from webterm.manager.kube.client import Conflict, KubeClient, KubeError, NotFound
+from webterm.manager.kube.workqueue import retry_until_done
 
 log = logging.getLogger("webterm.manager.kube.leader")
+
+LEADER_LABEL: Final = "webterm.dev/leader"
+"""The leader's own pod carries ``webterm.dev/leader=true``; the manager Service
+selects it, so requests reach the leader (see :func:`label_leader`)."""
 
 JITTER: Final = 1.2
 """client-go's JitterFactor: acquisition attempts are spread by up to 20%."""
@@ -179,3 +186,38 @@ class LeaderElector:
         except KubeError as exc:
             log.info("releasing lease %s failed: %s", self.config.lease_name, exc)
         self._lease = None
+
+
+# --- the leader's label on its pod -------------------------------------------------------
+
+
+async def label_leader(client: KubeClient, pod_name: str) -> None:
+    """Our pod labelled leader, and no other pod so labelled (a leader's desired state,
+    converged by its reconcile loop on every resync)."""
+    raw = await client.get_pod(pod_name)
+    if (raw.metadata.labels or {}).get(LEADER_LABEL) != "true":
+        patch = {"metadata": {"resourceVersion": raw.metadata.resourceVersion,
+                              "labels": {LEADER_LABEL: "true"}}}  # fmt: skip
+        await client.patch_pod(pod_name, patch)
+    others = await client.list_pods(f"{LEADER_LABEL}=true")
+    for other in others.items or ():
+        if other.metadata.name != pod_name:
+            await unlabel(client, other.metadata.name, other.metadata.uid)
+
+
+async def unlabel(client: KubeClient, name: str, uid: str) -> None:
+    patch = {"metadata": {"uid": uid, "labels": {LEADER_LABEL: None}}}
+    with contextlib.suppress(NotFound, Conflict):
+        await client.patch_pod(name, patch)
+
+
+async def unlabel_standby(client: KubeClient, pod_name: str, following: Callable[[], bool]) -> None:
+    """A standby's pod is no leader (a restarted container keeps its pod's labels);
+    retried until done, unless it has taken the lease meanwhile (``following()``)."""
+    try:
+        raw = await retry_until_done(client.get_pod, pod_name)
+    except NotFound:
+        log.warning("--pod-name %s: no such pod", pod_name)
+        return
+    if (raw.metadata.labels or {}).get(LEADER_LABEL) is not None and following():
+        await retry_until_done(unlabel, client, raw.metadata.name, raw.metadata.uid)

@@ -11,7 +11,14 @@ import time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from webterm.config import PUBLIC_KEYS_ENV, KeySource
-from webterm.protocol import SigningKey, TokenClaims, sign_token
+from webterm.protocol import (
+    ShareClaims,
+    ShareMode,
+    SigningKey,
+    TokenClaims,
+    sign_share_token,
+    sign_token,
+)
 
 KEY = SigningKey.of(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"webterm tests").digest()))
 """The same in every process (tests that spawn helpers share it); tests only."""
@@ -43,3 +50,23 @@ def token(
         terminal=terminal, instance=instance, client=client, expires_at=int(time.time()) + ttl
     )
     return sign_token(key, claims)
+
+
+def share_token(
+    terminal: str,
+    instance: str = "",
+    *,
+    link: str = "link-a",
+    mode: ShareMode = "view",
+    ttl: int = 3600,
+    key: SigningKey = KEY,
+) -> str:
+    """A share link's token as the manager signs it."""
+    claims = ShareClaims(
+        terminal=terminal,
+        instance=instance,
+        link=link,
+        mode=mode,
+        expires_at=int(time.time()) + ttl,
+    )
+    return sign_share_token(key, claims)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from webterm.protocol import (
     MAX_FILE_BYTES,
+    SHARE_AUDIENCE,
     TOKEN_AUDIENCE,
     Ack,
     Allocation,
@@ -32,10 +33,15 @@ from webterm.protocol import (
     Pong,
     ProtocolError,
     Resize,
+    Revoke,
+    ShareClaims,
     SigningKey,
+    Size,
     TokenClaims,
     TokenError,
     UnknownKey,
+    Viewer,
+    Viewers,
     WrongTerminal,
     client_hash,
     decode_allocation,
@@ -43,11 +49,14 @@ from webterm.protocol import (
     decode_server_message,
     encode_allocation,
     encode_message,
+    read_any_token,
     read_token,
+    sign_share_token,
     sign_token,
     subprotocols_for,
     token_from_subprotocols,
     token_key_id,
+    verify_any_token,
     verify_token,
 )
 
@@ -63,9 +72,28 @@ client_messages = st.one_of(
     st.builds(Resize, cols=sizes, rows=sizes),
     st.builds(Ack, bytes=st.integers(0, 1 << 40)),
     st.builds(Ping),
+    st.builds(Revoke, link=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)),
 )
 server_messages = st.one_of(
-    st.builds(Hello, terminal=names, reattached=st.booleans()),
+    st.builds(
+        Hello,
+        terminal=names,
+        reattached=st.booleans(),
+        role=st.sampled_from(["owner", "view", "type"]),
+    ),
+    st.builds(Size, cols=sizes, rows=sizes),
+    st.builds(
+        Viewers,
+        viewers=st.lists(
+            st.builds(
+                Viewer,
+                id=st.integers(0, 1 << 31),
+                link=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+                mode=st.sampled_from(["view", "type"]),
+            ),
+            max_size=32,
+        ).map(tuple),
+    ),
     st.builds(Idle, seconds_left=st.integers(0, 1 << 31)),
     st.builds(Exit, status=st.integers(-(1 << 31), 1 << 31)),
     st.builds(Error, message=st.text(max_size=200)),
@@ -76,13 +104,13 @@ server_messages = st.one_of(
 
 
 @given(client_messages)
-def test_client_messages_round_trip(message: Resize | Ack | Ping) -> None:
+def test_client_messages_round_trip(message: Resize | Ack | Ping | Revoke) -> None:
     assert decode_client_message(encode_message(message)) == message
 
 
 @given(server_messages)
 def test_server_messages_round_trip(
-    message: Hello | Idle | Exit | Error | Pong | Flush | Download,
+    message: Hello | Idle | Exit | Error | Pong | Flush | Size | Viewers | Download,
 ) -> None:
     assert decode_server_message(encode_message(message)) == message
 
@@ -117,6 +145,9 @@ def test_garbage_text_raises_only_malformed(garbage: str | bytes) -> None:
             "flush",
             "download",
             "x",
+            "revoke",
+            "size",
+            "viewers",
         ]
     ),
     st.dictionaries(
@@ -133,6 +164,9 @@ def test_garbage_text_raises_only_malformed(garbage: str | bytes) -> None:
                 "id",
                 "name",
                 "size",
+                "role",
+                "link",
+                "viewers",
             ]
         ),
         json_values,
@@ -157,6 +191,9 @@ def test_wrong_field_types_raise_only_malformed(kind: str, fields: dict[str, obj
         '{"type":"resize"}',
         "x" * 5000,
         '{"type":"launch-missiles"}',
+        '{"type":"revoke"}',
+        '{"type":"revoke","link":"has space"}',
+        '{"type":"revoke","link":""}',
     ],
 )
 def test_specific_malformed_client_messages(text: str) -> None:
@@ -474,3 +511,66 @@ def test_malformed_allocations_raise_malformed_allocation(body: bytes) -> None:
 def test_garbage_allocations_raise_only_malformed_allocation(garbage: bytes | str) -> None:
     with contextlib.suppress(MalformedAllocation):
         decode_allocation(garbage)
+
+
+# --- share tokens -------------------------------------------------------------------------
+
+
+def share_claims(**overrides: object) -> ShareClaims:
+    fields: dict[str, object] = {"terminal": "terminal-3", "instance": "uid-7", "link": "L1nk_-",
+                                 "mode": "view", "expires_at": 2_000_000_000, **overrides}  # fmt: skip
+    return ShareClaims(**fields)  # type: ignore[arg-type]
+
+
+def test_share_tokens_round_trip_and_are_standard_jwts() -> None:
+    token = sign_share_token(KEY, share_claims(mode="type"))
+    assert read_any_token(KEYS, token, now=NOW) == share_claims(mode="type")
+    assert (
+        verify_any_token(KEYS, token, terminal="terminal-3", instance="uid-7", now=NOW).link
+        == "L1nk_-"
+    )
+    decoded = jwt.decode(
+        token, KEY.private.public_key(), algorithms=["EdDSA"], audience=SHARE_AUDIENCE
+    )
+    assert decoded == {"terminal": "terminal-3", "instance": "uid-7", "link": "L1nk_-",
+                       "mode": "type", "exp": 2_000_000_000, "aud": SHARE_AUDIENCE}  # fmt: skip
+    # read_any_token reads an owner's token too
+    owner = sign_token(KEY, claims())
+    assert isinstance(read_any_token(KEYS, owner, now=NOW), TokenClaims)
+
+
+def test_a_share_token_is_no_owners_token_and_is_bound_like_one() -> None:
+    token = sign_share_token(KEY, share_claims())
+    with pytest.raises(WrongTerminal, match="audience"):
+        read_token(KEYS, token, now=NOW)  # never an owner's, never a report's credential
+    with pytest.raises(WrongTerminal):
+        verify_any_token(KEYS, token, terminal="terminal-3", instance="uid-8", now=NOW)
+    with pytest.raises(WrongTerminal):
+        verify_any_token(KEYS, token, terminal="terminal-4", instance="uid-7", now=NOW)
+    with pytest.raises(ExpiredToken):
+        read_any_token(KEYS, token, now=2_000_000_000)
+    with pytest.raises(UnknownKey):
+        read_any_token(OTHER.key_set(), token, now=NOW)
+    other = jwt.encode({"terminal": "terminal-3", "instance": "uid-7", "exp": 2_000_000_000,
+                        "aud": "webterm-elsewhere"}, KEY.private, algorithm="EdDSA",
+                       headers={"kid": KEY.kid})  # fmt: skip
+    with pytest.raises(WrongTerminal, match="audience"):
+        read_any_token(KEYS, other, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"link": "L"},  # no mode
+        {"link": "L", "mode": "admin"},
+        {"link": "a b", "mode": "view"},
+        {"link": 5, "mode": "view"},
+        {"mode": "view"},
+    ],
+)
+def test_impossible_share_claims_are_invalid(body: dict[str, object]) -> None:
+    payload = {"terminal": "terminal-3", "instance": "uid-7", "exp": 2_000_000_000,
+               "aud": SHARE_AUDIENCE, **body}  # fmt: skip
+    token = jwt.encode(payload, KEY.private, algorithm="EdDSA", headers={"kid": KEY.kid})
+    with pytest.raises(InvalidToken):
+        read_any_token(KEYS, token, now=NOW)

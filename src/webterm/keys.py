@@ -26,10 +26,13 @@ from webterm.errors import WebtermError
 from webterm.http1 import ExchangeError, exchange
 from webterm.protocol import (
     KeySet,
+    ShareClaims,
     SigningKey,
     TokenClaims,
     UnknownKey,
+    read_any_token,
     read_token,
+    verify_any_token,
     verify_token,
 )
 
@@ -192,3 +195,26 @@ class PublicKeys:
             if not await self.refresh():
                 raise
         return verify_token(self.current, token, terminal=terminal, instance=instance, now=now)
+
+    async def read_any(self, token: str, *, now: float) -> TokenClaims | ShareClaims:
+        """:func:`webterm.protocol.read_any_token` (an owner's or a share link's token),
+        refreshed as :meth:`read` is."""
+        try:
+            return read_any_token(self.current, token, now=now)
+        except UnknownKey:
+            if not await self.refresh():
+                raise
+        return read_any_token(self.current, token, now=now)
+
+    async def verify_any(
+        self, token: str, *, terminal: str, instance: str, now: float
+    ) -> TokenClaims | ShareClaims:
+        """:func:`webterm.protocol.verify_any_token`, refreshed as :meth:`read` is."""
+        try:
+            return verify_any_token(
+                self.current, token, terminal=terminal, instance=instance, now=now
+            )
+        except UnknownKey:
+            if not await self.refresh():
+                raise
+        return verify_any_token(self.current, token, terminal=terminal, instance=instance, now=now)

@@ -19,6 +19,9 @@ every wire format in one file is the point.)
   :class:`KeySet` of public keys, so it can check tokens but mint none. A JWT is
   base64url and dots, all HTTP "token" characters, so the token travels as the
   WebSocket subprotocol ``webterm.token.<token>`` and never appears in a URL.
+* A *share token* (audience :data:`SHARE_AUDIENCE`, :class:`ShareClaims`) lets whoever
+  holds a share link watch (``view``) or also type into (``type``) one terminal instance
+  beside its owner; the terminal keeps the links its owner revoked.
 * An :class:`Allocation` is the manager's answer to ``POST /v1/allocations``, encoded
   by the manager with :func:`encode_allocation` and read by the webserver with
   :func:`decode_allocation` (msgspec, straight into a frozen struct).
@@ -46,7 +49,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -62,6 +65,10 @@ __all__ = [
     "MAX_CONTROL_MESSAGE_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_TOKEN_TTL",
+    "MAX_VIEWERS",
+    "SHARE_AUDIENCE",
+    "SHARE_LINK",
+    "SHARE_MODES",
     "SUBPROTOCOL",
     "TERMINAL_NAME",
     "TOKEN_ALGORITHM",
@@ -86,11 +93,17 @@ __all__ = [
     "Pong",
     "ProtocolError",
     "Resize",
+    "Revoke",
     "ServerMessage",
+    "ShareClaims",
+    "ShareMode",
     "SigningKey",
+    "Size",
     "TokenClaims",
     "TokenError",
     "UnknownKey",
+    "Viewer",
+    "Viewers",
     "WrongTerminal",
     "client_hash",
     "decode_allocation",
@@ -99,11 +112,14 @@ __all__ = [
     "encode_allocation",
     "encode_message",
     "key_id",
+    "read_any_token",
     "read_token",
+    "sign_share_token",
     "sign_token",
     "subprotocols_for",
     "token_from_subprotocols",
     "token_key_id",
+    "verify_any_token",
     "verify_token",
 ]
 
@@ -142,6 +158,21 @@ TOKEN_AUDIENCE: Final = "webterm-terminal"
 """Every token's ``aud``: it opens a terminal (and, presented back by that terminal,
 authenticates its reports to the manager)."""
 
+SHARE_AUDIENCE: Final = "webterm-share"
+"""A share token's ``aud``: it opens a terminal as a viewer beside its owner, never as
+the owner, and never authenticates a report."""
+
+ShareMode = Literal["view", "type"]
+SHARE_MODES: Final[tuple[ShareMode, ...]] = ("view", "type")
+"""What a share link allows: ``view`` (output only; input is refused) or ``type``."""
+
+SHARE_LINK: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A share link's id (the manager makes 16 random base64url characters)."""
+
+MAX_VIEWERS: Final = 32
+"""Viewer connections one terminal serves at once (its ``viewers`` list fits a
+control message)."""
+
 _MAX_TOKEN_CHARS: Final = 2048  # a real token is ~300 characters
 
 
@@ -157,6 +188,7 @@ class CloseCode(IntEnum):
     FORBIDDEN_ORIGIN = 4403  # the page's Origin is not allowed
     TERMINAL_GONE = 4404  # the terminal behind the proxy could not be reached
     SUPERSEDED = 4409  # a newer connection took this terminal over
+    REVOKED = 4410  # the owner revoked the share link this viewer came with
 
 
 CLOSE_REASONS: Final[dict[int, str]] = {
@@ -169,6 +201,7 @@ CLOSE_REASONS: Final[dict[int, str]] = {
     CloseCode.FORBIDDEN_ORIGIN: "origin not allowed",
     CloseCode.TERMINAL_GONE: "terminal unavailable",
     CloseCode.SUPERSEDED: "another connection took over this terminal",
+    CloseCode.REVOKED: "the share link was revoked",
 }
 
 
@@ -260,12 +293,52 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Revoke:
+    """client→server (the owner only): close the connections of share link ``link`` and
+    refuse it from now on."""
+
+    link: str
+    type: Literal["revoke"] = field(default="revoke", init=False)
+
+
+Role = Literal["owner", "view", "type"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
-    """server→client: first message on every connection."""
+    """server→client: first message on every connection; ``role`` is ``owner``, or the
+    share link's mode for a viewer."""
 
     terminal: str
     reattached: bool
+    role: Role = "owner"
     type: Literal["hello"] = field(default="hello", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Size:
+    """server→viewer: the terminal's size (the owner's), after hello and on each change."""
+
+    cols: int
+    rows: int
+    type: Literal["size"] = field(default="size", init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Viewer:
+    """One viewer connection: its number on this terminal, its link and the link's mode."""
+
+    id: int
+    link: str
+    mode: ShareMode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Viewers:
+    """server→owner: the viewers attached now, after hello and on each change."""
+
+    viewers: tuple[Viewer, ...]
+    type: Literal["viewers"] = field(default="viewers", init=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,8 +393,8 @@ class Download:
     type: Literal["download"] = field(default="download", init=False)
 
 
-ClientMessage = Resize | Ack | Ping
-ServerMessage = Hello | Idle | Exit | Error | Pong | Flush | Download
+ClientMessage = Resize | Ack | Ping | Revoke
+ServerMessage = Hello | Idle | Exit | Error | Pong | Flush | Size | Viewers | Download
 
 
 def encode_message(message: ClientMessage | ServerMessage) -> str:
@@ -332,6 +405,17 @@ def encode_message(message: ClientMessage | ServerMessage) -> str:
         body = {"type": "ack", "bytes": message.bytes}
     elif isinstance(message, Hello):
         body = {"type": "hello", "terminal": message.terminal, "reattached": message.reattached}
+        if message.role != "owner":  # absent: the owner (as before there were viewers)
+            body["role"] = message.role
+    elif isinstance(message, Revoke):
+        body = {"type": "revoke", "link": message.link}
+    elif isinstance(message, Size):
+        body = {"type": "size", "cols": message.cols, "rows": message.rows}
+    elif isinstance(message, Viewers):
+        body = {
+            "type": "viewers",
+            "viewers": [{"id": v.id, "link": v.link, "mode": v.mode} for v in message.viewers],
+        }
     elif isinstance(message, Idle):
         body = {"type": "idle", "seconds_left": message.seconds_left}
     elif isinstance(message, Exit):
@@ -372,7 +456,30 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
         return Ack(bytes=_int_field(data, "bytes", 0, MAX_ACK_BYTES))
     if kind == "ping":
         return Ping()
+    if kind == "revoke":
+        return Revoke(link=_link_field(data))
     raise MalformedMessage(f"unknown message type {kind[:40]!r}")
+
+
+def _link_field(data: dict[str, Any]) -> str:
+    link = data.get("link")
+    if not isinstance(link, str) or SHARE_LINK.fullmatch(link) is None:
+        raise MalformedMessage("'link' must be a share link id")
+    return link
+
+
+def _viewers_field(data: dict[str, Any]) -> tuple[Viewer, ...]:
+    items = data.get("viewers")
+    if not isinstance(items, list) or len(items) > MAX_VIEWERS:
+        raise MalformedMessage(f"'viewers' must be a list of at most {MAX_VIEWERS}")
+    viewers = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("mode") not in SHARE_MODES:
+            raise MalformedMessage("a viewer needs 'id', 'link' and 'mode' (view or type)")
+        viewers.append(
+            Viewer(id=_int_field(item, "id", 0, 1 << 31), link=_link_field(item), mode=item["mode"])
+        )
+    return tuple(viewers)
 
 
 def decode_server_message(text: str | bytes) -> ServerMessage:
@@ -383,7 +490,16 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         terminal, reattached = data.get("terminal"), data.get("reattached")
         if not isinstance(terminal, str) or not isinstance(reattached, bool):
             raise MalformedMessage("hello needs 'terminal' (string) and 'reattached' (bool)")
-        return Hello(terminal=terminal, reattached=reattached)
+        role = data.get("role", "owner")
+        if role not in ("owner", *SHARE_MODES):
+            raise MalformedMessage("hello's 'role' must be owner, view or type")
+        return Hello(terminal=terminal, reattached=reattached, role=role)
+    if kind == "size":
+        return Size(
+            cols=_int_field(data, "cols", 1, 1 << 16), rows=_int_field(data, "rows", 1, 1 << 16)
+        )
+    if kind == "viewers":
+        return Viewers(viewers=_viewers_field(data))
     if kind == "idle":
         return Idle(seconds_left=_int_field(data, "seconds_left", 0, 1 << 31))
     if kind == "exit":
@@ -434,6 +550,27 @@ class TokenClaims:
             raise InvalidToken("terminal name must be 1-253 characters")
         if len(self.instance) > 253 or len(self.client) > 253:
             raise InvalidToken("instance and client must be at most 253 characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareClaims:
+    """What a share token asserts: whoever holds share link ``link`` may attach to
+    ``terminal`` as started with ``instance`` as a viewer allowed to ``mode`` (``view``
+    or ``type``), until ``expires_at``. Its audience is :data:`SHARE_AUDIENCE`."""
+
+    terminal: str
+    instance: str
+    link: str
+    mode: ShareMode
+    expires_at: int
+
+    def __post_init__(self) -> None:
+        if not self.terminal or len(self.terminal) > 253 or len(self.instance) > 253:
+            raise InvalidToken("terminal and instance must be 1-253 characters")
+        if SHARE_LINK.fullmatch(self.link) is None:
+            raise InvalidToken("link is not a share link id")
+        if self.mode not in SHARE_MODES:
+            raise InvalidToken("mode must be view or type")
 
 
 def _b64encode(raw: bytes) -> str:
@@ -583,16 +720,37 @@ def _json_segment(data: dict[str, Any]) -> str:
 def sign_token(key: SigningKey, claims: TokenClaims) -> str:
     """A token carrying ``claims``: a JWS compact JWT signed with ``key`` (EdDSA,
     RFC 8037), its ``kid`` in the header."""
-    header = _json_segment({"alg": TOKEN_ALGORITHM, "kid": key.kid, "typ": "JWT"})
-    payload = _json_segment(
+    return _sign(
+        key,
         {
             "terminal": claims.terminal,
             "instance": claims.instance,
             "client": claims.client,
             "exp": claims.expires_at,
             "aud": TOKEN_AUDIENCE,
-        }
+        },
     )
+
+
+def sign_share_token(key: SigningKey, claims: ShareClaims) -> str:
+    """A share token carrying ``claims`` (audience :data:`SHARE_AUDIENCE`), signed as
+    :func:`sign_token` signs."""
+    return _sign(
+        key,
+        {
+            "terminal": claims.terminal,
+            "instance": claims.instance,
+            "link": claims.link,
+            "mode": claims.mode,
+            "exp": claims.expires_at,
+            "aud": SHARE_AUDIENCE,
+        },
+    )
+
+
+def _sign(key: SigningKey, claims: dict[str, Any]) -> str:
+    header = _json_segment({"alg": TOKEN_ALGORITHM, "kid": key.kid, "typ": "JWT"})
+    payload = _json_segment(claims)
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{_b64encode(key.private.sign(signing_input.encode()))}"
 
@@ -657,6 +815,36 @@ def read_token(keys: KeySet, token: str, *, now: float, leeway: float = 0) -> To
     every terminal server does this, and importing PyJWT (which brings all of
     ``cryptography``'s algorithms and ``urllib``) cost each one ~0.3 s of CPU at start
     and ~2.4 MiB. The tests check both ways against PyJWT."""
+    data = _verified_payload(keys, token)
+    if data.get("aud") != TOKEN_AUDIENCE:
+        raise WrongTerminal("token is for another audience")
+    return _alive(_terminal_claims(data), now, leeway)
+
+
+def read_any_token(keys: KeySet, token: str, *, now: float) -> TokenClaims | ShareClaims:
+    """The claims of a genuine, unexpired token of either audience: an owner's
+    (:class:`TokenClaims`) or a share link's (:class:`ShareClaims`), checked as
+    :func:`read_token` checks; any other audience is :class:`WrongTerminal`."""
+    data = _verified_payload(keys, token)
+    audience = data.get("aud")
+    if audience == TOKEN_AUDIENCE:
+        return _alive(_terminal_claims(data), now, 0)
+    if audience == SHARE_AUDIENCE:
+        try:
+            share = ShareClaims(
+                terminal=_string(data, "terminal"),
+                instance=_string(data, "instance"),
+                link=_string(data, "link"),
+                mode=data["mode"],
+                expires_at=_expiry(data),
+            )
+        except (KeyError, TypeError) as exc:
+            raise InvalidToken("unreadable token claims") from exc
+        return _alive(share, now, 0)
+    raise WrongTerminal("token is for another audience")
+
+
+def _verified_payload(keys: KeySet, token: str) -> dict[str, Any]:
     jws = _split(token)
     public = keys.keys.get(_key_id_of(jws))
     if public is None:
@@ -667,23 +855,43 @@ def read_token(keys: KeySet, token: str, *, now: float, leeway: float = 0) -> To
         raise InvalidToken("bad signature") from None
     try:
         data = json.loads(jws.payload)
-        if not isinstance(data, dict):
-            raise TypeError("claims must be a JSON object")
-        audience = data["aud"]
-        claims = TokenClaims(
-            terminal=data["terminal"],
-            instance=data["instance"],
-            client=data["client"],
-            expires_at=data["exp"],
-        )
-        if not all(isinstance(v, str) for v in (claims.terminal, claims.instance, claims.client)):
-            raise TypeError("claims must be strings")
-        if not isinstance(claims.expires_at, int) or isinstance(claims.expires_at, bool):
-            raise TypeError("exp must be an integer")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # signed by us: skew
+    except (ValueError, RecursionError) as exc:  # signed by us: skew
         raise InvalidToken("unreadable token claims") from exc
-    if audience != TOKEN_AUDIENCE:
-        raise WrongTerminal("token is for another audience")
+    if not isinstance(data, dict) or "aud" not in data:
+        raise InvalidToken("unreadable token claims")
+    return data
+
+
+def _string(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
+
+
+def _expiry(data: dict[str, Any]) -> int:
+    value = data["exp"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("exp must be an integer")
+    return value
+
+
+def _terminal_claims(data: dict[str, Any]) -> TokenClaims:
+    try:
+        return TokenClaims(
+            terminal=_string(data, "terminal"),
+            instance=_string(data, "instance"),
+            client=_string(data, "client"),
+            expires_at=_expiry(data),
+        )
+    except (KeyError, TypeError) as exc:
+        raise InvalidToken("unreadable token claims") from exc
+
+
+_Claims = TypeVar("_Claims", TokenClaims, ShareClaims)
+
+
+def _alive(claims: _Claims, now: float, leeway: float) -> _Claims:
     if now >= claims.expires_at + leeway:
         raise ExpiredToken("token expired")
     if claims.expires_at - now > MAX_TOKEN_TTL:
@@ -704,6 +912,18 @@ def verify_token(
     (see :func:`read_token`). An empty ``instance`` in the token never matches a
     non-empty one."""
     claims = read_token(keys, token, now=now, leeway=leeway)
+    if not hmac.compare_digest(claims.terminal.encode(), terminal.encode()) or not (
+        hmac.compare_digest(claims.instance.encode(), instance.encode())
+    ):
+        raise WrongTerminal("token is for another terminal")
+    return claims
+
+
+def verify_any_token(
+    keys: KeySet, token: str, *, terminal: str, instance: str, now: float
+) -> TokenClaims | ShareClaims:
+    """:func:`read_any_token`'s claims if they may open ``terminal``/``instance``."""
+    claims = read_any_token(keys, token, now=now)
     if not hmac.compare_digest(claims.terminal.encode(), terminal.encode()) or not (
         hmac.compare_digest(claims.instance.encode(), instance.encode())
     ):

@@ -462,3 +462,62 @@ async def test_a_server_that_ends_every_watch_at_once_is_backed_off(tmp_path: Pa
                 t["state"] for t in (await http.get("/v1/terminals")).json()["terminals"]
             ) != ["free", "in-use"]:
                 await trio.sleep(0.1)
+
+
+async def test_a_share_link_attaches_a_viewer_to_the_pod_and_dies_with_its_recycle(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as (api, port), manager(api, port, max_terminals=2):
+        config = WebserverConfig(
+            secret=WEBSERVER_SECRET,
+            manager_url=f"http://127.0.0.1:{port}",
+            manager_credential=CREDENTIAL,
+            port=0,
+        )
+        async with trio.open_nursery() as nursery:
+            web_port = await nursery.start(serve_webserver, config)
+            base = f"http://127.0.0.1:{web_port}"
+            origin = [(b"origin", base.encode())]
+            async with httpx.AsyncClient(base_url=base, timeout=60) as web:
+                owner = (await web.post("/api/terminal", json={})).json()
+                body = {"client": owner["client"], "mode": "view"}
+                shared = (await web.post("/api/terminal/share", json=body)).json()
+                where = await web.post("/api/terminal/shared", json={"token": shared["token"]})
+                assert where.json()["url"] == owner["url"]
+                async with (
+                    open_websocket_url(
+                        owner["url"], subprotocols=subprotocols_for(owner["token"]),
+                        extra_headers=origin,
+                    ) as owner_ws,
+                    open_websocket_url(
+                        owner["url"], subprotocols=subprotocols_for(shared["token"]),
+                        extra_headers=origin,
+                    ) as viewer,
+                ):  # fmt: skip
+                    await owner_ws.send_message(b"echo shared-pod-$((6*7))\n")
+                    with trio.fail_after(20):
+                        seen = b""
+                        while b"shared-pod-42" not in seen:
+                            message = await viewer.get_message()
+                            if isinstance(message, bytes):
+                                seen += message
+                old_uid = api.pod(owner["terminal"])["metadata"]["uid"]
+                given = await web.request(
+                    "DELETE", "/api/terminal", json={"client": owner["client"]}
+                )
+                assert given.json()["released"]
+                await api.wait_pod_gone(owner["terminal"], uid=old_uid)
+                # the link died with that instance: the page is told so, the proxy refuses it
+                with trio.fail_after(20):  # once the manager's watch has seen the pod go
+                    while (
+                        await web.post("/api/terminal/shared", json={"token": shared["token"]})
+                    ).status_code != 410:
+                        await trio.sleep(0.2)
+                async with open_websocket_url(
+                    owner["url"], subprotocols=subprotocols_for(shared["token"]),
+                    extra_headers=origin,
+                ) as refused:  # fmt: skip
+                    with trio.fail_after(20), pytest.raises(ConnectionClosed) as closed:
+                        await refused.get_message()
+                    assert closed.value.reason.code in (4401, 4404)
+            nursery.cancel_scope.cancel()

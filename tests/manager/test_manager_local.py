@@ -25,7 +25,15 @@ from webterm.manager.app import serve
 from webterm.manager.credentials import REPORT_GRACE
 from webterm.manager.local import LocalBackend
 from webterm.manager.pool import Event, ScaleTo, TerminalAppeared, TerminalGone
-from webterm.protocol import TOKEN_AUDIENCE, KeySet, SigningKey, read_token, subprotocols_for
+from webterm.protocol import (
+    TOKEN_AUDIENCE,
+    KeySet,
+    ShareClaims,
+    SigningKey,
+    read_any_token,
+    read_token,
+    subprotocols_for,
+)
 
 from ..credentials import AUTH, KEY, KEYS, manager_keys, token
 
@@ -267,6 +275,7 @@ async def test_a_terminal_holding_only_what_its_pod_holds_reaches_no_other_termi
     ("method", "path", "body"),
     [
         ("POST", "/v1/allocations", {"client": "tab:a"}),
+        ("POST", "/v1/shares", {"client": "tab:a", "mode": "view"}),
         ("DELETE", "/v1/allocations/tab%3Aa", None),
         ("GET", "/v1/terminals", None),
         ("GET", "/v1/terminals/terminal-0", None),
@@ -291,6 +300,28 @@ async def test_allocation_and_listing_need_the_webserver_credential(
             assert refused.status_code == status, (headers, refused.text)
             assert refused.json()["error"]
         assert (await http.get("/v1/terminals")).json() == before  # pool unchanged
+
+
+async def test_a_share_token_is_for_the_clients_own_terminal_as_it_is_now() -> None:
+    async with manager() as http:
+        mine = (await http.post("/v1/allocations", json={"client": "tab:a"})).json()
+        answer = await http.post("/v1/shares", json={"client": "tab:a", "mode": "type"})
+        assert answer.status_code == 200
+        shared = answer.json()
+        claims = read_any_token(KEYS, shared["token"], now=time.time())
+        described = (await http.get(f"/v1/terminals/{mine['terminal']}")).json()
+        assert isinstance(claims, ShareClaims)
+        assert (claims.terminal, claims.instance) == (mine["terminal"], described["instance"])
+        assert (claims.mode, claims.link) == ("type", shared["link"])
+        again = (await http.post("/v1/shares", json={"client": "tab:a", "mode": "view"})).json()
+        assert again["link"] != shared["link"]  # every link its own, to revoke alone
+        nobody = await http.post("/v1/shares", json={"client": "tab:nobody", "mode": "view"})
+        assert nobody.status_code == 404
+        bad = await http.post("/v1/shares", json={"client": "tab:a", "mode": "admin"})
+        assert bad.status_code == 400
+        # a share token never authenticates a report
+        refused = await report(http, mine["terminal"], shared["token"], "connection")
+        assert refused.status_code == 401
 
 
 async def test_the_public_keys_are_published_unauthenticated() -> None:

@@ -8,7 +8,7 @@
 //      │ 503/429         │ idle ──▶ idle-warning ──input, "stay", notices stop──▶ live
 //      ▼                 │
 //    busy (countdown,    ├── exit / 1000 / idle timeout ──▶ ended ("new terminal")
-//    then retry)         └── 4409, 4401 twice, 4403, 1011 three times, HTTP error ──▶ error
+//    then retry)         └── 4409, 4410, 4401 twice, 4403, 1011 three times, HTTP error ──▶ error
 //
 // At most one request for a terminal is under way at a time (`start` joins it), so there
 // is never more than one WebSocket and never more than one pending retry. Connections
@@ -297,6 +297,8 @@ function message(m: Model, msg: ServerMessage, env: Env, fx: Effect[]): Model {
       return m;
     case "pong":
     case "download": // the page's files.ts saves it; nothing changes here
+    case "size": // a viewer's: main.ts keeps the owner's size
+    case "viewers": // the owner's: main.ts shows them in the share panel
       return m;
   }
 }
@@ -380,6 +382,12 @@ function closed(m: Model, socket: number, code: number, reason: string, env: Env
     const text = "Another tab or window took it over. Take it back here?";
     fx.push(overlay("This terminal was opened elsewhere", text, "take it back"));
     return { ...m, phase: "error", status: "opened elsewhere" };
+  }
+  if (code === CloseCode.REVOKED) {
+    // a share link's viewer: the owner revoked the link, which the terminal now refuses
+    const text = "The terminal's owner revoked the link you opened. Ask them for a new one.";
+    fx.push(overlay("This share link was revoked", text, "try again", { type: "start", reset: "token" }));
+    return { ...m, phase: "error", status: "link revoked" };
   }
   if (code === CloseCode.UNAUTHORIZED && !m.tokenRetried) {
     return start({ ...m, tokenRetried: true }, fx); // a fresh token, once

@@ -5,7 +5,8 @@
 // with the parts that touch the world: protocol.ts (the wire), connection.ts (the socket,
 // watchdog and keepalive), output.ts (writes and acks), ui.ts (status, overlay, banner),
 // tabs.ts (the tab's id, the leave prompt) and terminal.ts (xterm.js). Beside the
-// connection: keybar.ts and viewport.ts (phones), search.ts, fontsize.ts, bell.ts. The state is
+// connection: keybar.ts and viewport.ts (phones), search.ts, fontsize.ts, bell.ts;
+// share.ts (share links, and a viewer's page, opened with #share=TOKEN). The state is
 // public as `window.webterm.state` (for automation, tests and the console), and every
 // change fires a `webterm:state` event.
 import { Bell } from "./bell";
@@ -16,7 +17,17 @@ import { FontSize } from "./fontsize";
 import { KeyBar } from "./keybar";
 import type { Shortcut } from "./keys";
 import { Output } from "./output";
-import { type Allocation, type Refusal, decodeAnswer, encodeAck, encodeResize, isRefusal } from "./protocol";
+import {
+  type Allocation,
+  type Refusal,
+  type Role,
+  type ServerMessage,
+  decodeAnswer,
+  encodeAck,
+  encodeResize,
+  isRefusal,
+} from "./protocol";
+import { SharePanel, requestShared, sharedToken, showViewerBadge } from "./share";
 import { askBeforeLeaving, tabId, Tabs } from "./tabs";
 import { type PageTerminal, openTerminal } from "./terminal";
 import { followVisualViewport } from "./viewport";
@@ -26,8 +37,14 @@ import { hideBanner, hideOverlay, renderState, setTitle, showBanner, showOverlay
 const HIDDEN_BACKLOG = 4 * 1024 * 1024; // unparsed output a hidden tab keeps (see output.ts)
 const REQUEST_TIMEOUT_MS = 20_000; // POST /api/terminal (one request is under way at a time)
 
-/** POST /api/terminal as this tab; throws when the server cannot be reached. */
+const shared = sharedToken(); // a viewer's page: the share link's token
+
+/** POST /api/terminal as this tab (a viewer's page: where its link's terminal is);
+ * throws when the server cannot be reached. */
 async function requestTerminal(): Promise<Allocation | Refusal> {
+  if (shared !== null) {
+    return requestShared(shared);
+  }
   const client = tabId.get();
   const response = await fetch("/api/terminal", {
     method: "POST",
@@ -57,6 +74,8 @@ class Page {
   private url: string | null = null; // the terminal's WebSocket URL, once connected
   readonly output: Output;
   readonly files = new Files({ credentials: () => this.credentials() });
+  role: Role = shared === null ? "owner" : "view"; // what the last hello said
+  onMessage: (message: ServerMessage) => void = () => {}; // besides the state table
 
   constructor(
     private readonly terminal: PageTerminal,
@@ -118,7 +137,15 @@ class Page {
     this.input(this.encoder.encode(text));
   }
 
+  /** A control frame on the current socket; false when none is open. */
+  send(text: string): boolean {
+    return this.connection?.send(text) ?? false;
+  }
+
   sendResize(): void {
+    if (this.role !== "owner") {
+      return; // the size is the owner's (the server ignores a viewer's)
+    }
     this.connection?.send(encodeResize(this.terminal.term.cols, this.terminal.term.rows));
   }
 
@@ -235,9 +262,13 @@ class Page {
         this.output.show(bytes, socket);
       },
       message: (message) => {
+        if (message.type === "hello") {
+          this.role = message.role;
+        }
         if (message.type === "download") {
           void this.files.download(message.id, message.name, message.size);
         } else {
+          this.onMessage(message);
           this.dispatch({ type: "message", socket, message });
         }
       },
@@ -293,6 +324,18 @@ const page = new Page(
 );
 
 page.files.wire();
+// sharing: the owner's panel; a viewer's badge and the owner's size
+const sharePanel = shared === null ? new SharePanel(() => tabId.get(), (text) => page.send(text)) : null;
+page.onMessage = (message) => {
+  if (message.type === "hello") {
+    document.body.dataset.role = message.role;
+    showViewerBadge(message.role);
+  } else if (message.type === "size") {
+    terminal.fixSize(message.cols, message.rows);
+  } else if (message.type === "viewers") {
+    sharePanel?.update(message.viewers);
+  }
+};
 
 term.onData((data) => page.inputText(keyBar.apply(data)));
 term.onBinary((data) => page.input(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
@@ -305,7 +348,7 @@ document.addEventListener("visibilitychange", () => {
     page.dispatch({ type: "catch-up" }); // reattach: the server replays the scrollback
   }
 });
-askBeforeLeaving(() => attached(page.model.phase));
+askBeforeLeaving(() => shared === null && attached(page.model.phase));
 
 // --- for automation, tests and the console --------------------------------------------------
 
@@ -337,8 +380,18 @@ const api = {
   connect: (): Promise<void> => page.connect(),
   /** What the idle banner's "stay" button does. */
   stay: (): void => page.dispatch({ type: "stay" }),
+  /** "owner", or a viewer's link mode ("view", "type"), as the last hello said. */
+  get role(): Role {
+    return page.role;
+  },
+  /** The share panel (the owner's page only): make(mode) a link, revoke(link). */
+  share: sharePanel,
 };
 (window as unknown as { webterm: typeof api }).webterm = api;
 
 renderState(page.model.phase, page.model.status, false);
-void new Tabs().claimId().then(() => page.connect());
+if (shared === null) {
+  void new Tabs().claimId().then(() => page.connect());
+} else {
+  void page.connect(); // a viewer has no tab id of its own to claim
+}

@@ -23,13 +23,26 @@ export const CloseCode = {
   FORBIDDEN_ORIGIN: 4403, // the page's Origin is not allowed
   TERMINAL_GONE: 4404, // the terminal behind the proxy could not be reached
   SUPERSEDED: 4409, // a newer connection took this terminal over
+  REVOKED: 4410, // the owner revoked the share link this viewer came with
 } as const;
 
 /** What a browser reports for a connection that ended without a close frame (never sent). */
 export const CLOSED_ABNORMALLY = 1006;
 
+/** Who a connection is: the terminal's owner, or a share link's viewer (its mode). */
+export type Role = "owner" | "view" | "type";
+
+/** One viewer connection, as the owner's `viewers` message lists it. */
+export interface Viewer {
+  readonly id: number;
+  readonly link: string;
+  readonly mode: "view" | "type";
+}
+
 export type ServerMessage =
-  | { readonly type: "hello"; readonly terminal: string; readonly reattached: boolean }
+  | { readonly type: "hello"; readonly terminal: string; readonly reattached: boolean; readonly role: Role }
+  | { readonly type: "size"; readonly cols: number; readonly rows: number }
+  | { readonly type: "viewers"; readonly viewers: readonly Viewer[] }
   | { readonly type: "idle"; readonly secondsLeft: number }
   | { readonly type: "exit"; readonly status: number }
   | { readonly type: "error"; readonly message: string }
@@ -76,8 +89,16 @@ export function decodeServerMessage(text: string): ServerMessage {
       if (typeof terminal !== "string" || typeof reattached !== "boolean") {
         throw new MalformedMessage("hello needs 'terminal' (string) and 'reattached' (bool)");
       }
-      return { type: "hello", terminal, reattached };
+      const role = fields.role ?? "owner";
+      if (role !== "owner" && role !== "view" && role !== "type") {
+        throw new MalformedMessage("hello's 'role' must be owner, view or type");
+      }
+      return { type: "hello", terminal, reattached, role };
     }
+    case "size":
+      return { type: "size", cols: integer(fields, "cols", 1, 65536), rows: integer(fields, "rows", 1, 65536) };
+    case "viewers":
+      return { type: "viewers", viewers: viewers(fields.viewers) };
     case "idle":
       return { type: "idle", secondsLeft: integer(fields, "seconds_left", 0, INT_LIMIT) };
     case "exit":
@@ -103,6 +124,27 @@ export function decodeServerMessage(text: string): ServerMessage {
       }
       throw new MalformedMessage(`unknown message type '${fields.type.slice(0, 40)}'`);
   }
+}
+
+const LINK = /^[A-Za-z0-9_-]{1,64}$/;
+
+function viewers(items: unknown): Viewer[] {
+  if (!Array.isArray(items)) {
+    throw new MalformedMessage("'viewers' must be a list");
+  }
+  return items.map((item: unknown) => {
+    const fields = typeof item === "object" && item !== null ? (item as Record<string, unknown>) : {};
+    const { link, mode } = fields;
+    if (typeof link !== "string" || !LINK.test(link) || (mode !== "view" && mode !== "type")) {
+      throw new MalformedMessage("a viewer needs 'id', 'link' and 'mode' (view or type)");
+    }
+    return { id: integer(fields, "id", 0, INT_LIMIT), link, mode };
+  });
+}
+
+/** The owner revokes share link `link`: its viewers are closed (4410) and it is refused. */
+export function encodeRevoke(link: string): string {
+  return JSON.stringify({ type: "revoke", link });
 }
 
 /** Flow control: this many more output bytes were rendered (or dropped). */

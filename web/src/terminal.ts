@@ -45,6 +45,9 @@ export interface PageTerminal {
   readonly images: ImageAddon;
   /** Fit the terminal to its element now (after a font size change). */
   fit(): void;
+  /** Keep this size whatever the element's (a viewer: the size is the owner's; the
+   * element scrolls), instead of fitting. */
+  fixSize(cols: number, rows: number): void;
   /** The renderer in use now: WebGL falls back to the DOM when its context is lost. */
   renderer(): Renderer;
 }
@@ -107,7 +110,15 @@ export function openTerminal(
   } catch {
     // no WebGL2, or only in software: the DOM renderer is the faster one then
   }
-  fit.fit();
+  let fixed: { cols: number; rows: number } | null = null;
+  const refit = (): void => {
+    if (fixed === null) {
+      fit.fit();
+    } else if (term.cols !== fixed.cols || term.rows !== fixed.rows) {
+      term.resize(fixed.cols, fixed.rows);
+    }
+  };
+  refit();
 
   // Ctrl+Shift+C copies the selection, Ctrl+Shift+V pastes (the browser's own paste
   // event, which xterm.js handles); plain Ctrl+C and Ctrl+V stay the shell's keys.
@@ -137,11 +148,15 @@ export function openTerminal(
   let fitTimer: number | undefined;
   new ResizeObserver(() => {
     window.clearTimeout(fitTimer);
-    fitTimer = window.setTimeout(() => fit.fit(), FIT_DELAY_MS);
+    fitTimer = window.setTimeout(refit, FIT_DELAY_MS);
   }).observe(element);
-  void document.fonts?.ready.then(() => fit.fit());
+  void document.fonts?.ready.then(refit);
 
-  return { term, search, images, fit: () => fit.fit(), renderer: () => renderer };
+  const fixSize = (cols: number, rows: number): void => {
+    fixed = { cols, rows };
+    refit();
+  };
+  return { term, search, images, fit: refit, fixSize, renderer: () => renderer };
 }
 
 function copy(text: string): void {

@@ -71,7 +71,7 @@ test("frames are reported: output as bytes, text decoded, garbage dropped", () =
   socket.frame('{"type":"from-the-future"}');
   assert.deepEqual(heard, [
     ["output", 5],
-    ["message", { type: "hello", terminal: "t", reattached: false }],
+    ["message", { type: "hello", terminal: "t", reattached: false, role: "owner" }],
   ]);
 });
 

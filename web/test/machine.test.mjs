@@ -200,6 +200,14 @@ describe("the connection", () => {
     page.one("request");
   });
 
+  test("4410: a viewer's link was revoked: an error, never an automatic retry", () => {
+    const page = Page.live().close(4410);
+    assert.equal(page.state.phase, "error");
+    assert.equal(page.state.status, "link revoked");
+    assert.equal(page.of("timer").length, 0);
+    assert.equal(page.one("overlay").title, "This share link was revoked");
+  });
+
   test("4401 gets one fresh token; a second 4401 is an error until 'try again'", () => {
     const page = Page.live().close(4401);
     page.one("request");

@@ -9,13 +9,20 @@ import {
   decodeServerMessage,
   encodeAck,
   encodeResize,
+  encodeRevoke,
   isRefusal,
   subprotocolsFor,
 } from "../src/protocol.ts";
 
 test("every server message decodes into its typed form", () => {
   const cases = [
-    ['{"type":"hello","terminal":"t-1","reattached":true}', { type: "hello", terminal: "t-1", reattached: true }],
+    ['{"type":"hello","terminal":"t-1","reattached":true}', { type: "hello", terminal: "t-1", reattached: true, role: "owner" }],
+    ['{"type":"hello","terminal":"t-1","reattached":true,"role":"view"}', { type: "hello", terminal: "t-1", reattached: true, role: "view" }],
+    ['{"type":"size","cols":100,"rows":30}', { type: "size", cols: 100, rows: 30 }],
+    [
+      '{"type":"viewers","viewers":[{"id":1,"link":"a-B_9","mode":"type"}]}',
+      { type: "viewers", viewers: [{ id: 1, link: "a-B_9", mode: "type" }] },
+    ],
     ['{"type":"idle","seconds_left":30}', { type: "idle", secondsLeft: 30 }],
     ['{"type":"exit","status":-1}', { type: "exit", status: -1 }],
     ['{"type":"error","message":"no"}', { type: "error", message: "no" }],
@@ -92,4 +99,17 @@ test("other refusals are final and name the status when the body does not explai
     retryAfter: null,
   });
   assert.deepEqual(decodeAnswer(502, {}, "5"), { status: 502, error: "HTTP 502", retryAfter: null });
+});
+
+test("share messages: a bad role, size or viewer is refused; revoke encodes", () => {
+  for (const text of [
+    '{"type":"hello","terminal":"t","reattached":true,"role":"admin"}',
+    '{"type":"size","cols":0,"rows":30}',
+    '{"type":"viewers","viewers":{}}',
+    '{"type":"viewers","viewers":[{"id":1,"link":"a b","mode":"view"}]}',
+    '{"type":"viewers","viewers":[{"id":1,"link":"ab","mode":"all"}]}',
+  ]) {
+    assert.throws(() => decodeServerMessage(text), MalformedMessage, text);
+  }
+  assert.equal(encodeRevoke("link-1"), '{"type":"revoke","link":"link-1"}');
 });

@@ -3,6 +3,7 @@
 
 This module is the wiring: which object serves which route. The routes are
 :mod:`~webterm.manager.allocations` (a terminal for a client, and back),
+:mod:`~webterm.manager.shares` (a share link for a client's terminal),
 :mod:`~webterm.manager.reports` (what terminals report under their tokens) and
 :mod:`~webterm.manager.listing` (where terminals are); the probes, the error answers,
 the Host guard and the Hypercorn setup are the service kit's (:mod:`webterm.service`).
@@ -28,6 +29,7 @@ from webterm.manager.backend import Backend
 from webterm.manager.core import RETRY_AFTER_NOT_LEADER, TICK_SECONDS, Manager
 from webterm.manager.listing import Listing
 from webterm.manager.reports import TerminalReports
+from webterm.manager.shares import Shares
 from webterm.service.answers import install_error_handlers, json_response
 from webterm.service.errors import Refusal
 from webterm.service.health import PROBE_PATHS, READY, add_probes
@@ -57,6 +59,8 @@ def create_app(manager: Manager, registry: CollectorRegistry) -> QuartTrio:
     app.add_url_rule(
         "/v1/allocations/<path:client>", view_func=allocations.release, methods=["DELETE"]
     )
+    shares = Shares(manager)
+    app.add_url_rule("/v1/shares", view_func=shares.share, methods=["POST"])
     reports = TerminalReports(manager)
     app.add_url_rule("/v1/terminals/<name>/recycle", view_func=reports.recycle, methods=["POST"])
     app.add_url_rule(

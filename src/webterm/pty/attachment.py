@@ -13,7 +13,17 @@ from typing import Final
 import trio
 from trio_websocket import WebSocketConnection
 
-from webterm.protocol import Download, Error, Flush, Idle, Pong
+from webterm.protocol import (
+    CloseCode,
+    Download,
+    Error,
+    Flush,
+    Idle,
+    Pong,
+    ShareClaims,
+    Size,
+    Viewers,
+)
 from webterm.pty.frames import send_binary
 from webterm.pty.window import FlowWindow
 
@@ -21,7 +31,7 @@ CLOSE_TIMEOUT: Final = 2.0
 """Seconds we wait for a peer's close handshake before dropping the TCP connection,
 and that a taken-over connection has to finish the frame it is sending."""
 
-Notice = Idle | Error | Flush | Pong | Download
+Notice = Idle | Error | Flush | Pong | Size | Viewers | Download
 """A control message another part of the server asks an attachment's pump to send."""
 
 
@@ -35,8 +45,9 @@ class Phase(enum.Enum):
     """The shell exited and all output is sent: the pump sends ``exit``, waits for the
     client's acks (its input loop goes on reading them) and closes 1000."""
     TAKEN_OVER = enum.auto()
-    """A newer connection attached: input stops at once; the pump ends the frame it is
-    sending (within :data:`CLOSE_TIMEOUT`), then the connection closes 4409."""
+    """A newer connection attached (or, for a viewer, its share link was revoked): input
+    stops at once; the pump ends the frame it is sending (within :data:`CLOSE_TIMEOUT`),
+    then the connection closes with :attr:`Attachment.end_code` (4409, or 4410)."""
     SHUTTING_DOWN = enum.auto()
     """The server is stopping: the socket is closed 1001 and input stops."""
     BROKEN = enum.auto()
@@ -65,6 +76,19 @@ class Attachment:
     input_scope: trio.CancelScope | None = None  # its input loop, once running
     sending: trio.CancelScope | None = None  # the pump's send in progress
     notices: deque[Notice] = field(default_factory=deque)  # for the pump to send
+    share: ShareClaims | None = None  # a viewer's share link; None: the owner
+    id: int = 0  # a viewer's number on this terminal
+    end_code: int = CloseCode.SUPERSEDED  # the close after TAKEN_OVER
+
+    @property
+    def viewer(self) -> bool:
+        """Attached by a share link, beside the owner."""
+        return self.share is not None
+
+    @property
+    def may_type(self) -> bool:
+        """Its input reaches the shell: the owner's, or a ``type`` link's."""
+        return self.share is None or self.share.mode == "type"
 
     def enter(self, phase: Phase) -> None:
         """Change to ``phase``; a change :data:`PHASE_CHANGES` does not list is a bug
@@ -73,13 +97,15 @@ class Attachment:
             raise RuntimeError(f"an attachment {self.phase.name} cannot become {phase.name}")
         self.phase = phase
 
-    def take_over(self) -> None:
+    def take_over(self, code: int = CloseCode.SUPERSEDED) -> None:
         """A newer connection attached. This one's input loop ends now, also a write
         stuck on a full pty: one writer to the shell at a time. Its pump finishes the
         frame it is sending (a frame cut short and the close after it would read as a
         broken connection, which a page answers by reconnecting), within
-        :data:`CLOSE_TIMEOUT`, and it closes with 4409."""
+        :data:`CLOSE_TIMEOUT`, and it closes with ``code`` (4409; 4410 for a viewer
+        whose link was revoked)."""
         self.enter(Phase.TAKEN_OVER)
+        self.end_code = code
         if self.input_scope is not None:
             self.input_scope.cancel()
         if self.sending is not None:
@@ -94,10 +120,11 @@ class Attachment:
         """Queue a control message for the pump, the one task that sends on this
         connection: no other task waits on its socket (the input loop goes on reading
         while a big frame is stuck), a cancellation never cuts a frame short, and a
-        failed send ends the connection, not the server. A newer idle warning replaces
-        a queued one."""
-        if isinstance(notice, Idle):
-            self.notices = deque(n for n in self.notices if not isinstance(n, Idle))
+        failed send ends the connection, not the server. A newer idle warning, size or
+        viewer list replaces a queued one."""
+        if isinstance(notice, Idle | Size | Viewers):
+            kind = type(notice)
+            self.notices = deque(n for n in self.notices if not isinstance(n, kind))
         self.notices.append(notice)
 
 

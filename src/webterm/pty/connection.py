@@ -6,11 +6,18 @@ the one reader of the socket, and the *pump* (:func:`_pump`), the one writer: ou
 from the terminal's log at this connection's offset, as fast as its flow-control
 window (:mod:`webterm.pty.window`) allows, and the notices other tasks post to it.
 After the shell's exit the pump finishes the session (:func:`_finish`).
+
+A viewer (a share link's connection, :mod:`webterm.pty.sharing`) is served the same
+way, except that its input reaches the shell only if its link allows typing (else each
+frame is refused with an ``error``), its ``resize`` is ignored (the size is the
+owner's), and when its unsent output falls out of the log it is skipped ahead
+(:func:`resync`) rather than holding the shell up.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -26,6 +33,8 @@ from webterm.protocol import (
     Ping,
     Pong,
     Resize,
+    Revoke,
+    ShareClaims,
     decode_client_message,
     encode_message,
 )
@@ -33,10 +42,21 @@ from webterm.pty.attachment import CLOSE_TIMEOUT, Attachment, Phase, close, send
 from webterm.pty.session import ExitStatus
 from webterm.pty.terminal import FRAME_BYTES, SPAWN_FAILED, ShellUnavailable, Terminal
 
+VIEW_ONLY: Final = "this share link is view only: your keys do not reach the shell"
+"""The ``error`` a view-only viewer's input is refused with."""
 
-async def serve_connection(terminal: Terminal, ws: WebSocketConnection) -> bool:
-    """Attach ``ws`` until either side goes away. True if its stream is broken (a
-    send was cut short): then it must be dropped, not closed with a close frame."""
+NOT_OWNER: Final = "only the terminal's owner can revoke a share link"
+
+RESET: Final = b"\x1bc"
+"""RIS: a viewer skipped ahead starts from a clean screen, as a reattach does."""
+
+
+async def serve_connection(
+    terminal: Terminal, ws: WebSocketConnection, share: ShareClaims | None = None
+) -> bool:
+    """Attach ``ws`` (as a viewer of share link ``share``, else as the owner) until
+    either side goes away. True if its stream is broken (a send was cut short): then it
+    must be dropped, not closed with a close frame."""
     try:
         reattached = await terminal.ensure_shell()
     except ShellUnavailable:
@@ -45,16 +65,22 @@ async def serve_connection(terminal: Terminal, ws: WebSocketConnection) -> bool:
         await close(ws, CloseCode.INTERNAL_ERROR)
         return False
     offset, restore = terminal.log.replay()
-    att = Attachment(ws, offset=offset)
-    terminal.attach(att)  # an older connection is taken over
+    att = Attachment(ws, offset=offset, share=share)
+    terminal.attach(att)  # an older owner's connection is taken over
     try:
+        role = "owner" if share is None else share.mode
         await ws.send_message(
-            encode_message(Hello(terminal=terminal.config.name, reattached=reattached))
+            encode_message(Hello(terminal=terminal.config.name, reattached=reattached, role=role))
         )
         if restore:  # the modes in force where the replay starts, then the replay
             att.flow.on_send(len(restore), trio.current_time())
             await ws.send_message(restore)
-        if reattached and terminal.log.modes().alternate_screen and terminal.shell is not None:
+        if (
+            reattached
+            and not att.viewer  # a viewer's attach must not disturb the owner's program
+            and terminal.log.modes().alternate_screen
+            and terminal.shell is not None
+        ):
             terminal.shell.redraw()  # a full-screen program repaints what the replay lacks
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump, terminal, att, nursery.cancel_scope)
@@ -66,7 +92,7 @@ async def serve_connection(terminal: Terminal, ws: WebSocketConnection) -> bool:
             else:
                 nursery.cancel_scope.cancel()
         if att.phase is Phase.TAKEN_OVER:
-            await close(ws, CloseCode.SUPERSEDED)
+            await close(ws, att.end_code)
     except ConnectionClosed:
         pass
     finally:
@@ -82,6 +108,10 @@ async def _pump(terminal: Terminal, att: Attachment, done: trio.CancelScope) -> 
             changed = terminal.changed
             if att.notices:
                 if not await send_whole(att, encode_message(att.notices.popleft())):
+                    return
+                continue
+            if att.offset < terminal.log.start:  # a viewer that fell out of the log
+                if not await send_whole(att, resync(terminal, att)):
                     return
                 continue
             room = att.flow.room()
@@ -103,6 +133,16 @@ async def _pump(terminal: Terminal, att: Attachment, done: trio.CancelScope) -> 
             await changed.wait()
     except ConnectionClosed:
         done.cancel()
+
+
+def resync(terminal: Terminal, att: Attachment) -> bytes:
+    """Skip ``att`` ahead: the output it was not sent has left the log (only a viewer's
+    can: the reader waits for the owner). It starts again where a reattach would, from
+    a clean screen (RIS) and the modes in force there; returns what to send it first."""
+    att.offset, restore = terminal.log.replay()
+    data = RESET + restore
+    att.flow.on_send(len(data), trio.current_time())
+    return data
 
 
 async def _finish(terminal: Terminal, att: Attachment, status: ExitStatus) -> None:
@@ -135,6 +175,10 @@ async def _input_loop(terminal: Terminal, att: Attachment) -> None:
                 # not reach the shell after, or in between, the newer one's input.
                 return
             if isinstance(message, bytes):
+                if not att.may_type:
+                    if message:  # an empty frame ("stay") is no keystroke: no answer
+                        _refuse(terminal, att, VIEW_ONLY)
+                    continue
                 if terminal.shell is not None and terminal.exit_status is None:
                     terminal.last_input = trio.current_time()
                     interrupts = terminal.shell.interrupts(message)
@@ -153,6 +197,14 @@ async def _input_loop(terminal: Terminal, att: Attachment) -> None:
         return
 
 
+def _refuse(terminal: Terminal, att: Attachment, why: str) -> None:
+    """Answer a refused frame with an ``error`` (one queued at a time: a flood of
+    refused frames queues no flood of answers)."""
+    if not any(isinstance(n, Error) and n.message == why for n in att.notices):
+        att.post(Error(message=why))
+        terminal.notify()
+
+
 async def _control(terminal: Terminal, att: Attachment, text: str) -> None:
     try:
         control = decode_client_message(text)
@@ -164,12 +216,17 @@ async def _control(terminal: Terminal, att: Attachment, text: str) -> None:
         att.flow.on_ack(control.bytes, trio.current_time())
         terminal.notify()
     elif isinstance(control, Resize):
-        size = control.clamped()
-        if terminal.shell is not None:
-            terminal.shell.resize(size.cols, size.rows)
+        if not att.viewer:  # the terminal's size is the owner's
+            size = control.clamped()
+            terminal.resize(size.cols, size.rows)
+    elif isinstance(control, Revoke):
+        if att.viewer:
+            _refuse(terminal, att, NOT_OWNER)
+        else:
+            terminal.revoke(control.link)
     elif isinstance(control, Ping):
         att.post(Pong())
         terminal.notify()
 
 
-__all__ = ["serve_connection"]
+__all__ = ["NOT_OWNER", "RESET", "VIEW_ONLY", "resync", "serve_connection"]

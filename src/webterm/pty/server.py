@@ -5,7 +5,8 @@ Theory of operation
 One :class:`~webterm.pty.terminal.Terminal` per process. The first authorised
 connection spawns the shell; the shell then outlives any connection until it exits,
 idles out, or the server is stopped. At most one connection is *attached*: a newer one
-takes over and the older is closed with 4409.
+takes over and the older is closed with 4409. A share link's token attaches a viewer
+beside it instead (:mod:`webterm.pty.sharing`), unless its owner revoked the link (403).
 
 Per attached connection two tasks run (:mod:`webterm.pty.connection`): the *input
 loop* (frames from the browser: binary → pty, text → control messages) and the *pump*,
@@ -50,6 +51,8 @@ from webterm.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOL,
     CloseCode,
+    ShareClaims,
+    TokenClaims,
     TokenError,
     token_from_subprotocols,
 )
@@ -125,8 +128,9 @@ class TerminalServer:
             if request is None:
                 nursery.cancel_scope.cancel()
                 return
-            refusal = await self._refusal(request)
-            if refusal is not None:
+            admitted = await self._admit(request)
+            if isinstance(admitted, Refusal):
+                refusal = admitted
                 log.info("refused connection from %s: %s", request.remote, refusal.message)
                 await request.reject(
                     refusal.error_status_hint,
@@ -138,7 +142,8 @@ class TerminalServer:
             ws = await request.accept(subprotocol=SUBPROTOCOL)
             broken = False
             try:
-                broken = await serve_connection(self.terminal, ws)
+                share = admitted if isinstance(admitted, ShareClaims) else None
+                broken = await serve_connection(self.terminal, ws, share)
             finally:
                 if not broken:  # else a frame was cut short: no close frame after it
                     with trio.CancelScope(shield=True):
@@ -147,8 +152,9 @@ class TerminalServer:
         if broken:
             await stream.aclose()
 
-    async def _refusal(self, request: WebSocketRequest) -> Refusal | None:
-        """Why this upgrade must be refused, if it must; tokens are never logged."""
+    async def _admit(self, request: WebSocketRequest) -> Refusal | TokenClaims | ShareClaims:
+        """Why this upgrade must be refused, if it must, else its token's claims (the
+        owner's, or a share link's); tokens are never logged."""
         if self.config.allowed_origins:
             origin = next(
                 (v.decode("latin-1") for k, v in request.headers if k.lower() == b"origin"), None
@@ -161,13 +167,19 @@ class TerminalServer:
                 401, "missing token (offer subprotocols webterm.v1 and webterm.token.<token>)"
             )
         try:
-            await self.terminal.keys.verify(
+            claims = await self.terminal.keys.verify_any(
                 token, terminal=self.config.name, instance=self.config.instance, now=time.time()
             )
         except TokenError as exc:
             return Refusal(exc.error_status_hint, str(exc))
+        if isinstance(claims, ShareClaims):
+            if claims.link in self.terminal.sharing.revoked:
+                return Refusal(403, "this share link was revoked")
+            if self.terminal.sharing.full:
+                return Refusal(503, "this terminal has as many viewers as it serves")
+            return claims
         self.terminal.report_token = token  # what our reports to the manager carry
-        return None
+        return claims
 
 
 async def _respond(stream: trio.abc.Stream, data: bytes) -> None:

@@ -2,7 +2,9 @@
 
 The first authorised connection spawns the shell (:meth:`Terminal.ensure_shell`); the
 shell then outlives any connection until it exits, idles out, or the server is stopped.
-At most one connection is *attached*: a newer one takes over (:meth:`Terminal.attach`).
+At most one connection is *attached* as the owner: a newer one takes over
+(:meth:`Terminal.attach`). Viewers who came by a share link attach beside it, any
+number at once, and are never taken over (:mod:`webterm.pty.sharing`).
 One task reads the pty for the whole terminal and appends to the log, but never more
 than :data:`READ_AHEAD` bytes (nor the log's capacity) past what the attached connection
 was sent, so a slow socket makes the shell block instead of our memory growing or
@@ -36,6 +38,7 @@ from webterm.pty.session import (
     shell_environment,
     spawn_shell,
 )
+from webterm.pty.sharing import Sharing
 
 log = logging.getLogger("webterm.pty")
 
@@ -76,7 +79,8 @@ class Terminal:
     shell: Shell | None = None
     exit_status: ExitStatus | None = None
     exit_reason: str = EXIT_REASON_EXIT
-    attached: Attachment | None = None
+    attached: Attachment | None = None  # the owner's connection
+    sharing: Sharing = field(default_factory=Sharing)  # the viewers beside it
     last_input: float = 0.0
     report_token: str | None = None  # the latest token a browser opened us with
     changed: trio.Event = field(default_factory=trio.Event)  # set by the next notify()
@@ -236,19 +240,47 @@ class Terminal:
     # --- connections ----------------------------------------------------------------------------
 
     def attach(self, att: Attachment) -> None:
-        """Make ``att`` the attached connection; an older one is taken over."""
+        """Make ``att`` the attached connection; an older one is taken over. A viewer
+        (``att.share``) is added beside the owner instead."""
+        if att.viewer:
+            self.sharing.add(att)
+            self._tell_owner()
+            return
         old, self.attached = self.attached, att
         if old is not None:
             old.take_over()
+        if self.sharing.viewers:
+            att.post(self.sharing.listing())
         self.notify()
         self.call_manager("connection", {"connected": True})
 
     def detach(self, att: Attachment) -> None:
         """``att`` went away: if it was still attached, nobody is now."""
-        if self.attached is att:
+        if self.sharing.remove(att):
+            self._tell_owner()
+        elif self.attached is att:
             self.attached = None
             self.notify()
             self.call_manager("connection", {"connected": False})
+
+    def revoke(self, link: str) -> None:
+        """The owner revoked share ``link``: its viewers are closed (4410) at once, and
+        the link is refused from now on."""
+        if self.sharing.revoke(link):
+            log.info("share link revoked; its viewers are closed")
+        self.notify()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The owner's size: the pty's, and what the viewers are told."""
+        if self.shell is not None:
+            self.shell.resize(cols, rows)
+        if self.sharing.resize(cols, rows):
+            self.notify()
+
+    def _tell_owner(self) -> None:
+        if (owner := self.attached) is not None:
+            owner.post(self.sharing.listing())
+        self.notify()
 
     # --- the manager --------------------------------------------------------------------------
 
@@ -261,11 +293,12 @@ class Terminal:
     # --- shutdown -------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Close the attached socket with 1001 and hang up the shell."""
-        att = self.attached
-        if att is not None:
-            att.enter(Phase.SHUTTING_DOWN)
-            await close(att.ws, CloseCode.GOING_AWAY)
+        """Close the attached sockets with 1001 and hang up the shell."""
+        async with trio.open_nursery() as nursery:  # at once: each may take 2 s
+            for att in [self.attached, *self.sharing.viewers]:
+                if att is not None and att.phase in (Phase.ATTACHED, Phase.FINISHING):
+                    att.enter(Phase.SHUTTING_DOWN)
+                    nursery.start_soon(close, att.ws, CloseCode.GOING_AWAY)
         if self.shell is not None and self.exit_status is None:
             await self.shell.hangup()
         self.downloads.close()

@@ -17,7 +17,8 @@ One raw ASGI callable, :class:`Webserver`, sits in front of everything:
 
 This module is the wiring: which object serves which route. The page's routes are
 :mod:`~webterm.webserver.pages`, the terminal API's :mod:`~webterm.webserver.api`
-(over the one limit-and-allocate path of :mod:`~webterm.webserver.allocator`); the
+(over the one limit-and-allocate path of :mod:`~webterm.webserver.allocator`), the
+share links' :mod:`~webterm.webserver.sharing`; the
 manager is reached through one ``httpx.AsyncClient`` opened in :func:`serve`
 (transport injectable, so tests stand the manager in), by
 :mod:`~webterm.webserver.managerclient` and the proxy's
@@ -64,6 +65,7 @@ from webterm.webserver.managerclient import MANAGER_TIMEOUT, ManagerClient
 from webterm.webserver.pages import Pages
 from webterm.webserver.proxy import TerminalProxy
 from webterm.webserver.security import CONTENT_SECURITY_POLICY
+from webterm.webserver.sharing import ShareApi
 from webterm.webserver.static import StaticSite
 from webterm.webserver.upstream import UpstreamTransport
 
@@ -106,9 +108,10 @@ class Webserver:
             trusted=trusted,
             registry=registry,
         )
+        addresses = AddressBook(manager)
         self.proxy = TerminalProxy(
             keys=keys,
-            addresses=AddressBook(manager),
+            addresses=addresses,
             allowed_origins=config.allowed_origins,
             trusted=trusted,
             registry=registry,
@@ -133,9 +136,9 @@ class Webserver:
                 hold_seconds=HOLD_SECONDS,  # read when built, so a test can shorten it
             ),
         )
-        self.app = self._create_app(
-            Pages(StaticSite(static_dir)), TerminalApi(config, allocator, trusted)
-        )
+        api = TerminalApi(config, allocator, trusted)
+        self.shares = ShareApi(config, api, self.manager, keys, addresses)
+        self.app = self._create_app(Pages(StaticSite(static_dir)), api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -167,6 +170,8 @@ class Webserver:
         app.add_url_rule("/static/<path:filename>", view_func=pages.static_file, methods=["GET"])
         app.add_url_rule("/api/terminal", view_func=api.terminal, methods=["POST"])
         app.add_url_rule("/api/terminal", view_func=api.give_back, methods=["DELETE"])
+        app.add_url_rule("/api/terminal/share", view_func=self.shares.share, methods=["POST"])
+        app.add_url_rule("/api/terminal/shared", view_func=self.shares.shared, methods=["POST"])
         app.add_url_rule("/getPseudoTerminalAddress", view_func=api.legacy, methods=["POST"])
         add_probes(app, self.registry, self.readiness)
         install_error_handlers(app)  # the manager client's errors are refusals too

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -114,6 +114,26 @@ class ManagerClient:
         except MalformedAllocation as exc:
             log.warning("manager answered an allocation with an unexpected body")
             raise ManagerAnsweredBadly from exc
+
+    async def share(self, identity: str, mode: str) -> dict[str, Any]:
+        """A share link for ``identity``'s terminal (the manager's answer: ``terminal``,
+        ``link``, ``mode``, ``token``, ``expires_at``), or raise :class:`ManagerError`
+        (its 404, "holds no terminal", stays a 404)."""
+        try:
+            answer = await self.http.post("/v1/shares", json={"client": identity, "mode": mode})
+        except httpx.HTTPError:
+            raise ManagerUnavailable from None
+        if answer.status_code == 404:
+            raise Refusal(404, "there is no terminal of yours to share")
+        if answer.status_code != 200:
+            raise _refusal(answer)
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("token"), str):
+            raise ManagerAnsweredBadly
+        return body
 
     async def release(self, identity: str) -> bool:
         """Give ``identity``'s terminal back; False if it held none. Raises

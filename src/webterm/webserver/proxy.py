@@ -17,7 +17,8 @@ terminal:
    token;
 3. the token offered as subprotocol ``webterm.token.<token>`` is genuine (signed by a
    key of the manager's published set, refreshed once for an unknown key id), unexpired,
-   for the terminal audience and names this terminal, else 4401
+   for the terminal audience (an owner's) or the share audience (a viewer's, by a share
+   link) and names this terminal, else 4401
    (:func:`webterm.protocol.read_token`: the proxy cannot check the *instance*, the
    terminal does);
 4. the manager knows the terminal (``GET /v1/terminals/{name}``, cached for
@@ -69,6 +70,7 @@ from webterm.protocol import (
     SUBPROTOCOL,
     TERMINAL_NAME,
     CloseCode,
+    ShareClaims,
     TokenClaims,
     TokenError,
     UnknownKey,
@@ -178,7 +180,8 @@ class TerminalProxy:
         self._to_browser = self.m_bytes.labels("to_browser")
         self._to_terminal = self.m_bytes.labels("to_terminal")
         self.relaying: collections.Counter[str] = collections.Counter()
-        """Open relays per client (the token's client hash): a session in use right now."""
+        """Open relays per client (the token's client hash; ``share:LINK`` for a viewer):
+        a session in use right now."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -206,7 +209,9 @@ class TerminalProxy:
 
     # --- admission ----------------------------------------------------------------------
 
-    async def _admit(self, scope: Scope, offered: list[str]) -> tuple[str, TokenClaims]:
+    async def _admit(
+        self, scope: Scope, offered: list[str]
+    ) -> tuple[str, TokenClaims | ShareClaims]:
         match = PATH.match(scope.get("path", ""))
         if match is None:
             raise _Refusal(CloseCode.TERMINAL_GONE, "bad-path")
@@ -217,7 +222,7 @@ class TerminalProxy:
         if token is None:
             raise _Refusal(CloseCode.UNAUTHORIZED, "no-token")
         try:
-            claims = await self.keys.read(token, now=time.time())
+            claims = await self.keys.read_any(token, now=time.time())
         except UnknownKey:
             raise _Refusal(CloseCode.UNAUTHORIZED, "unknown-key") from None
         except TokenError:
@@ -237,7 +242,7 @@ class TerminalProxy:
         dialed = public_host(host, forwarded_host, peer(scope), self.trusted)
         return dialed is not None and same_origin(origin, dialed)
 
-    async def _address(self, name: str, claims: TokenClaims) -> str:
+    async def _address(self, name: str, claims: TokenClaims | ShareClaims) -> str:
         with trio.move_on_after(LOOKUP_TIMEOUT):
             found = await self.addresses.lookup(name, claims.instance)
             if found is Lookup.STALE:
@@ -263,7 +268,7 @@ class TerminalProxy:
     async def _relay(
         self,
         name: str,
-        claims: TokenClaims,
+        claims: TokenClaims | ShareClaims,
         address: str,
         offered: list[str],
         receive: Receive,
@@ -288,15 +293,16 @@ class TerminalProxy:
             ) as upstream:
                 connected = True
                 self.m_open.inc()
-                self.relaying[claims.client] += 1
+                who = claims.client if isinstance(claims, TokenClaims) else f"share:{claims.link}"
+                self.relaying[who] += 1
                 try:
                     await browser._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
                     return await self._pump(upstream, receive, browser)
                 finally:
                     self.m_open.dec()
-                    self.relaying[claims.client] -= 1
-                    if not self.relaying[claims.client]:
-                        del self.relaying[claims.client]
+                    self.relaying[who] -= 1
+                    if not self.relaying[who]:
+                        del self.relaying[who]
         except ConnectionRejected as exc:
             if connected:
                 raise

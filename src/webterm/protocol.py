@@ -49,14 +49,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+if TYPE_CHECKING:  # the manager's alone, imported where it signs (see read_token)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from webterm.errors import WebtermError
 
@@ -587,13 +587,18 @@ def _b64decode(text: str) -> bytes:
     return raw
 
 
-def key_id(public: Ed25519PublicKey) -> str:
+def key_id(public: bytes) -> str:
     """A public key's id: base64url of the first 12 bytes of SHA-256 of its raw bytes."""
-    return _b64encode(hashlib.sha256(_raw_public(public)).digest()[:12])
+    return _b64encode(hashlib.sha256(public).digest()[:12])
 
 
-def _raw_public(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes_raw()
+def _public_key(raw: bytes) -> bytes:
+    """``raw`` if it is a raw Ed25519 public key (32 bytes), else ValueError."""
+    try:
+        VerifyKey(raw)
+    except (ValueError, TypeError) as exc:  # nacl's TypeError is a ValueError too
+        raise ValueError("not an Ed25519 public key") from exc
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,17 +610,25 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls.of(Ed25519PrivateKey.generate())
 
     @classmethod
     def of(cls, private: Ed25519PrivateKey) -> SigningKey:
-        return cls(private, key_id(private.public_key()))
+        return cls(private, key_id(private.public_key().public_bytes_raw()))
+
+    @property
+    def public(self) -> bytes:
+        """The raw public key (32 bytes)."""
+        return self.private.public_key().public_bytes_raw()
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
         """A PKCS#8 PEM Ed25519 private key (``webterm keygen``, ``openssl genpkey
         -algorithm ed25519``); ValueError for anything else."""
         from cryptography.hazmat.primitives import serialization  # the manager's only
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         try:
             private = serialization.load_pem_private_key(pem, password=None)
@@ -644,21 +657,23 @@ class SigningKey:
     def key_set(self, previous: KeySet | None = None) -> KeySet:
         """This key's public half, plus ``previous`` (retiring keys during a rotation)."""
         keys = dict(previous.keys) if previous is not None else {}
-        keys[self.kid] = self.private.public_key()
+        keys[self.kid] = self.public
         return KeySet(keys)
 
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """The public keys tokens may be signed with, by key id. What every verifier holds;
-    it can check a token, never make one. Published as a JWKS (RFC 8037 OKP keys)."""
+    """The public keys tokens may be signed with (raw, 32 bytes each), by key id. What
+    every verifier holds; it can check a token, never make one. Published as a JWKS
+    (RFC 8037 OKP keys)."""
 
-    keys: Mapping[str, Ed25519PublicKey]
+    keys: Mapping[str, bytes]
 
     @classmethod
     def from_pem(cls, pem: bytes) -> KeySet:
         """One PEM public key (a ``--previous-public-key-file``)."""
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
             public = serialization.load_pem_public_key(pem)
@@ -666,7 +681,8 @@ class KeySet:
             raise ValueError("not a PEM public key") from exc
         if not isinstance(public, Ed25519PublicKey):
             raise ValueError("public keys must be Ed25519 keys")
-        return cls({key_id(public): public})
+        raw = public.public_bytes_raw()
+        return cls({key_id(raw): raw})
 
     @classmethod
     def from_jwks(cls, text: str | bytes) -> KeySet:
@@ -679,14 +695,14 @@ class KeySet:
         items = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(items, list):
             raise ValueError("the key set has no 'keys' list")
-        keys: dict[str, Ed25519PublicKey] = {}
+        keys: dict[str, bytes] = {}
         for item in items:
             if not isinstance(item, dict) or item.get("kty") != "OKP":
                 continue
             if item.get("crv") != "Ed25519" or item.get("use", "sig") != "sig":
                 continue
             try:
-                public = Ed25519PublicKey.from_public_bytes(_b64decode(str(item.get("x"))))
+                public = _public_key(_b64decode(str(item.get("x"))))
             except ValueError as exc:
                 raise ValueError("a key's 'x' is not an Ed25519 public key") from exc
             if item.get("kid") != key_id(public):
@@ -701,7 +717,7 @@ class KeySet:
                     "kty": "OKP",
                     "crv": "Ed25519",
                     "kid": kid,
-                    "x": _b64encode(_raw_public(public)),
+                    "x": _b64encode(public),
                     "use": "sig",
                     "alg": TOKEN_ALGORITHM,
                 }
@@ -811,10 +827,12 @@ def read_token(keys: KeySet, token: str, *, now: float, leeway: float = 0) -> To
     expiry (the manager's reports). Raises :class:`UnknownKey` for a key id not in
     ``keys``.
 
-    Verification is ``cryptography``'s Ed25519 over the JWS signing input, not PyJWT:
-    every terminal server does this, and importing PyJWT (which brings all of
-    ``cryptography``'s algorithms and ``urllib``) cost each one ~0.3 s of CPU at start
-    and ~2.4 MiB. The tests check both ways against PyJWT."""
+    Verification is PyNaCl's (libsodium's) Ed25519 over the JWS signing input, neither
+    PyJWT nor ``cryptography``: every terminal server does this, and importing PyJWT
+    (all of ``cryptography``'s algorithms and ``urllib``) cost each one ~0.3 s of CPU at
+    start and ~2.4 MiB, ``cryptography`` alone 6.8 MiB of its 40, PyNaCl 0.8 MiB. Only
+    the manager, which signs, loads ``cryptography``. The tests check both ways
+    against PyJWT."""
     data = _verified_payload(keys, token)
     if data.get("aud") != TOKEN_AUDIENCE:
         raise WrongTerminal("token is for another audience")
@@ -850,8 +868,8 @@ def _verified_payload(keys: KeySet, token: str) -> dict[str, Any]:
     if public is None:
         raise UnknownKey("token is signed by an unknown or retired key")
     try:
-        public.verify(jws.signature, jws.signing_input)
-    except InvalidSignature:
+        VerifyKey(public).verify(jws.signing_input, jws.signature)
+    except (BadSignatureError, ValueError):  # ValueError: a signature of the wrong size
         raise InvalidToken("bad signature") from None
     try:
         data = json.loads(jws.payload)

@@ -191,11 +191,21 @@ async def measure(pods: int, events: int, port: int) -> dict[str, float]:
             done.set()
 
     backend._on_event = counting  # type: ignore[method-assign]
+    watchdog = backend._readiness_watchdog
+    started: set[str] = set()
+
+    async def counted_watchdog(name: str, uid: str) -> None:
+        started.add(uid)
+        await watchdog(name, uid)
+
+    backend._readiness_watchdog = counted_watchdog  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         # readiness watchdogs, one per starting pod, as the backend's first replay of
-        # its cache started them (before any of them has run)
-        waiters = len(backend._watched)
+        # its cache started them (counted as started: one may end at once, when its
+        # pod's flip to Ready has already landed)
+        await trio.testing.wait_all_tasks_blocked()
+        waiters = len(started | backend._watched)
         gc.collect()
         rss_tracking = process.memory_info().rss
         with trio.fail_after(600):

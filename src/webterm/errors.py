@@ -29,6 +29,14 @@ defined beside the code that raises it and derives from one of these bases::
     │   ├── NotFound                 404
     │   └── Gone                     410: an expired resourceVersion
     ├── ReportError                  webterm.pty.report: 502, the manager did not answer
+    ├── FileError                    webterm.pty.files: 400, a file transfer refused
+    │   ├── BadFileName              a name with a path, a control character or ``..``
+    │   ├── TooLarge                 413: over --max-upload
+    │   ├── NoSpace                  507: more than the filesystem has free
+    │   ├── NameTaken                409: every candidate name exists
+    │   ├── NotWritable              403: the shell's user may not write there
+    │   ├── WriteFailed              500: the filesystem failed otherwise
+    │   └── NoDirectory              409: no shell, or its directory is gone
     ├── FetchError                   webterm.keys: 502, no public keys from the keys URL
     └── Refusal                      webterm.service.errors: a request's answer instead
         │                            of going on (its status, message, retry_after)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.pagekit import chromium
 from tests.browser.test_page import BUFFER_TEXT, run, wait_for_text
 from tests.upstack import webterm_up
 
@@ -26,12 +25,6 @@ def base(request: pytest.FixtureRequest) -> Iterator[str]:
         "--spares", "1", "--max-terminals", "4", "--max-upload", "1M", "--sandbox", request.param
     ) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
